@@ -1,0 +1,164 @@
+"""The command line: the command tree of DESIGN.md, flags over env over the config file.
+
+Exit codes: 0 done, 1 bad input or config (one line on stderr naming the culprit),
+2 usage, 130/143 after SIGINT/SIGTERM with a clean shutdown.
+Handlers live in `jobrl_async.commands.*` and are imported only when their command runs,
+so `config show` or `--help` never pays for importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Any, Callable
+
+from . import __version__
+from .config import Config, load_config
+from .errors import JobrlError
+
+EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="jobrl-async",
+        description="Asynchronous RL trainer that teaches a small LLM to write job offers.",
+    )
+    p.add_argument("--version", action="version", version=f"jobrl-async {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = _cmd(sub, "run", "the training daemon", "pipeline:run")
+    run.add_argument("--dry-run", action="store_true",
+                     help="stub judge, embedded tiny model, bundled dataset, local checkpoints; no network")
+    run.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
+    resume = run.add_mutually_exclusive_group()
+    resume.add_argument("--resume", dest="resume", action="store_true", default=None,
+                        help="continue from the latest checkpoint (default when one exists)")
+    resume.add_argument("--no-resume", dest="resume", action="store_false", help="start fresh")
+    _model_flag(run)
+    run.add_argument("--dataset", help="dataset path or URI (file://, s3://)")
+    run.add_argument("--checkpoints", help="checkpoints path or URI")
+    _judge_flag(run)
+    run.add_argument("--schedule", choices=["pipelined", "sequential"])
+    run.add_argument("--metrics-port", type=int, help="serve /metrics and /healthz on this port")
+    run.add_argument("--metrics-host", help="address for the metrics endpoint (default 127.0.0.1)")
+    run.add_argument("--log-format", choices=["json", "console"])
+
+    config = _group(sub, "config", "inspect the configuration")
+    _cmd(config, "show", "print the effective configuration, secrets redacted", "config:show")
+
+    data = _group(sub, "data", "inspect and validate datasets")
+    count = _cmd(data, "count", "entries, split sizes and distributions", "data:count", config=False)
+    count.add_argument("source", metavar="FILE|URI", nargs="?", help="dataset (bundled by default)")
+    count.add_argument("--json", action="store_true", help="print JSON even on a terminal")
+    check = _cmd(data, "check", "load and validate every record", "data:check")
+    check.add_argument("--dataset", help="dataset path or URI (bundled by default)")
+
+    judge = _group(sub, "judge", "talk to the judge")
+    _cmd(judge, "check", "one real judge round trip, with a clear verdict", "judge:check")
+    score = _cmd(judge, "score", "score one offer, print criteria and reward as JSON", "judge:score")
+    score.add_argument("--context", required=True, help="JSON file: a context, bare or as a record")
+    score.add_argument("--offer", required=True, help="file with the offer text")
+    _judge_flag(score)
+
+    gen = _cmd(sub, "generate", "write one offer for a context", "generate:generate")
+    gen.add_argument("--context", required=True, help="JSON file: a context, bare or as a record")
+    gen.add_argument("--checkpoint", help="checkpoint URI whose adapter to load")
+    _model_flag(gen)
+
+    ev = _cmd(sub, "eval", "validation score of a checkpoint", "checkpoints:evaluate")
+    ev.add_argument("--checkpoint", required=True, help="checkpoint URI (a step folder or the root)")
+    _judge_flag(ev)
+    _model_flag(ev)
+
+    ckpts = _group(sub, "checkpoints", "inspect checkpoints")
+    ls = _cmd(ckpts, "list", "the checkpoints under a URI, best and latest marked", "checkpoints:list_")
+    ls.add_argument("uri", metavar="URI")
+    ls.add_argument("--json", action="store_true", help="print JSON even on a terminal")
+
+    bench = _group(sub, "bench", "benchmarks; the last stdout line is one JSON object")
+    bg = _cmd(bench, "generate", "batched generation throughput", "generate:bench")
+    bg.add_argument("--batch", type=int, default=100)
+    bg.add_argument("--max-new-tokens", type=int, default=128)
+    _model_flag(bg, default="tiny")
+    bj = _cmd(bench, "judge", "judge stage against a local rate-limited server", "judge:bench")
+    bj.add_argument("--offers", type=int, default=200)
+    bj.add_argument("--latency-ms", type=float, default=300.0)
+    bj.add_argument("--rpm", type=int, default=600)
+    bl = _cmd(bench, "learn", "learner step throughput at the seed's shape", "learn:bench")
+    _model_flag(bl, default="tiny")
+    bl.add_argument("--trajectories", type=int, default=100)
+    bl.add_argument("--max-new-tokens", type=int, default=256)
+    bp = _cmd(bench, "pipeline", "sequential vs pipelined on the same work", "pipeline:bench")
+    bp.add_argument("--steps", type=int, default=4)
+    bp.add_argument("--judge-latency-ms", type=float, default=2000.0)
+    bp.add_argument("--judge-concurrency", type=int, default=64)
+    bp.add_argument("--max-new-tokens", type=int, default=160)
+    bp.add_argument("--no-validation", action="store_true")
+    _model_flag(bp, default="tiny")
+    return p
+
+
+def _group(sub: Any, name: str, help_: str) -> Any:
+    g = sub.add_parser(name, help=help_, description=help_)
+    return g.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+
+
+def _cmd(sub: Any, name: str, help_: str, handler: str, config: bool = True) -> argparse.ArgumentParser:
+    c = sub.add_parser(name, help=help_, description=help_)
+    c.set_defaults(handler=handler)
+    if config:
+        c.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    return c
+
+
+def _model_flag(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    p.add_argument("--model", metavar="NAME|PATH", default=default,
+                   help="hub id, local folder, or 'tiny' (the embedded model)")
+
+
+def _judge_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--judge", choices=["stub", "llm", "hybrid"], help="judge mode")
+
+
+# Flags that override config keys, by argparse dest.
+FLAG_KEYS = {
+    "max_steps": "pipeline.max_steps",
+    "resume": "pipeline.resume",
+    "model": "model.name",
+    "dataset": "data.dataset",
+    "checkpoints": "checkpoints.uri",
+    "judge": "judge.mode",
+    "schedule": "pipeline.schedule",
+    "metrics_port": "metrics.port",
+    "metrics_host": "metrics.host",
+    "log_format": "logging.format",
+}
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    overrides = {key: getattr(args, dest, None) for dest, key in FLAG_KEYS.items()}
+    return load_config(getattr(args, "config", None), overrides=overrides)
+
+
+def _handler(spec: str) -> Callable[[argparse.Namespace, Config], int]:
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(f"jobrl_async.commands.{module}"), name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # exits 2 on usage errors
+    from . import log
+
+    try:
+        cfg = config_from_args(args)
+        log.configure(cfg.logging.format, cfg.logging.level)
+        return _handler(args.handler)(args, cfg)
+    except JobrlError as e:
+        print(f"jobrl-async: {log.redact(str(e))}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `jobrl-async data count | head`
+        return EXIT_OK

@@ -1,0 +1,1 @@
+"""Command handlers: `(args, cfg) -> exit code`, one module per area, imported on demand."""

@@ -1,0 +1,1 @@
+"""Local Chat Completions server fixture (see issue 5)."""

@@ -1,0 +1,1 @@
+"""moto S3 server fixture (see issue 3)."""
