@@ -1,0 +1,74 @@
+"""The one device: torch threading set deliberately, and a lock that serialises GPU/CPU-heavy work.
+
+Generation and learner steps run in a worker thread (the event loop keeps serving judge and S3
+I/O), one at a time. `Device.run` is the only way heavy work reaches the device, so it is also
+where the device's busy time is measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any, Callable, TypeVar
+
+import anyio.to_thread
+
+from .config import ModelConfig
+
+T = TypeVar("T")
+
+
+def configure_threads(cfg: ModelConfig) -> None:
+    """Set torch's threads and OpenMP's wait policy before heavy work starts.
+
+    On a small CPU box OpenMP threads busy-wait and fight the event loop for cores; one thread
+    with a passive wait policy was both faster and steadier here (see DESIGN.md, "Lessons").
+    OMP_WAIT_POLICY only takes effect if set before torch initialises OpenMP.
+    """
+    if cfg.omp_wait_policy != "unset":
+        os.environ.setdefault("OMP_WAIT_POLICY", cfg.omp_wait_policy)
+    import torch
+
+    if cfg.torch_threads > 0 and torch.get_num_threads() != cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+
+
+def resolve_device(name: str) -> str:
+    """'auto' -> cuda if available, else mps, else cpu."""
+    import torch
+
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+class Device:
+    """Runs heavy work in a worker thread, one job at a time, and counts busy seconds.
+
+    The thread is never abandoned: if the awaiting task is cancelled, it still waits for the
+    work to finish before releasing the lock, so two jobs never share the device.
+    """
+
+    def __init__(self, name: str = "cpu") -> None:
+        self.name = name
+        self._lock = asyncio.Lock()
+        self.busy_s = 0.0
+        self.jobs = 0
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        async with self._lock:
+            start = time.perf_counter()
+            try:
+                return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=False)
+            finally:
+                self.busy_s += time.perf_counter() - start
+                self.jobs += 1
+
+    @property
+    def locked(self) -> bool:
+        return self._lock.locked()

@@ -1,0 +1,1 @@
+"""Tiny model fixtures (see issue 4)."""
