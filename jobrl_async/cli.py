@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     _cmd(config, "show", "print the effective configuration, secrets redacted", "config:show")
 
     data = _group(sub, "data", "inspect and validate datasets")
-    count = _cmd(data, "count", "entries, split sizes and distributions", "data:count", config=False)
+    count = _cmd(data, "count", "entries, split sizes and distributions", "data:count")
     count.add_argument("source", metavar="FILE|URI", nargs="?", help="dataset (bundled by default)")
     count.add_argument("--json", action="store_true", help="print JSON even on a terminal")
     check = _cmd(data, "check", "load and validate every record", "data:check")
@@ -105,11 +105,10 @@ def _group(sub: Any, name: str, help_: str) -> Any:
     return g.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
 
 
-def _cmd(sub: Any, name: str, help_: str, handler: str, config: bool = True) -> argparse.ArgumentParser:
+def _cmd(sub: Any, name: str, help_: str, handler: str) -> argparse.ArgumentParser:
     c = sub.add_parser(name, help=help_, description=help_)
     c.set_defaults(handler=handler)
-    if config:
-        c.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    c.add_argument("--config", metavar="FILE", help="TOML configuration file")
     return c
 
 

@@ -105,6 +105,7 @@ def _route_stdlib(level: int) -> None:
     root = logging.getLogger()
     root.handlers[:] = [_ToStructlog()]
     root.setLevel(max(level, logging.WARNING))  # libraries are chatty at INFO
+    logging.captureWarnings(False)  # re-install even if something replaced showwarning since
     logging.captureWarnings(True)
     warnings.simplefilter("default")
     for noisy in ("werkzeug", "botocore", "urllib3", "httpx", "httpx2", "filelock"):

@@ -1,0 +1,137 @@
+"""Configuration: defaults, precedence (defaults < file < env < flags) and every error path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobrl_async.cli import config_from_args, build_parser
+from jobrl_async.config import Config, Secrets, load_config, render_toml
+from jobrl_async.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "c.toml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_defaults_are_the_seed_numbers() -> None:
+    cfg = load_config(env={})
+    assert cfg.data.validation_fraction == 0.1
+    assert (cfg.training.batch_contexts, cfg.training.attempts) == (10, 10)
+    assert cfg.training.max_policy_lag == 1
+    assert (cfg.validation.attempts, cfg.validation.every_steps) == (2, 1)
+    assert cfg.model.name == "google/gemma-3-270m-it"
+    assert cfg.judge.mode == "llm"
+    assert cfg.checkpoints.uri.startswith("s3://job-offer-generation/")
+    assert not cfg.is_set("judge.rpm")
+
+
+def test_precedence_file_env_flag(tmp_path: Path) -> None:
+    path = write(tmp_path, "[judge]\nrpm = 100\ntpm = 5000\n[training]\nattempts = 4\n")
+    cfg = load_config(path, env={"JOBRL_JUDGE__RPM": "200", "JOBRL_TRAINING__ATTEMPTS": "6"},
+                      overrides={"training.attempts": 8, "judge.mode": None})
+    assert cfg.judge.tpm == 5000  # file only
+    assert cfg.judge.rpm == 200  # env over file
+    assert cfg.training.attempts == 8  # flag over env
+    assert cfg.judge.mode == "llm"  # a None flag is "not given"
+    assert cfg.sources["judge.tpm"] == "file"
+    assert cfg.sources["judge.rpm"] == "env"
+    assert cfg.sources["training.attempts"] == "flag"
+
+
+def test_env_values_are_typed() -> None:
+    cfg = load_config(env={
+        "JOBRL_JUDGE__JSON_MODE": "false",
+        "JOBRL_LORA__TARGET_MODULES": '["q_proj", "v_proj"]',
+        "JOBRL_JUDGE__TIMEOUT_S": "5",
+        "JOBRL_MODEL__NAME": "/models/gemma",
+        "JOBRL_NOT_A_KEY": "ignored",  # no section separator: not ours
+    })
+    assert cfg.judge.json_mode is False
+    assert cfg.lora.target_modules == ["q_proj", "v_proj"]
+    assert cfg.judge.timeout_s == 5.0 and isinstance(cfg.judge.timeout_s, float)
+    assert cfg.model.name == "/models/gemma"
+
+
+def test_comma_separated_list_from_env() -> None:
+    cfg = load_config(env={"JOBRL_LORA__TARGET_MODULES": "q_proj, k_proj"})
+    assert cfg.lora.target_modules == ["q_proj", "k_proj"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[trainng]\nattempts = 3\n", "unknown section 'trainng' (did you mean 'training'?)"),
+        ("[training]\nbatch_size = 3\n", "unknown key 'training.batch_size'"),
+        ("[training]\nbatch_context = 3\n", "did you mean 'training.batch_contexts'?"),
+        ("[training]\nattempts = \"ten\"\n", "'training.attempts' must be an integer"),
+        ("[training]\nattempts = 2.5\n", "'training.attempts' must be an integer"),
+        ("[judge]\njson_mode = 1\n", "'judge.json_mode' must be true or false"),
+        ("[judge]\nmode = \"gpt\"\n", "'judge.mode' must be one of 'llm', 'stub', 'hybrid'"),
+        ("[data]\nvalidation_fraction = 0\n", "'data.validation_fraction' must be > 0.0"),
+        ("[judge]\nrpm = 0\n", "'judge.rpm' must be >= 1"),
+        ("[lora]\ntarget_modules = [1]\n", "'lora.target_modules' must be a list of a string"),
+        ("judge = 3\n", "'judge' must be a table"),
+        ("[judge\n", "is not valid TOML"),
+    ],
+)
+def test_file_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path, env={})
+    assert message in str(e.value)
+    assert str(path) in str(e.value)
+    assert str(e.value).startswith("config: ")
+
+
+def test_env_error_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="JOBRL_JUDGE__RPM: 'judge.rpm' must be an integer"):
+        load_config(env={"JOBRL_JUDGE__RPM": "fast"})
+    with pytest.raises(ConfigError, match="JOBRL_JUDGE__RPMS: unknown key 'judge.rpms'"):
+        load_config(env={"JOBRL_JUDGE__RPMS": "1"})
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="config file /nonexistent.toml does not exist"):
+        load_config("/nonexistent.toml", env={})
+
+
+def test_flags_from_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "[judge]\nmode = \"llm\"\n[pipeline]\nmax_steps = 9\n")
+    args = build_parser().parse_args(
+        ["run", "--config", str(path), "--judge", "stub", "--max-steps", "3", "--no-resume",
+         "--model", "tiny"]
+    )
+    cfg = config_from_args(args)
+    assert cfg.judge.mode == "stub"
+    assert cfg.pipeline.max_steps == 3
+    assert cfg.pipeline.resume is False
+    assert cfg.model.name == "tiny"
+    assert cfg.is_set("model.name") and not cfg.is_set("data.dataset")
+
+
+def test_render_toml_round_trips(tmp_path: Path) -> None:
+    cfg = load_config(env={"JOBRL_JUDGE__RPM": "123"})
+    text = render_toml(cfg)
+    assert "rpm = 123  # env" in text
+    again = load_config(write(tmp_path, text), env={})
+    assert again.as_dict() == cfg.as_dict()
+
+
+def test_digest_changes_with_the_config() -> None:
+    a, b = load_config(env={}), load_config(env={"JOBRL_TRAINING__LEARNING_RATE": "0.001"})
+    assert a.digest() == load_config(env={}).digest()
+    assert a.digest() != b.digest()
+
+
+def test_secrets_only_from_env_and_never_in_repr() -> None:
+    s = Secrets.from_env({"AZURE_OPENAI_API_KEY": "az-secret-123", "AZURE_OPENAI_ENDPOINT": "https://x",
+                          "AZURE_DEPLOYMENT_NAME": "gpt"})
+    assert s.judge_backend == "azure"
+    assert "az-secret-123" not in repr(s)
+    assert Secrets.from_env({"OPENAI_API_KEY": "k"}).judge_backend == "openai"
+    assert Secrets.from_env({}).judge_backend == "none"
+    assert "api_key" not in {f for f in Config().as_dict()["judge"]}
