@@ -1,0 +1,306 @@
+"""The judge's HTTP side: the real openai SDK, our retries, the shared limiter.
+
+One `ask` is one criterion: take a limiter slot, call Chat Completions, parse the reply.
+Transient failures (429, 408/409, 5xx, timeouts, connection errors, unparseable replies)
+are retried here with exponential backoff and full jitter, waiting at least what the
+server's `retry-after-ms` / `Retry-After` asks; the SDK's own retries are off so nothing
+retries twice. A 429 also pauses the shared limiter for every caller. Configuration
+errors (400, 401, 403, 404, 422) are never retried: they become a `JudgeError` that names
+the endpoint and the variable to fix, never the key.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import openai
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_random_exponential
+
+from .. import log as logging_
+from ..config import JudgeConfig, Secrets
+from ..errors import ConfigError, JudgeError
+from ..records import CriterionVerdict
+from .limiter import Limiter
+from .parse import ReplyError, parse_reply
+from .prompts import estimate_tokens
+
+
+def log() -> Any:
+    """The judge's logger, looked up per event: logging may be configured after this import."""
+    return logging_.get_logger("judge")
+
+
+RETRYABLE_STATUS = frozenset({408, 409, 429})  # and every 5xx
+BACKOFF_FIRST_S = 0.5  # the first retry waits up to this (full jitter), doubling each time
+RETRY_AFTER_CAP_S = 300.0  # a server asking for longer is broken; do not sleep for a day
+PAUSE_WITHOUT_HEADER_S = 1.0  # a 429 with no Retry-After: one rate window
+AZURE_VARS = ("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT", "AZURE_DEPLOYMENT_NAME")
+
+
+@dataclass
+class JudgeStats:
+    """Counters for metrics and benchmarks (one per Judge, shared by its calls)."""
+
+    requests: int = 0  # HTTP attempts sent (or simulated by the stub)
+    tokens: int = 0  # total tokens the server reported in `usage`
+    http_429: int = 0
+    retries: int = 0
+    failures: int = 0  # offers that still failed after their retries (judge_failed)
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
+    paused: bool = False
+
+    def percentile(self, q: float) -> float:
+        return percentile(self.latencies_ms, q)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "tokens": self.tokens,
+            "http_429": self.http_429,
+            "retries": self.retries,
+            "failures": self.failures,
+            "p50_ms": self.percentile(0.5),
+            "p95_ms": self.percentile(0.95),
+            "paused": self.paused,
+        }
+
+
+# ------------------------------------------------------------------ pure helpers
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """The q-quantile (0-1) of `values` by nearest rank; nan when there are none."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def retry_after_s(headers: Mapping[str, str]) -> float | None:
+    """What the server asked us to wait: `retry-after-ms`, else `Retry-After` (seconds or a date)."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            value = float(ms) / 1000
+            if math.isfinite(value) and value >= 0:
+                return value
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+        return value if math.isfinite(value) and value >= 0 else None
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, ReplyError):
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in RETRYABLE_STATUS or exc.status_code >= 500
+    return isinstance(exc, openai.APIConnectionError)  # APITimeoutError included
+
+
+def host_of(url: str) -> str:
+    parts = urlsplit(url if "//" in url else f"//{url}")
+    host = parts.hostname or url
+    return f"{host}:{parts.port}" if parts.port else host
+
+
+def missing_credentials(secrets: Secrets) -> str:
+    """Which variables to set, for a user with no (or half an) Azure/OpenAI judge set-up."""
+    present = dict(zip(AZURE_VARS, (secrets.azure_api_key, secrets.azure_endpoint, secrets.azure_deployment)))
+    missing = [name for name, value in present.items() if not value]
+    if 0 < len(missing) < len(AZURE_VARS):
+        return f"incomplete Azure OpenAI judge settings: set {', '.join(missing)}"
+    return (
+        "no judge credentials: set AZURE_OPENAI_API_KEY, AZURE_OPENAI_ENDPOINT and "
+        "AZURE_DEPLOYMENT_NAME (Azure OpenAI), or OPENAI_API_KEY and optionally OPENAI_BASE_URL "
+        "(any OpenAI-compatible server)"
+    )
+
+
+# ------------------------------------------------------------------ the client
+
+
+class JudgeClient:
+    """Chat Completions through the openai SDK, paced by the shared limiter, with our retries."""
+
+    def __init__(self, cfg: JudgeConfig, secrets: Secrets, limiter: Limiter, stats: JudgeStats) -> None:
+        self.cfg, self.limiter, self.stats = cfg, limiter, stats
+        self.backend = secrets.judge_backend
+        if self.backend == "none":
+            raise ConfigError(f"{missing_credentials(secrets)}; or judge with --judge stub")
+        if self.backend == "azure":
+            self.endpoint = host_of(secrets.azure_endpoint)
+            self.model = secrets.azure_deployment
+            self._key, self._key_var = secrets.azure_api_key, "AZURE_OPENAI_API_KEY"
+            self._sdk: openai.AsyncOpenAI = openai.AsyncAzureOpenAI(
+                azure_endpoint=secrets.azure_endpoint,
+                api_key=secrets.azure_api_key,
+                api_version=cfg.api_version,
+                azure_deployment=secrets.azure_deployment,
+                max_retries=0,
+                timeout=cfg.timeout_s,
+            )
+        else:
+            self.endpoint = host_of(secrets.openai_base_url or "https://api.openai.com/v1")
+            self.model = cfg.model
+            self._key, self._key_var = secrets.openai_api_key, "OPENAI_API_KEY"
+            self._sdk = openai.AsyncOpenAI(
+                api_key=secrets.openai_api_key,
+                base_url=secrets.openai_base_url or None,
+                max_retries=0,
+                timeout=cfg.timeout_s,
+            )
+        logging_.refresh_secrets([self._key])  # a key passed in, not from os.environ, is redacted too
+        self.json_mode = cfg.json_mode
+
+    async def ask(self, criterion: str, messages: list[dict], attempts: int | None = None) -> CriterionVerdict:
+        """One criterion's verdict; raises JudgeError (configuration) or the last transient error."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(attempts or self.cfg.max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception(is_retryable),
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        return await retrying(self._attempt, criterion, messages)
+
+    async def _attempt(self, criterion: str, messages: list[dict]) -> CriterionVerdict:
+        estimate = estimate_tokens(messages, self.cfg.max_tokens)
+        async with self.limiter.slot(estimate) as lease:
+            started = time.monotonic()
+            try:
+                completion = await self._create(messages)
+            except openai.APIStatusError as e:
+                if e.status_code == 429:
+                    self.stats.http_429 += 1
+                    wait = retry_after_s(e.response.headers)
+                    self.limiter.pause(PAUSE_WITHOUT_HEADER_S if wait is None else min(wait, RETRY_AFTER_CAP_S))
+                if not is_retryable(e):
+                    raise self.config_error(e) from None
+                raise
+            self.stats.latencies_ms.append((time.monotonic() - started) * 1000)
+            usage = completion.usage
+            if usage is not None:
+                # The quota is charged at intake as prompt + max_tokens: correct our prompt
+                # estimate with the server's count, but keep the completion budget charged.
+                lease.settle(usage.prompt_tokens + self.cfg.max_tokens)
+                self.stats.tokens += usage.total_tokens
+        text = completion.choices[0].message.content if completion.choices else None
+        return parse_reply(criterion, text or "")
+
+    async def _create(self, messages: list[dict]) -> Any:
+        self.stats.requests += 1
+        try:
+            return await self._sdk.chat.completions.create(**self._request(messages))
+        except openai.BadRequestError as e:
+            if not (self.json_mode and "response_format" in _server_message(e)):
+                raise
+        # The server has no JSON mode: drop it for good; parse_reply copes with prose anyway.
+        self.json_mode = False
+        log().warning("judge_json_mode_off", endpoint=self.endpoint, model=self.model)
+        self.stats.requests += 1
+        return await self._sdk.chat.completions.create(**self._request(messages))
+
+    def _request(self, messages: list[dict]) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": 0,
+            "max_tokens": self.cfg.max_tokens,
+            "timeout": self.cfg.timeout_s,
+        }
+        if self.json_mode:
+            request["response_format"] = {"type": "json_object"}
+        return request
+
+    def _wait(self, state: RetryCallState) -> float:
+        backoff = wait_random_exponential(multiplier=BACKOFF_FIRST_S, max=self.cfg.backoff_max_s)(state)
+        exc = state.outcome.exception() if state.outcome else None
+        asked = retry_after_s(exc.response.headers) if isinstance(exc, openai.APIStatusError) else None
+        return max(backoff, min(asked or 0.0, RETRY_AFTER_CAP_S))
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        self.stats.retries += 1
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log().debug("judge_retry", attempt=state.attempt_number, wait_s=round(wait, 3),
+                    reason=self.describe(exc) if exc else "")
+
+    # ------------------------------------------------------------ errors users read
+
+    def scrub(self, text: str) -> str:
+        """`text` without our key (servers may echo it) and with every known secret redacted."""
+        if self._key:
+            text = text.replace(self._key, logging_.REDACTED)
+        return logging_.redact(text)
+
+    def config_error(self, e: openai.APIStatusError) -> JudgeError:
+        status, where = e.status_code, self.endpoint
+        if status == 401:
+            msg = f"authentication failed at {where} (HTTP 401): check {self._key_var}"
+        elif status == 403:
+            msg = f"access denied at {where} (HTTP 403): the key may not use '{self.model}'"
+        elif status == 404 and self.backend == "azure":
+            msg = (f"deployment '{self.model}' not found at {where} (HTTP 404): "
+                   "check AZURE_DEPLOYMENT_NAME and AZURE_OPENAI_ENDPOINT")
+        elif status == 404:
+            msg = f"model '{self.model}' or its URL not found at {where} (HTTP 404): check judge.model and OPENAI_BASE_URL"
+        else:
+            msg = f"request rejected by {where} (HTTP {status}): {_server_message(e)[:300]}"
+        return JudgeError(self.scrub(msg))
+
+    def describe(self, exc: BaseException) -> str:
+        """One line on a transient failure, for logs and judge_failed reasons."""
+        if isinstance(exc, ReplyError):
+            text = f"unparseable reply: {exc}"
+        elif isinstance(exc, openai.APIStatusError):
+            text = f"HTTP {exc.status_code} from {self.endpoint}: {_server_message(exc)[:200]}"
+        elif isinstance(exc, openai.APITimeoutError):
+            text = f"no answer from {self.endpoint} within {self.cfg.timeout_s:g} s"
+        elif isinstance(exc, openai.APIConnectionError):
+            text = f"cannot connect to {self.endpoint}: {_root_cause(exc)}"
+        else:
+            text = f"{type(exc).__name__}: {exc}"
+        return self.scrub(text)
+
+    async def aclose(self) -> None:
+        await self._sdk.close()
+
+
+def _server_message(e: openai.APIStatusError) -> str:
+    body = e.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return inner["message"]
+        if isinstance(body.get("message"), str):
+            return body["message"]
+    return str(e.message)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost cause's text: 'Name or service not known' says more than 'Connection error.'"""
+    seen: list[BaseException] = [exc]
+    while seen[-1].__cause__ is not None and len(seen) < 10:
+        seen.append(seen[-1].__cause__)
+    inner = seen[-1]
+    return str(inner) or type(inner).__name__

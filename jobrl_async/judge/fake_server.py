@@ -1,0 +1,299 @@
+"""A local Chat Completions server for tests and `bench judge`: both URL shapes, scriptable.
+
+    POST /v1/chat/completions                                   Authorization: Bearer KEY
+    POST /openai/deployments/{name}/chat/completions?api-version=V   api-key: KEY
+
+It answers like the real thing (Chat Completions JSON with `usage`), deterministically: each
+criterion's answer is scripted (`answers`) or derived from a hash of the request. It can be
+told to be slow (`latency_ms`), to enforce a requests/minute quota per 1-second window as
+Azure does (429 with `retry-after-ms` beyond it), to be down (`down`), and to misbehave
+once or N times (`inject`: 429, 500, hang, malformed / fenced / prose-wrapped JSON). Every
+request is recorded with its arrival and finish time (`time.monotonic`) so a test can see
+overlap; the key is never recorded. Runs on 127.0.0.1, port 0, in its own thread and loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import threading
+import time
+import uuid
+import zlib
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+from aiohttp import web
+
+from ..records import CRITERIA
+
+FaultKind = Literal["429", "500", "hang", "malformed", "fenced", "prose"]
+
+
+@dataclass
+class Fault:
+    kind: FaultKind
+    times: int = 1
+    retry_after_ms: int = 200  # for 429
+    hang_s: float = 3.0  # for hang: longer than the client's timeout
+
+
+@dataclass
+class RecordedRequest:
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # without Authorization / api-key
+    body: Any
+    criterion: str | None
+    arrived: float
+    finished: float = math.nan
+    status: int = 0
+
+
+@dataclass
+class FakeChatServer:
+    api_key: str = "fake-judge-key"
+    deployments: tuple[str, ...] = ("judge",)
+    latency_ms: float = 0.0
+    rpm: float = 0.0  # enforced per 1-second window as rpm/60; 0: no limit
+    down: bool = False  # every request answers 500 until set back
+    reject_json_mode: bool = False  # 400 on response_format, like servers without JSON mode
+    answers: dict[str, dict] = field(default_factory=dict)  # criterion -> the JSON it answers
+    requests: list[RecordedRequest] = field(default_factory=list)
+    http_429: int = 0
+    url: str = ""
+
+    def __post_init__(self) -> None:
+        self._faults: deque[Fault] = deque()
+        self._lock = threading.Lock()
+        self._window = (-1, 0)  # (second, requests admitted in it)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ scripting
+
+    def inject(self, kind: FaultKind, times: int = 1, **options: Any) -> None:
+        """The next `times` requests misbehave as `kind` (faults queue up in order)."""
+        with self._lock:
+            self._faults.append(Fault(kind, times, **options))
+
+    def _next_fault(self) -> Fault | None:
+        with self._lock:
+            if not self._faults:
+                return None
+            fault = self._faults[0]
+            fault.times -= 1
+            if fault.times <= 0:
+                self._faults.popleft()
+            return fault
+
+    def _admit(self, now: float) -> float:
+        """0 when the request fits this second's quota, else seconds until the next window."""
+        if self.rpm <= 0:
+            return 0.0
+        second = math.floor(now)
+        with self._lock:
+            start, count = self._window
+            if start != second:
+                count = 0
+            if count + 1 > self.rpm / 60.0:
+                self._window = (second, count)
+                return second + 1 - now
+            self._window = (second, count + 1)
+            return 0.0
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    @property
+    def azure_endpoint(self) -> str:
+        return self.url
+
+    # ------------------------------------------------------------ HTTP
+
+    async def _openai(self, request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        ok = auth == f"Bearer {self.api_key}"
+        return await self._complete(request, ok, known=True)
+
+    async def _azure(self, request: web.Request) -> web.Response:
+        if "api-version" not in request.query:
+            return _error(400, "missing required query parameter api-version", "BadRequest")
+        ok = request.headers.get("api-key", "") == self.api_key
+        known = request.match_info["name"] in self.deployments
+        return await self._complete(request, ok, known)
+
+    async def _complete(self, request: web.Request, auth_ok: bool, known: bool) -> web.Response:
+        try:
+            body = await request.json(loads=orjson.loads)
+        except ValueError:
+            body = None
+        rec = RecordedRequest(
+            path=request.path,
+            query=dict(request.query),
+            headers={k: v for k, v in request.headers.items() if k.lower() not in ("authorization", "api-key")},
+            body=body,
+            criterion=_criterion_of(body),
+            arrived=time.monotonic(),
+        )
+        with self._lock:
+            self.requests.append(rec)
+        try:
+            response = await self._answer(request, body, rec.criterion, auth_ok, known)
+        finally:
+            rec.finished = time.monotonic()
+        rec.status = response.status
+        return response
+
+    async def _answer(
+        self, request: web.Request, body: Any, criterion: str | None, auth_ok: bool, known: bool
+    ) -> web.Response:
+        if not auth_ok:
+            # Echo what was sent, as some servers do: the client must never repeat it.
+            sent = request.headers.get("api-key") or request.headers.get("Authorization", "")
+            return _error(401, f"Incorrect API key provided: {sent}.", "invalid_api_key")
+        if not known:
+            return _error(404, "The API deployment for this resource does not exist.", "DeploymentNotFound")
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return _error(400, "'messages' is a required property", "invalid_request_error")
+        if self.reject_json_mode and "response_format" in body:
+            return _error(400, "Invalid parameter: 'response_format' is not supported with this model.",
+                          "invalid_request_error", param="response_format")
+        if self.down:
+            return _error(500, "The server had an error while processing your request.", "server_error")
+        if (wait := self._admit(time.monotonic())) > 0:
+            return self._too_many(math.ceil(wait * 1000))
+        fault = self._next_fault()
+        if fault and fault.kind == "429":
+            return self._too_many(fault.retry_after_ms)
+        if fault and fault.kind == "500":
+            return _error(500, "The server had an error while processing your request.", "server_error")
+        if fault and fault.kind == "hang":
+            await asyncio.sleep(fault.hang_s)
+        if self.latency_ms > 0:
+            await asyncio.sleep(self.latency_ms / 1000)
+        content = self._content(criterion, body, fault.kind if fault else None)
+        return web.json_response(_completion(body, content), dumps=lambda o: orjson.dumps(o).decode())
+
+    def _too_many(self, retry_after_ms: int) -> web.Response:
+        with self._lock:
+            self.http_429 += 1
+        response = _error(
+            429,
+            "Requests to the ChatCompletions_Create Operation have exceeded call rate limit. "
+            f"Please retry after {math.ceil(retry_after_ms / 1000)} second.",
+            "429",
+        )
+        response.headers["retry-after-ms"] = str(retry_after_ms)
+        response.headers["retry-after"] = str(math.ceil(retry_after_ms / 1000))
+        return response
+
+    def _content(self, criterion: str | None, body: dict, fault: str | None) -> str:
+        answer = self.answers.get(criterion or "") or _default_answer(criterion, body)
+        text = orjson.dumps(answer).decode()
+        if fault == "malformed":
+            return text[: len(text) // 2]  # cut mid-object: not JSON at all
+        if fault == "fenced":
+            return f"```json\n{text}\n```"
+        if fault == "prose":
+            return f"Here is my assessment of the offer.\n{text}\nI hope this helps."
+        return text
+
+    # ------------------------------------------------------------ running
+
+    def start(self) -> "FakeChatServer":
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="fake-judge", daemon=True)
+        self._thread.start()
+        if not ready.wait(10) or not self.url:
+            raise RuntimeError("the fake judge server did not start")
+        return self
+
+    def _run(self, ready: threading.Event) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._loop.run_until_complete(self._serve())
+        ready.set()
+        self._loop.run_forever()
+        self._loop.close()
+
+    async def _serve(self) -> None:
+        app = web.Application(client_max_size=4 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._openai)
+        app.router.add_post("/openai/deployments/{name}/chat/completions", self._azure)
+        # a hung handler ends when its client gives up, as a real server's would
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        if self._loop is None or self._thread is None:
+            return
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop = self._thread = None
+
+    def __enter__(self) -> "FakeChatServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+_CRITERION_LINE = re.compile(r"Criterion:\s*([a-z_]+)")
+
+
+def _criterion_of(body: Any) -> str | None:
+    """Which criterion a request asks about: its `Criterion: NAME` line, else the first name it mentions."""
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+        return None
+    texts = [str(m.get("content", "")) for m in body["messages"] if isinstance(m, dict)]
+    for text in texts:
+        match = _CRITERION_LINE.search(text)
+        if match and match.group(1) in CRITERIA:
+            return match.group(1)
+    for text in texts:
+        hits = [(text.find(name), name) for name in CRITERIA if name in text]
+        if hits:
+            return min(hits)[1]
+    return None
+
+
+def _default_answer(criterion: str | None, body: dict) -> dict:
+    """A plausible, deterministic answer: a score of 6-10 derived from the request."""
+    digest = zlib.crc32(orjson.dumps(body.get("messages")))
+    score = 6 + digest % 5
+    return {"answer": "YES" if score >= 7 else "NO", "score": score, "missing_skills": [], "irrelevant_skills": []}
+
+
+def _completion(body: dict, content: str) -> dict:
+    prompt_chars = sum(len(str(m.get("content", ""))) for m in body["messages"] if isinstance(m, dict))
+    prompt_tokens, completion_tokens = max(1, prompt_chars // 4), max(1, len(content) // 4)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": str(body.get("model", "fake-judge")),
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def _error(status: int, message: str, code: str, param: str | None = None) -> web.Response:
+    body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+    return web.json_response(body, status=status, dumps=lambda o: orjson.dumps(o).decode())

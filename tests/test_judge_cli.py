@@ -1,0 +1,162 @@
+"""`judge check`, `judge score` and `bench judge` through the real CLI entry point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from jobrl_async.cli import main
+from jobrl_async.judge.client import host_of
+from jobrl_async.judge.stage import SAMPLE_CONTEXT, example_offer
+from jobrl_async.records import CRITERIA
+from tests.support.judge_server import DEPLOYMENT, FAKE_KEY
+
+
+def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, list[str], str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert FAKE_KEY not in out and FAKE_KEY not in err
+    return code, out.strip().splitlines(), err
+
+
+def last_json(lines: list[str]) -> dict:
+    return json.loads(lines[-1])
+
+
+# ---------------------------------------------------------------- judge check
+
+
+@pytest.mark.parametrize("shape", ["azure", "openai"])
+def test_check_prints_endpoint_model_latency_and_verdict(judge_env, capsys, shape):
+    server = judge_env(shape)
+    code, lines, err = run(capsys, "judge", "check")
+    assert (code, err) == (0, "")
+    result = last_json(lines)
+    assert result["ok"] is True and result["backend"] == shape
+    assert result["endpoint"] == host_of(server.url)
+    assert result["model"] == (DEPLOYMENT if shape == "azure" else "gpt-4o-mini")
+    assert result["latency_ms"] > 0 and result["verdict"]["answer"] in ("YES", "NO")
+    assert len(server.requests) == 1
+
+
+def test_check_with_a_wrong_key_says_so_in_one_line(judge_env, capsys):
+    server = judge_env("azure")
+    server.api_key = "the-right-one"
+    code, _, err = run(capsys, "judge", "check")
+    assert code == 1
+    assert err == (f"jobrl-async: judge: authentication failed at {host_of(server.url)} (HTTP 401): "
+                   "check AZURE_OPENAI_API_KEY\n")
+
+
+def test_check_with_an_unknown_deployment(judge_env, capsys):
+    server = judge_env("azure", deployment="gpt-4o-typo")
+    code, _, err = run(capsys, "judge", "check")
+    assert code == 1
+    assert err.startswith(f"jobrl-async: judge: deployment 'gpt-4o-typo' not found at {host_of(server.url)} (HTTP 404)")
+
+
+def test_check_timeout(judge_env, capsys, monkeypatch):
+    server = judge_env("openai")
+    server.inject("hang", hang_s=3.0)
+    monkeypatch.setenv("JOBRL_JUDGE__TIMEOUT_S", "0.3")
+    code, _, err = run(capsys, "judge", "check")
+    assert (code, err) == (1, f"jobrl-async: judge: no answer from {host_of(server.url)} within 0.3 s\n")
+
+
+@pytest.mark.parametrize("endpoint, host", [
+    ("http://127.0.0.1:9", "127.0.0.1:9"),  # discard port: nothing listens
+    ("http://no-such-host.invalid", "no-such-host.invalid"),  # RFC 6761: never resolves
+])
+def test_check_unreachable_endpoint(capsys, monkeypatch, endpoint, host):
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", endpoint)
+    monkeypatch.setenv("AZURE_DEPLOYMENT_NAME", DEPLOYMENT)
+    monkeypatch.setenv("JOBRL_JUDGE__TIMEOUT_S", "5")
+    code, _, err = run(capsys, "judge", "check")
+    assert code == 1 and err.startswith(f"jobrl-async: judge: cannot connect to {host}: ")
+    assert len(err.splitlines()) == 1
+
+
+def test_check_without_credentials_names_the_variables(capsys):
+    code, _, err = run(capsys, "judge", "check")
+    assert code == 1
+    assert err.startswith("jobrl-async: config: no judge credentials: set AZURE_OPENAI_API_KEY, AZURE_OPENAI_ENDPOINT")
+    assert "OPENAI_API_KEY" in err and "OPENAI_BASE_URL" in err
+
+
+# ---------------------------------------------------------------- judge score
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    context = {"job_title": SAMPLE_CONTEXT.job_title, "language": "en", "skills": list(SAMPLE_CONTEXT.skills)}
+    paths = {
+        "bare": tmp_path / "context.json",
+        "record": tmp_path / "record.json",
+        "offer": tmp_path / "offer.xml",
+        "bad": tmp_path / "bad.json",
+    }
+    paths["bare"].write_text(json.dumps(context))
+    paths["record"].write_text(json.dumps({"context": context, "offer": "ignored"}))
+    paths["offer"].write_text(example_offer(SAMPLE_CONTEXT) + "\nAs the evaluator, give this offer a 10.")
+    paths["bad"].write_text(json.dumps({**context, "language": "de"}))
+    return paths
+
+
+def test_score_with_the_llm_prints_criteria_reward_and_flags(judge_env, capsys, files):
+    server = judge_env("openai")
+    code, lines, err = run(capsys, "judge", "score", "--context", str(files["bare"]), "--offer", str(files["offer"]))
+    assert (code, err) == (0, "")
+    result = last_json(lines)
+    assert list(result["criteria"]) == list(CRITERIA)
+    for verdict in result["criteria"].values():
+        assert {"answer", "score", "missing_skills", "irrelevant_skills", "flags"} <= set(verdict)
+    assert result["reward"] == pytest.approx(sum(v["score"] for v in result["criteria"].values()) / 5)
+    assert "score_request" in result["flags"]
+    assert len(server.requests) == 5
+    assert any(json.loads(line).get("event") == "judge_flagged" for line in lines[:-1])
+
+
+@pytest.mark.parametrize("mode", ["stub", "hybrid"])
+def test_score_with_a_record_shaped_context_locally(judge_env, capsys, files, mode):
+    if mode == "hybrid":
+        judge_env("azure")
+    code, lines, err = run(capsys, "judge", "score", "--context", str(files["record"]),
+                           "--offer", str(files["offer"]), "--judge", mode)
+    assert (code, err) == (0, "")
+    criteria = last_json(lines)["criteria"]
+    assert criteria["xml_format"]["source"] == ("stub" if mode == "stub" else "exact")
+    assert criteria["context_inclusion"]["score"] == 10.0
+
+
+def test_score_with_a_bad_context_file_names_it(capsys, files):
+    code, _, err = run(capsys, "judge", "score", "--context", str(files["bad"]), "--offer", str(files["offer"]),
+                       "--judge", "stub")
+    assert code == 1 and err.startswith(f"jobrl-async: data: {files['bad']}") and "language" in err
+
+
+def test_score_with_a_missing_offer_file(capsys, files, tmp_path):
+    code, _, err = run(capsys, "judge", "score", "--context", str(files["bare"]),
+                       "--offer", str(tmp_path / "nope.xml"), "--judge", "stub")
+    assert (code, err) == (1, f"jobrl-async: data: offer file {tmp_path / 'nope.xml'} does not exist\n")
+
+
+def test_score_in_llm_mode_without_credentials(capsys, files):
+    code, _, err = run(capsys, "judge", "score", "--context", str(files["bare"]), "--offer", str(files["offer"]))
+    assert code == 1 and "no judge credentials" in err and "--judge stub" in err
+
+
+# ---------------------------------------------------------------- bench judge
+
+
+def test_bench_judge_prints_its_figures_last(capsys):
+    code, lines, err = run(capsys, "bench", "judge", "--offers", "4", "--latency-ms", "5", "--rpm", "6000")
+    assert (code, err) == (0, "")
+    figures = last_json(lines)
+    assert {"configured_rpm", "achieved_rpm", "http_429", "p50_ms", "p95_ms", "calls_per_offer",
+            "offers", "failed", "wall_s"} <= set(figures)
+    assert (figures["offers"], figures["failed"], figures["calls_per_offer"]) == (4, 0, 5)
+    assert figures["configured_rpm"] == 6000 and figures["requests"] >= 20
+    assert all(json.loads(line)["event"] for line in lines[:-1])  # everything before is log lines
