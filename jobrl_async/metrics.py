@@ -1,0 +1,280 @@
+"""Prometheus metrics and a liveness check for one run, served over HTTP on the event loop.
+
+    RunMetrics            the run's metrics on its own CollectorRegistry; fed by the pipeline
+    serve_metrics(...)    GET /metrics (Prometheus text format) and GET /healthz (JSON)
+
+The endpoint is a few lines of HTTP/1.1 on `asyncio.start_server` rather than prometheus-client's
+`start_http_server`: that one runs in a thread, answers every path with the metrics and every
+method alike, and has no health route. Here the routes are exactly two, anything else is 404,
+any method but GET is 405, nothing is written, and the server lives and dies with the run's loop.
+It binds 127.0.0.1 unless told otherwise and serves counts only: no config, no secrets.
+
+`/healthz` turns 503 when nothing has progressed (no trajectory scored, no step learned) for
+`metrics.stall_timeout_s`, so a liveness probe restarts a run whose judge or device hangs; the
+restarted run resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from .errors import ConfigError
+
+# Steps take seconds (tiny model, stub judge) to minutes (a real judge quota).
+STEP_SECONDS_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600)
+TRAJECTORY_OUTCOMES = ("scored", "judge_failed", "dropped")
+# Counters of the judge client, as `on_judge` receives them (cumulative since the client started).
+JUDGE_COUNTERS = ("requests", "tokens", "http_429", "failures", "retries")
+
+
+class RunMetrics:
+    """The run's metrics and its heartbeat. Call from the event loop's thread only."""
+
+    def __init__(self, stall_timeout_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stall_timeout_s = stall_timeout_s
+        self._clock = clock
+        self._last_progress = clock()
+        self._judge_seen = dict.fromkeys(JUDGE_COUNTERS, 0)
+        self._judge_paused = False
+        self._best: float | None = None
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._build()
+
+    def _build(self) -> None:
+        r = self.registry
+        self.steps = Counter("jobrl_steps", "Training steps reported (learned or all groups skipped)", registry=r)
+        self.step = Gauge("jobrl_step", "Last training step reported", registry=r)
+        self.epoch = Gauge("jobrl_epoch", "Epoch of the last training step", registry=r)
+        self.reward_mean = Gauge("jobrl_reward_mean", "Mean reward of the last step's scored trajectories", registry=r)
+        self.reward_std = Gauge("jobrl_reward_std", "Standard deviation of the last step's rewards", registry=r)
+        self.validation_score = Gauge("jobrl_validation_score", "Last validation score", registry=r)
+        self.validation_best = Gauge("jobrl_validation_best_score", "Best validation score so far", registry=r)
+        self.loss = Gauge("jobrl_loss", "Loss of the last learner step", registry=r)
+        self.policy_lag = Gauge("jobrl_policy_lag_steps", "Policy lag of the last step's trajectories", registry=r)
+        self.skipped_groups = Counter("jobrl_skipped_groups", "Groups without GRPO signal, not trained on",
+                                      registry=r)
+        self.step_seconds = Histogram("jobrl_step_seconds", "Wall time between two step reports",
+                                      buckets=STEP_SECONDS_BUCKETS, registry=r)
+        self.trajectories = Counter("jobrl_trajectories", "Trajectories by outcome", ["outcome"], registry=r)
+        self.queue_depth = Gauge("jobrl_queue_depth", "Items waiting in a pipeline queue", ["queue"], registry=r)
+        self.stage_busy = Gauge("jobrl_stage_busy_fraction", "Share of the last step's wall time a stage worked",
+                                ["stage"], registry=r)
+        self.device_idle = Gauge("jobrl_device_idle_fraction", "Share of the last step's wall time the device idled",
+                                 registry=r)
+        self.judge_rpm = Gauge("jobrl_judge_rpm", "Judge requests per minute over the last step", registry=r)
+        self.judge_requests = Counter("jobrl_judge_requests", "Judge HTTP requests", registry=r)
+        self.judge_tokens = Counter("jobrl_judge_tokens", "Judge tokens used (prompt + completion)", registry=r)
+        self.judge_429 = Counter("jobrl_judge_http_429", "Judge responses with HTTP 429", registry=r)
+        self.judge_failures = Counter("jobrl_judge_failures", "Judge calls that failed after their retries",
+                                      registry=r)
+        self.judge_retries = Counter("jobrl_judge_retries", "Judge calls retried", registry=r)
+        self.judge_paused_gauge = Gauge("jobrl_judge_paused", "1 while judge intake is paused by the breaker",
+                                        registry=r)
+        self.checkpoint_uploads = Counter("jobrl_checkpoint_uploads", "Checkpoint uploads by kind and result",
+                                          ["kind", "result"], registry=r)
+        since = Gauge("jobrl_seconds_since_progress", "Seconds since a trajectory was scored or a step learned",
+                      registry=r)
+        since.set_function(self._idle_s)
+        Gauge("jobrl_stall_timeout_seconds", "Idle time after which /healthz reports stalled",
+              registry=r).set(self.stall_timeout_s)
+        for outcome in TRAJECTORY_OUTCOMES:  # present at 0 from the start, so rate() works at once
+            self.trajectories.labels(outcome=outcome)
+
+    # ------------------------------------------------------------------ events
+
+    def on_step(self, fields: dict[str, Any]) -> None:
+        """One `step` log event's fields (see DESIGN.md); a step reported is progress."""
+        self.steps.inc()
+        self.step.set(fields["step"])
+        _set_if_number(self.epoch, fields.get("epoch"))
+        _set_if_number(self.reward_mean, fields.get("reward_mean"))
+        _set_if_number(self.reward_std, fields.get("reward_std"))
+        _set_if_number(self.loss, fields.get("loss"))
+        _set_if_number(self.policy_lag, fields.get("policy_lag"))
+        _set_if_number(self.device_idle, fields.get("device_idle_fraction"))
+        _set_if_number(self.judge_rpm, fields.get("judge_rpm"))
+        self._on_validation(fields.get("validation_score"), fields.get("best_score"))
+        self.skipped_groups.inc(max(0, fields.get("skipped_groups") or 0))
+        if isinstance(fields.get("step_s"), (int, float)):
+            self.step_seconds.observe(fields["step_s"])
+        for outcome, n in (fields.get("trajectories") or {}).items():
+            if outcome in TRAJECTORY_OUTCOMES and n > 0:
+                self.trajectories.labels(outcome=outcome).inc(n)
+        for queue, depth in (fields.get("queue_depths") or {}).items():
+            self.queue_depth.labels(queue=queue).set(depth)
+        for stage, fraction in (fields.get("busy") or {}).items():
+            self.stage_busy.labels(stage=stage).set(fraction)
+        self.heartbeat()
+
+    def _on_validation(self, score: float | None, best: float | None) -> None:
+        if score is None:
+            return
+        self.validation_score.set(score)
+        best = max(score, best) if isinstance(best, (int, float)) else score
+        if self._best is None or best > self._best:
+            self._best = best
+            self.validation_best.set(best)
+
+    def on_judge(self, requests: int, tokens: int, http_429: int, failures: int, retries: int,
+                 paused: bool) -> None:
+        """The judge client's cumulative counters; called periodically, so only the increase counts."""
+        now = {"requests": requests, "tokens": tokens, "http_429": http_429, "failures": failures,
+               "retries": retries}
+        counters = {"requests": self.judge_requests, "tokens": self.judge_tokens, "http_429": self.judge_429,
+                    "failures": self.judge_failures, "retries": self.judge_retries}
+        for name, value in now.items():
+            counters[name].inc(counter_increase(self._judge_seen[name], value))
+            self._judge_seen[name] = value
+        self._judge_paused = paused
+        self.judge_paused_gauge.set(1 if paused else 0)
+
+    def on_checkpoint(self, kind: str, ok: bool) -> None:
+        self.checkpoint_uploads.labels(kind=kind, result="ok" if ok else "failed").inc()
+
+    def heartbeat(self) -> None:
+        """Something progressed: a trajectory was scored or a step learned."""
+        self._last_progress = self._clock()
+
+    def health(self) -> tuple[bool, str]:
+        """(True, "ok"), or (False, why) once nothing progressed for longer than the stall timeout."""
+        idle = self._idle_s()
+        if idle <= self.stall_timeout_s:
+            return True, "ok"
+        reason = f"no progress for {idle:.0f} s"
+        return False, reason + (" (judge paused)" if self._judge_paused else "")
+
+    def _idle_s(self) -> float:
+        return max(0.0, self._clock() - self._last_progress)
+
+    def exposition(self) -> bytes:
+        """The metrics in Prometheus' text format."""
+        return generate_latest(self.registry)
+
+
+def counter_increase(previous: int, current: int) -> int:
+    """How much a cumulative counter grew; a counter that went down was restarted from 0."""
+    return current - previous if current >= previous else current
+
+
+def _set_if_number(gauge: Gauge, value: Any) -> None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        gauge.set(value)
+
+
+# ---------------------------------------------------------------- HTTP (routing is pure, I/O below)
+
+MAX_REQUEST_HEAD = 8192  # request line + headers; a longer head is refused
+READ_TIMEOUT_S = 10.0  # a client that sends nothing does not hold a connection for long
+JSON = "application/json"
+TEXT = "text/plain; charset=utf-8"
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+
+Response = tuple[int, str, bytes]  # status, content type, body
+
+
+def route(metrics: RunMetrics, method: str, target: str) -> Response:
+    """The response to one request, from its method and target alone."""
+    path = target.split("?", 1)[0]
+    if path not in ("/metrics", "/healthz"):
+        return 404, TEXT, b"not found\n"
+    if method != "GET":
+        return 405, TEXT, b"method not allowed\n"
+    if path == "/metrics":
+        return 200, CONTENT_TYPE_LATEST, metrics.exposition()
+    healthy, reason = metrics.health()
+    if healthy:
+        return 200, JSON, orjson.dumps({"status": "ok"})
+    return 503, JSON, orjson.dumps({"status": "stalled", "reason": reason})
+
+
+def parse_request_line(head: bytes) -> tuple[str, str]:
+    """(method, target) from a request head; ValueError when it is not HTTP/1.x."""
+    line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = line.split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[1].startswith("/"):
+        raise ValueError(f"bad request line {line[:80]!r}")
+    return parts[0], parts[1]
+
+
+def render_response(status: int, content_type: str, body: bytes, *, head_only: bool = False) -> bytes:
+    """The bytes on the wire; a reply to HEAD carries the headers only, as HTTP requires."""
+    headers = [
+        f"HTTP/1.1 {status} {REASONS[status]}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(body)}",
+        "Cache-Control: no-store",
+        "X-Content-Type-Options: nosniff",
+        "Connection: close",  # one request per connection: scrapers and probes reconnect anyway
+    ]
+    if status == 405:
+        headers.append("Allow: GET")
+    return ("\r\n".join(headers) + "\r\n\r\n").encode("latin-1") + (b"" if head_only else body)
+
+
+class MetricsServer:
+    """A running endpoint; `port` is the bound one (useful with port 0)."""
+
+    def __init__(self, metrics: RunMetrics) -> None:
+        self._metrics = metrics
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task] = set()
+        self.host = ""
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> None:
+        try:
+            self._server = await asyncio.start_server(self._handle, host, port, limit=MAX_REQUEST_HEAD)
+        except OSError as e:
+            raise ConfigError(f"metrics endpoint cannot listen on {host}:{port} (metrics.host/metrics.port, "
+                              f"--metrics-host/--metrics-port): {e.strerror or e}") from None
+        self.host, self.port = self._server.sockets[0].getsockname()[:2]
+
+    async def aclose(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        handlers = list(self._connections)  # Python 3.11's wait_closed does not wait for these
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await self._server.wait_closed()
+        self._server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None  # start_server runs each connection's handler as a task
+        self._connections.add(task)
+        try:
+            method, response = await self._respond(reader)
+            writer.write(render_response(*response, head_only=method == "HEAD"))
+            await writer.drain()
+        except (ConnectionError, asyncio.TimeoutError):
+            pass  # the client went away or never spoke: nothing to answer
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    async def _respond(self, reader: asyncio.StreamReader) -> tuple[str, Response]:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_S)
+            method, target = parse_request_line(head)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            return "", (400, TEXT, b"bad request\n")
+        return method, route(self._metrics, method, target)
+
+
+async def serve_metrics(metrics: RunMetrics, host: str = "127.0.0.1", port: int = 0) -> MetricsServer:
+    """Start serving /metrics and /healthz; close with `await server.aclose()`."""
+    server = MetricsServer(metrics)
+    await server.start(host, port)
+    return server
