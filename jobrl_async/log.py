@@ -113,5 +113,7 @@ def _route_stdlib(level: int) -> None:
 
 
 def get_logger(stage: str | None = None, **fields: Any) -> Any:
-    log = structlog.get_logger()
-    return log.bind(stage=stage, **fields) if stage else log.bind(**fields)
+    """A lazy logger: safe at module level, it follows whatever `configure` set up later."""
+    if stage:
+        fields = {"stage": stage, **fields}
+    return structlog.get_logger(**fields)
