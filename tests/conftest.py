@@ -11,7 +11,7 @@ import uvloop
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-pytest_plugins = ["tests.support.s3", "tests.support.judge_server", "tests.support.model"]
+pytest_plugins = ["tests.support.s3", "tests.support.judge_server", "tests.support.model", "tests.support.fake_vllm"]
 
 
 def pytest_asyncio_loop_factories(config, item):
