@@ -1,0 +1,51 @@
+"""`jobrl-async checkpoints list URI` and `jobrl-async eval --checkpoint URI`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+import orjson
+
+from ..checkpoints import CheckpointInfo, list_checkpoints
+from ..config import Config
+
+
+def list_(args: argparse.Namespace, cfg: Config) -> int:
+    """A table on a terminal, a JSON list when piped or with --json. Empty is not an error."""
+    infos = asyncio.run(list_checkpoints(args.uri, cfg))
+    if not infos:
+        print(f"jobrl-async: no checkpoints under {args.uri}", file=sys.stderr)
+    if args.json or not sys.stdout.isatty():
+        sys.stdout.buffer.write(orjson.dumps([i.as_dict() for i in infos]) + b"\n")
+        sys.stdout.flush()
+    elif infos:
+        print(render_table(infos))
+    return 0
+
+
+def render_table(infos: list[CheckpointInfo]) -> str:
+    header = f"{'step':>8}  {'score':>7}  {'size':>9}  {'time':<25}  {'kind':<6}  marks"
+    rows = [header]
+    for i in infos:
+        score = "-" if i.validation_score is None else f"{i.validation_score:.3f}"
+        marks = " ".join(m for m, on in (("best", i.is_best), ("latest", i.is_latest)) if on)
+        rows.append(f"{i.step:>8}  {score:>7}  {human_size(i.size):>9}  {i.time:<25}  {i.kind:<6}  {marks}")
+    return "\n".join(rows)
+
+
+def human_size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    size = float(n)
+    for unit in ("KB", "MB", "GB"):
+        size /= 1024
+        if size < 1024 or unit == "GB":
+            break
+    return f"{size:.1f} {unit}"
+
+
+def evaluate(args: argparse.Namespace, cfg: Config) -> int:
+    """`eval --checkpoint URI`: written by the pipeline's author (it runs validation)."""
+    raise NotImplementedError("eval is not implemented yet")

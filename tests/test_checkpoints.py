@@ -1,0 +1,620 @@
+"""Checkpoints: the writer stage, pointers and retention, verification, resume and listing.
+
+Every storage test runs against a local path, file:// and s3:// (moto's server on loopback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import random
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+import orjson
+import pytest
+import structlog
+import torch
+from structlog.testing import capture_logs
+
+from jobrl_async import cli
+from jobrl_async.checkpoints import (
+    ADAPTER,
+    LEARNER_STATE,
+    MANIFEST,
+    CheckpointWriter,
+    Folder,
+    Job,
+    PendingQueue,
+    SaveRequest,
+    TrainerState,
+    capture_rng,
+    find_latest,
+    folders_to_delete,
+    list_checkpoints,
+    load_checkpoint,
+    parse_manifest,
+    parse_pointer,
+    preflight,
+    restore_rng,
+    split_checkpoint_uri,
+)
+from jobrl_async.commands.checkpoints import human_size, render_table
+from jobrl_async.config import Config
+from jobrl_async.errors import CheckpointError, StorageError
+from jobrl_async.storage import Store, open_store
+from tests.support.s3 import S3Env
+
+
+@pytest.fixture(autouse=True)
+def _default_logging() -> Iterator[None]:
+    """`cli.main` points logging at capsys's stream; later tests must not write to it."""
+    yield
+    structlog.reset_defaults()
+    logging.getLogger().handlers[:] = []
+
+
+@pytest.fixture(params=["path", "file", "s3"])
+def root_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "path":
+        return str(tmp_path / "ckpts")
+    if request.param == "file":
+        return f"file://{tmp_path}/ckpts"
+    return request.getfixturevalue("s3_env").uri("runs/a/checkpoints")
+
+
+def make_cfg(keep_latest: int = 2, max_pending: int = 2) -> Config:
+    cfg = Config()
+    cfg.checkpoints.keep_latest = keep_latest
+    cfg.checkpoints.max_pending = max_pending
+    return cfg
+
+
+def trainer_state(step: int, best: float | None = None) -> TrainerState:
+    return TrainerState(step=step, epoch=0, position=step, policy_version=step, best_score=best,
+                        config_digest="d1g3st", rng=capture_rng())
+
+
+def request(kind: str, step: int, score: float | None = None) -> SaveRequest:
+    """A small synthetic checkpoint; the values depend on the step, so folders differ."""
+    gen = torch.Generator().manual_seed(step)
+    adapter = {f"base_model.model.layers.0.q_proj.lora_{ab}.weight": torch.randn(4, 8, generator=gen)
+               for ab in "AB"}
+    learner = None
+    if kind == "latest":
+        learner = {"optimizer": {"state": {0: {"step": torch.tensor(float(step)),
+                                               "exp_avg": torch.randn(4, 8, generator=gen)}},
+                                 "param_groups": [{"lr": 1e-3, "params": [0]}]},
+                   "scheduler": {"last_epoch": step}, "version": step}
+    return SaveRequest(kind, step, score, adapter, {"r": 4, "target_modules": {"q_proj"}}, learner,
+                       trainer_state(step, score))
+
+
+class FaultyStore:
+    """A store that can fail uploads from the Nth call on, or hold them at a gate."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.uploads = 0
+        self.fail_from: int | None = None
+        self.gate: asyncio.Event | None = None
+        self.waiting = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def upload_file(self, key: str, local_path: Any) -> None:
+        self.uploads += 1
+        if self.gate is not None:
+            self.waiting += 1
+            await self.gate.wait()
+        if self.fail_from is not None and self.uploads >= self.fail_from:
+            raise StorageError(f"cannot upload to {self.inner.uri(key)}: injected failure")
+        await self.inner.upload_file(key, local_path)
+
+
+@asynccontextmanager
+async def running(writer: CheckpointWriter, timeout: float = 60.0) -> AsyncIterator[CheckpointWriter]:
+    task = asyncio.create_task(writer.run())
+    try:
+        yield writer
+    finally:
+        await writer.close(timeout)
+        await task
+
+
+async def until(condition: Callable[[], bool], limit_s: float = 30.0) -> None:
+    """Wait for the writer to get somewhere (the bound only keeps a broken test from hanging)."""
+    with anyio.fail_after(limit_s):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def write(root_uri: str, cfg: Config, *reqs: SaveRequest) -> CheckpointWriter:
+    """Write each request in turn (waiting for each, so no supersede rule applies)."""
+    writer = CheckpointWriter(root_uri, cfg)
+    async with running(writer):
+        for n, req in enumerate(reqs, 1):
+            writer.submit(req)
+            await until(lambda n=n: writer.stats.written + writer.stats.superseded >= n)
+    return writer
+
+
+async def pointer(root_uri: str, kind: str) -> dict | None:
+    async with open_store(root_uri) as store:
+        if not await store.exists(f"{kind}.json"):
+            return None
+        return orjson.loads(await store.read_bytes(f"{kind}.json"))
+
+
+async def folder_names(root_uri: str) -> list[str]:
+    async with open_store(root_uri) as store:
+        return sorted({o.key.split("/")[0] for o in await store.list() if "/" in o.key})
+
+
+# ---------------------------------------------------------------- round trip with a real peft model
+
+
+@pytest.fixture(scope="module")
+def tiny_peft() -> tuple[Any, dict[str, torch.Tensor], Any]:
+    """A 2-layer Gemma 3 with LoRA on q/v (B non-zero, so the adapter changes the output)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    config = Gemma3TextConfig(
+        vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=64,
+        layer_types=["sliding_attention", "full_attention"], sliding_window=16,
+    )
+    torch.manual_seed(0)
+    base = Gemma3ForCausalLM(config).eval()
+    base_state = copy.deepcopy(base.state_dict())
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                            init_lora_weights=False))
+    return model, base_state, config
+
+
+def fresh_base(base_state: dict, config: Any) -> Any:
+    from transformers import Gemma3ForCausalLM
+
+    base = Gemma3ForCausalLM(config).eval()
+    base.load_state_dict(base_state)
+    return base
+
+
+async def test_round_trip_restores_adapter_optimizer_and_trainer_state(
+    root_uri: str, tmp_path: Path, tiny_peft: tuple
+) -> None:
+    from peft import PeftModel, get_peft_model_state_dict
+
+    model, base_state, config = tiny_peft
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 / (1 + s))
+    ids = torch.tensor([[1, 5, 9, 3, 7, 2]])
+    model.train()
+    model(input_ids=ids).logits.pow(2).mean().backward()
+    optimizer.step()
+    scheduler.step()
+    model.eval()
+    adapter = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+    adapter_config = model.peft_config["default"].to_dict() | {"base_model_name_or_path": "tiny-gemma"}
+    learner = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "version": 1}
+    state = trainer_state(7, best=6.5)
+    cfg = make_cfg()
+
+    await write(root_uri, cfg, SaveRequest("latest", 7, 6.5, adapter, adapter_config, learner, state))
+
+    found = await find_latest(root_uri, cfg)
+    assert found is not None and found.endswith("step-000007")
+    loaded = await load_checkpoint(found, cfg, tmp_path / "dl")
+    assert loaded.step == 7 and loaded.trainer == state
+    assert loaded.adapter.keys() == adapter.keys()
+    assert all(torch.equal(loaded.adapter[k], adapter[k]) for k in adapter)
+    assert loaded.adapter_config["base_model_name_or_path"] == "tiny-gemma"
+
+    # the optimizer state loads into a fresh optimizer and equals the saved one, tensor for tensor
+    fresh = torch.optim.AdamW([torch.nn.Parameter(p.detach().clone()) for p in params], lr=1e-2)
+    fresh.load_state_dict(loaded.learner_state["optimizer"])
+    saved, restored = optimizer.state_dict()["state"], fresh.state_dict()["state"]
+    assert saved.keys() == restored.keys() and len(saved) == len(params)
+    for i in saved:
+        for name in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(saved[i][name], restored[i][name])
+    assert loaded.learner_state["scheduler"] == scheduler.state_dict()
+
+    # peft loads the folder as an adapter: same weights, same logits
+    reloaded = PeftModel.from_pretrained(fresh_base(base_state, config), loaded.adapter_dir).eval()
+    again = get_peft_model_state_dict(reloaded)
+    assert all(torch.equal(again[k], adapter[k]) for k in adapter)
+    with torch.no_grad():
+        assert torch.equal(reloaded(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+def test_rng_state_survives_json_and_restores_every_generator() -> None:
+    rng = orjson.loads(orjson.dumps(capture_rng()))
+    first = (random.random(), np.random.rand(), torch.rand(3))
+    restore_rng(rng)
+    again = (random.random(), np.random.rand(), torch.rand(3))
+    assert first[:2] == again[:2] and torch.equal(first[2], again[2])
+
+
+def test_malformed_rng_state_is_a_checkpoint_error() -> None:
+    rng = capture_rng()
+    rng["torch"] = "bm90IGEgc3RhdGU="  # valid base64, wrong length for a torch RNG state
+    with pytest.raises(CheckpointError, match="RNG state"):
+        restore_rng(rng)
+
+
+def test_trainer_state_validation_names_the_field() -> None:
+    state = trainer_state(3)
+    good = orjson.loads(orjson.dumps(state.to_dict()))
+    assert TrainerState.from_dict(good) == state
+    with pytest.raises(CheckpointError, match="'position'"):
+        TrainerState.from_dict(good | {"position": -1})
+    with pytest.raises(CheckpointError, match="'best_score'"):
+        TrainerState.from_dict(good | {"best_score": "high"})
+
+
+# ---------------------------------------------------------------- pointers, layout, retention
+
+
+async def test_best_and_latest_pointers_and_root_loads_best(root_uri: str, tmp_path: Path) -> None:
+    cfg = make_cfg(keep_latest=3)
+    await write(root_uri, cfg, request("latest", 1), request("best", 2, 7.5), request("latest", 3))
+
+    best, latest = await pointer(root_uri, "best"), await pointer(root_uri, "latest")
+    assert best["path"] == "step-000002" and best["step"] == 2 and best["validation_score"] == 7.5
+    assert latest["path"] == "step-000003" and latest["step"] == 3 and latest["time"]
+
+    loaded = await load_checkpoint(root_uri, cfg, tmp_path / "best")  # the root means best
+    assert loaded.step == 2 and loaded.learner_state is None and loaded.manifest["kind"] == "best"
+    listed = await list_checkpoints(root_uri, cfg)
+    assert [(i.step, i.kind, i.is_best, i.is_latest) for i in listed] == [
+        (1, "latest", False, False), (2, "best", True, False), (3, "latest", False, True),
+    ]
+    assert listed[1].validation_score == 7.5 and all(i.size > 0 and i.time for i in listed)
+
+
+async def test_best_and_latest_of_one_step_share_one_folder(root_uri: str) -> None:
+    cfg = make_cfg()
+    writer = CheckpointWriter(root_uri, cfg)
+    writer.submit(request("best", 4, 8.0))  # queued together before run(): they merge
+    writer.submit(request("latest", 4))
+    async with running(writer):
+        await until(lambda: writer.stats.written == 1)
+    assert await folder_names(root_uri) == ["step-000004"]
+    assert (await pointer(root_uri, "best"))["path"] == (await pointer(root_uri, "latest"))["path"]
+    (info,) = await list_checkpoints(root_uri, cfg)
+    assert info.is_best and info.is_latest and info.kind == "latest" and info.validation_score == 8.0
+
+
+async def test_latest_after_its_best_was_written_adds_to_the_folder(root_uri: str, tmp_path: Path) -> None:
+    cfg = make_cfg()
+    writer = CheckpointWriter(root_uri, cfg)
+    async with running(writer):
+        writer.submit(request("best", 5, 9.0))
+        await until(lambda: writer.stats.written == 1)
+        async with open_store(root_uri) as store:
+            adapter_before = await store.read_bytes(f"step-000005/{ADAPTER}")
+        writer.submit(request("latest", 5))
+        await until(lambda: writer.stats.written == 2)
+    assert await folder_names(root_uri) == ["step-000005"]
+    loaded = await load_checkpoint(f"{root_uri}/step-000005", cfg, tmp_path / "dl")
+    assert loaded.learner_state is not None and loaded.manifest["kind"] == "latest"
+    assert loaded.manifest["validation_score"] == 9.0
+    assert (tmp_path / "dl" / ADAPTER).read_bytes() == adapter_before  # the best's files untouched
+
+
+async def test_retention_keeps_best_and_the_last_k_latest(root_uri: str) -> None:
+    cfg = make_cfg(keep_latest=2)
+    writer = CheckpointWriter(root_uri, cfg)
+    async with running(writer):
+        for n, req in enumerate([request("latest", 1), request("best", 2, 5.0), request("latest", 3),
+                                 request("latest", 4), request("latest", 5)], 1):
+            writer.submit(req)
+            await until(lambda n=n: writer.stats.written == n)
+        assert await folder_names(root_uri) == ["step-000002", "step-000004", "step-000005"]
+        writer.submit(request("best", 6, 6.0))  # the old best goes once the pointer moved
+        await until(lambda: writer.stats.written == 6)
+        assert await folder_names(root_uri) == ["step-000004", "step-000005", "step-000006"]
+        writer.submit(request("latest", 7))
+        await until(lambda: writer.stats.written == 7)
+    assert await folder_names(root_uri) == ["step-000005", "step-000006", "step-000007"]
+
+
+async def test_a_new_run_never_rewrites_a_complete_folder(root_uri: str) -> None:
+    cfg = make_cfg()
+    await write(root_uri, cfg, request("best", 3, 4.0))
+    await write(root_uri, cfg, request("latest", 3))  # another process, same step
+    assert await folder_names(root_uri) == ["step-000003", "step-000003-1"]
+    assert (await pointer(root_uri, "best"))["path"] == "step-000003"
+    assert (await pointer(root_uri, "latest"))["path"] == "step-000003-1"
+    assert (await find_latest(root_uri, cfg)).endswith("step-000003-1")
+
+
+# ---------------------------------------------------------------- failures never advance a pointer
+
+
+async def test_failure_between_files_keeps_pointer_on_previous_and_retries(root_uri: str) -> None:
+    cfg = make_cfg()
+    store = FaultyStore(open_store(root_uri, cfg.storage))
+    writer = CheckpointWriter(root_uri, cfg, store=store, retry_base_s=0.05, retry_max_s=0.2)
+    with capture_logs() as logs:
+        async with running(writer):
+            writer.submit(request("latest", 1))
+            await until(lambda: writer.stats.written == 1)
+            store.fail_from = store.uploads + 2  # the 2nd file of the next checkpoint fails
+            writer.submit(request("latest", 2))
+            await until(lambda: writer.stats.failed >= 2)  # failed, retried, failed again
+
+            assert (await pointer(root_uri, "latest"))["path"] == "step-000001"
+            assert "step-000002" in await folder_names(root_uri)  # files of the partial write...
+            assert [i.step for i in await list_checkpoints(root_uri, cfg)] == [1]  # ...never listed
+            assert (await find_latest(root_uri, cfg)).endswith("step-000001")
+
+            store.fail_from = None  # the store recovers: the retry goes through
+            await until(lambda: writer.stats.written == 2)
+    await store.inner.aclose()
+    assert (await pointer(root_uri, "latest"))["path"] == "step-000002"
+    failed = [e for e in logs if e["event"] == "checkpoint_failed"]
+    assert failed and failed[0]["step"] == 2 and "injected failure" in failed[0]["reason"]
+    saved = [(e["kind"], e["step"]) for e in logs if e["event"] == "checkpoint_saved"]
+    assert saved == [("latest", 1), ("latest", 2)]
+    assert "testing-secret-key" not in repr(logs)
+
+
+async def test_close_timeout_during_upload_leaves_no_partial_checkpoint_visible(root_uri: str) -> None:
+    cfg = make_cfg()
+    await write(root_uri, cfg, request("latest", 1))
+    store = FaultyStore(open_store(root_uri, cfg.storage))
+    store.gate = asyncio.Event()  # uploads hang, as when the process dies mid-upload
+    writer = CheckpointWriter(root_uri, cfg, store=store)
+    task = asyncio.create_task(writer.run())
+    writer.submit(request("latest", 2))
+    await until(lambda: store.waiting > 0)
+    assert await writer.close(0.1) is False
+    await task
+    await store.inner.aclose()
+    assert (await pointer(root_uri, "latest"))["path"] == "step-000001"
+    assert [i.step for i in await list_checkpoints(root_uri, cfg)] == [1]
+
+
+async def test_corrupt_file_fails_verification_and_resume_falls_back(root_uri: str, tmp_path: Path) -> None:
+    cfg = make_cfg(keep_latest=3)
+    await write(root_uri, cfg, request("latest", 1), request("latest", 2))
+    async with open_store(root_uri) as store:
+        data = bytearray(await store.read_bytes(f"step-000002/{ADAPTER}"))
+        data[-1] ^= 0x01  # one flipped bit, same size
+        await store.write_bytes(f"step-000002/{ADAPTER}", bytes(data))
+
+    with pytest.raises(CheckpointError) as err:
+        await load_checkpoint(f"{root_uri}/step-000002", cfg, tmp_path / "dl")
+    message = str(err.value)
+    assert "\n" not in message and ADAPTER in message and "sha256" in message and "step-000002" in message
+
+    with capture_logs() as logs:
+        found = await find_latest(root_uri, cfg)
+    assert found is not None and found.endswith("step-000001")
+    (invalid,) = [e for e in logs if e["event"] == "checkpoint_invalid"]
+    assert "step-000002" in invalid["uri"] and "corrupt" in invalid["reason"]
+
+
+async def test_folder_without_manifest_is_incomplete(root_uri: str, tmp_path: Path) -> None:
+    cfg = make_cfg()
+    await write(root_uri, cfg, request("latest", 1))
+    async with open_store(root_uri) as store:
+        await store.delete(f"step-000001/{MANIFEST}")
+    assert await list_checkpoints(root_uri, cfg) == []
+    assert await find_latest(root_uri, cfg) is None
+    with pytest.raises(CheckpointError, match="incomplete"):
+        await load_checkpoint(f"{root_uri}/step-000001", cfg, tmp_path / "dl")
+
+
+async def test_a_missing_file_is_reported_and_not_listed(root_uri: str) -> None:
+    cfg = make_cfg()
+    await write(root_uri, cfg, request("latest", 1), request("latest", 2))
+    async with open_store(root_uri) as store:
+        await store.delete(f"step-000002/{LEARNER_STATE}")
+    with capture_logs() as logs:
+        assert [i.step for i in await list_checkpoints(root_uri, cfg)] == [1]
+        assert (await find_latest(root_uri, cfg)).endswith("step-000001")
+    assert any("learner_state.pt is missing" in e.get("reason", "") for e in logs)
+
+
+# ---------------------------------------------------------------- the writer never blocks training
+
+
+async def test_submit_returns_at_once_while_the_store_is_slow_and_supersedes(root_uri: str) -> None:
+    cfg = make_cfg(keep_latest=2, max_pending=2)
+    store = FaultyStore(open_store(root_uri, cfg.storage))
+    store.gate = asyncio.Event()
+    writer = CheckpointWriter(root_uri, cfg, store=store)
+    async with running(writer):
+        writer.submit(request("latest", 1))
+        await until(lambda: store.waiting > 0)  # step 1 is uploading and stuck
+        for step in range(2, 7):
+            writer.submit(request("latest", step))  # plain calls: nothing here can wait on I/O
+        writer.submit(request("best", 6, 3.0))
+        assert writer.stats.pending == 2 and writer.stats.superseded == 3  # 2, 3, 4 gave way
+        store.gate.set()
+        await until(lambda: writer.stats.written == 3)
+    await store.inner.aclose()
+    assert [(i.step, i.is_best, i.is_latest) for i in await list_checkpoints(root_uri, cfg)] == [
+        (5, False, False), (6, True, True),
+    ]
+
+
+# ---------------------------------------------------------------- the queue policy (pure)
+
+
+def job(kind: str, step: int, *, learner: bool | None = None) -> Job:
+    req = request(kind, step)
+    if learner is not None:
+        req.learner_state = {"x": 1} if learner else None
+    return Job.of(req)
+
+
+def steps(q: PendingQueue) -> list[tuple[int, str]]:
+    return [(j.step, ",".join(sorted(j.kinds))) for j in q.jobs]
+
+
+def test_queue_newer_best_supersedes_pending_best() -> None:
+    q = PendingQueue(3)
+    old = job("best", 1)
+    assert q.push(old) == [] and q.push(job("latest", 2)) == []
+    assert q.push(job("best", 3)) == [old]
+    assert steps(q) == [(2, "latest"), (3, "best")]
+
+
+def test_queue_when_full_the_oldest_latest_gives_way() -> None:
+    q = PendingQueue(2)
+    first = job("latest", 1)
+    q.push(first)
+    q.push(job("best", 2))
+    assert q.push(job("latest", 3)) == [first]
+    assert steps(q) == [(2, "best"), (3, "latest")]
+    q2 = PendingQueue(2)
+    q2.push(job("latest", 1))
+    q2.push(job("latest", 2))
+    assert [j.step for j in q2.push(job("best", 3))] == [1]  # a best makes room too
+
+
+def test_queue_never_drops_a_best_for_a_latest() -> None:
+    q = PendingQueue(1)
+    q.push(job("best", 1))
+    newer = job("latest", 2)
+    assert q.push(newer) == [newer]
+    assert steps(q) == [(1, "best")]
+
+
+def test_queue_same_step_merges_into_one_resumable_job() -> None:
+    q = PendingQueue(2)
+    q.push(job("best", 4))
+    latest = job("latest", 4)
+    assert q.push(latest) == []
+    (merged,) = q.jobs
+    assert merged.kinds == {"best", "latest"} and merged.request is latest.request
+    # a newer best takes the best role away; the folder stays as a latest
+    q.push(job("best", 5))
+    assert steps(q) == [(4, "latest"), (5, "best")]
+
+
+def test_queue_retry_goes_first_after_its_backoff() -> None:
+    q = PendingQueue(3)
+    failed = job("latest", 1)
+    q.push(job("latest", 2))
+    failed.not_before = 10.0
+    assert q.requeue(failed) == []
+    assert [j.step for j in q.jobs] == [1, 2]
+    assert q.next_ready(now=5.0) == (None, 5.0)  # FIFO: the others wait behind it
+    assert q.next_ready(now=10.0)[0] is failed
+
+
+def test_queue_a_retried_best_is_superseded_by_a_newer_pending_best() -> None:
+    q = PendingQueue(3)
+    q.push(job("best", 5))
+    failed = job("best", 3)
+    assert q.requeue(failed) == [failed]
+    assert steps(q) == [(5, "best")]
+
+
+# ---------------------------------------------------------------- untrusted pointers, manifests (pure)
+
+
+def test_pointer_must_name_a_step_folder() -> None:
+    for bad in ("../../etc", "step-1", "step-000001/../x", "/abs"):
+        with pytest.raises(CheckpointError, match="step folder"):
+            parse_pointer(orjson.dumps({"step": 1, "path": bad}), "best.json")
+    with pytest.raises(CheckpointError, match="does not match"):
+        parse_pointer(orjson.dumps({"step": 2, "path": "step-000001"}), "best.json")
+    assert parse_pointer(orjson.dumps({"step": 1, "path": "step-000001-2"}), "x").step == 1
+
+
+def test_manifest_rejects_unexpected_names_and_bad_entries() -> None:
+    entry = {"sha256": "a" * 64, "size": 3}
+    files = {"adapter_model.safetensors": entry, "adapter_config.json": entry, "trainer_state.json": entry}
+    assert parse_manifest(orjson.dumps({"step": 1, "files": files}), "m")["step"] == 1
+    with pytest.raises(CheckpointError, match="unexpected file '../evil.pt'"):
+        parse_manifest(orjson.dumps({"step": 1, "files": files | {"../evil.pt": entry}}), "m")
+    with pytest.raises(CheckpointError, match="64 hex"):
+        parse_manifest(orjson.dumps({"step": 1, "files": files | {"trainer_state.json": {"sha256": "x", "size": 1}}}), "m")
+    with pytest.raises(CheckpointError, match="lists no adapter_config.json"):
+        parse_manifest(orjson.dumps({"step": 1, "files": {"adapter_model.safetensors": entry, "trainer_state.json": entry}}), "m")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        parse_manifest(b"{", "m")
+
+
+def test_retention_policy() -> None:
+    def folder(name: str, resumable: bool = True, complete: bool = True) -> Folder:
+        files = {"adapter_model.safetensors": 1} | ({"manifest.json": 1} if complete else {})
+        return Folder(name, files | ({"learner_state.pt": 1} if resumable else {}))
+
+    folders = {f.name: f for f in [folder("step-000001"), folder("step-000002", resumable=False),
+                                   folder("step-000003"), folder("step-000004", complete=False),
+                                   folder("step-000005"), folder("step-000007", complete=False)]}
+    assert folders_to_delete(folders, "step-000002", "step-000005", keep_latest=2) == [
+        "step-000001", "step-000004",
+    ]  # best kept, latests 5 and 3 kept, the partial 4 cleared, 7 (beyond the pointers) untouched
+    assert folders_to_delete(folders, None, None, keep_latest=1) == []
+
+
+def test_split_checkpoint_uri() -> None:
+    assert split_checkpoint_uri("s3://b/run/step-000010/") == ("s3://b/run", "step-000010")
+    assert split_checkpoint_uri("s3://bkt/step-000010") == ("s3://bkt", "step-000010")
+    assert split_checkpoint_uri("/tmp/x/step-000010-1") == ("/tmp/x", "step-000010-1")
+    assert split_checkpoint_uri("step-000010") == (".", "step-000010")
+    assert split_checkpoint_uri("s3://b/run") == ("s3://b/run", None)
+
+
+# ---------------------------------------------------------------- preflight and the command
+
+
+async def test_preflight_passes_on_a_writable_location(root_uri: str) -> None:
+    await preflight(root_uri, make_cfg())
+
+
+async def test_preflight_names_a_missing_bucket(s3_env: S3Env) -> None:
+    with pytest.raises(StorageError, match="bucket 'no-such-bucket' does not exist"):
+        await preflight("s3://no-such-bucket/ckpts", make_cfg())
+
+
+def test_list_command_prints_json_when_piped(root_uri: str, capsys: pytest.CaptureFixture) -> None:
+    asyncio.run(write(root_uri, make_cfg(), request("best", 1, 2.5), request("latest", 2)))
+    capsys.readouterr()
+    assert cli.main(["checkpoints", "list", root_uri]) == 0
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    rows = orjson.loads(out)
+    assert [(r["step"], r["is_best"], r["is_latest"], r["validation_score"]) for r in rows] == [
+        (1, True, False, 2.5), (2, False, True, None),
+    ]
+
+
+def test_list_command_on_an_empty_location(root_uri: str, capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["checkpoints", "list", root_uri, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert orjson.loads(captured.out.strip().splitlines()[-1]) == []
+    assert "no checkpoints under" in captured.err
+
+
+def test_list_command_on_a_missing_bucket_exits_1(s3_env: S3Env, capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["checkpoints", "list", "s3://no-such-bucket/ckpts"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no-such-bucket" in err and "does not exist" in err
+
+
+def test_table_marks_best_and_latest() -> None:
+    from jobrl_async.checkpoints import CheckpointInfo
+
+    rows = [CheckpointInfo(3, "step-000003", "u", "latest", None, 2048, "2025-01-01T00:00:00+00:00", False, True),
+            CheckpointInfo(2, "step-000002", "u", "best", 7.25, 5 * 1024**2, "2025-01-01T00:00:00+00:00", True, False)]
+    table = render_table(rows).splitlines()
+    assert table[0].split()[:4] == ["step", "score", "size", "time"]
+    assert table[1].rstrip().endswith("latest") and "2.0 KB" in table[1] and " - " in table[1]
+    assert table[2].rstrip().endswith("best") and "7.250" in table[2] and "5.0 MB" in table[2]
+    assert human_size(12) == "12 B"
