@@ -31,8 +31,14 @@ from .errors import ConfigError
 # Steps take seconds (tiny model, stub judge) to minutes (a real judge quota).
 STEP_SECONDS_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600)
 TRAJECTORY_OUTCOMES = ("scored", "judge_failed", "dropped")
-# Counters of the judge client, as `on_judge` receives them (cumulative since the client started).
-JUDGE_COUNTERS = ("requests", "tokens", "http_429", "failures", "retries")
+# The judge client's counters, as `on_judge` receives them (cumulative since the client started).
+JUDGE_COUNTERS = {
+    "requests": ("jobrl_judge_requests", "Judge HTTP requests"),
+    "tokens": ("jobrl_judge_tokens", "Judge tokens used (prompt + completion)"),
+    "http_429": ("jobrl_judge_http_429", "Judge responses with HTTP 429"),
+    "failures": ("jobrl_judge_failures", "Judge calls that failed after their retries"),
+    "retries": ("jobrl_judge_retries", "Judge calls retried"),
+}
 
 
 class RunMetrics:
@@ -43,7 +49,7 @@ class RunMetrics:
         self._clock = clock
         self._last_progress = clock()
         self._judge_seen = dict.fromkeys(JUDGE_COUNTERS, 0)
-        self._judge_paused = False
+        self._judge_paused = False  # a plain copy of the gauge, for the health reason
         self._best: float | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         self._build()
@@ -70,13 +76,8 @@ class RunMetrics:
         self.device_idle = Gauge("jobrl_device_idle_fraction", "Share of the last step's wall time the device idled",
                                  registry=r)
         self.judge_rpm = Gauge("jobrl_judge_rpm", "Judge requests per minute over the last step", registry=r)
-        self.judge_requests = Counter("jobrl_judge_requests", "Judge HTTP requests", registry=r)
-        self.judge_tokens = Counter("jobrl_judge_tokens", "Judge tokens used (prompt + completion)", registry=r)
-        self.judge_429 = Counter("jobrl_judge_http_429", "Judge responses with HTTP 429", registry=r)
-        self.judge_failures = Counter("jobrl_judge_failures", "Judge calls that failed after their retries",
-                                      registry=r)
-        self.judge_retries = Counter("jobrl_judge_retries", "Judge calls retried", registry=r)
-        self.judge_paused_gauge = Gauge("jobrl_judge_paused", "1 while judge intake is paused by the breaker",
+        self.judge = {key: Counter(name, doc, registry=r) for key, (name, doc) in JUDGE_COUNTERS.items()}
+        self.judge_paused = Gauge("jobrl_judge_paused", "1 while judge intake is paused by the breaker",
                                         registry=r)
         self.checkpoint_uploads = Counter("jobrl_checkpoint_uploads", "Checkpoint uploads by kind and result",
                                           ["kind", "result"], registry=r)
@@ -128,13 +129,11 @@ class RunMetrics:
         """The judge client's cumulative counters; called periodically, so only the increase counts."""
         now = {"requests": requests, "tokens": tokens, "http_429": http_429, "failures": failures,
                "retries": retries}
-        counters = {"requests": self.judge_requests, "tokens": self.judge_tokens, "http_429": self.judge_429,
-                    "failures": self.judge_failures, "retries": self.judge_retries}
-        for name, value in now.items():
-            counters[name].inc(counter_increase(self._judge_seen[name], value))
-            self._judge_seen[name] = value
+        for key, value in now.items():
+            self.judge[key].inc(counter_increase(self._judge_seen[key], value))
+            self._judge_seen[key] = value
         self._judge_paused = paused
-        self.judge_paused_gauge.set(1 if paused else 0)
+        self.judge_paused.set(1 if paused else 0)
 
     def on_checkpoint(self, kind: str, ok: bool) -> None:
         self.checkpoint_uploads.labels(kind=kind, result="ok" if ok else "failed").inc()
