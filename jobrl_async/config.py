@@ -203,6 +203,7 @@ SECRET_ENV = (
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
     "WANDB_API_KEY",
+    "HF_TOKEN",  # gated models (Gemma) on a user's machine
 )
 
 

@@ -165,7 +165,7 @@ class JudgeClient:
             self._key, self._key_var = secrets.openai_api_key, "OPENAI_API_KEY"
             self._sdk = openai.AsyncOpenAI(
                 api_key=secrets.openai_api_key,
-                base_url=secrets.openai_base_url or None,
+                base_url=secrets.openai_base_url or "https://api.openai.com/v1",  # "" would be taken as the URL
                 max_retries=0,
                 timeout=cfg.timeout_s,
             )
