@@ -31,7 +31,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -189,6 +189,19 @@ class SaveRequest:
     adapter_config: dict  # peft LoraConfig.to_dict(), base_model_name_or_path = the model id
     learner_state: dict | None  # optimizer + scheduler; None for a weights-only best
     trainer: TrainerState
+
+
+def snapshot(value: Any) -> Any:
+    """A private CPU copy of every tensor in a nest of dicts, lists and tuples."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: snapshot(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(snapshot(v) for v in value)
+    return value  # numbers, strings, None: immutable
 
 
 @dataclass
@@ -515,6 +528,15 @@ def plan_files(staged: Staged, existing: dict | None) -> tuple[list[str], dict[s
     return new, table
 
 
+async def settle_all(transfers: list[Any]) -> None:
+    """Run transfers concurrently and wait for every one to settle, then raise the first error:
+    no transfer is left writing after its caller gave up (plain `gather` would leave them)."""
+    results = await asyncio.gather(*transfers, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
 # ---------------------------------------------------------------- the writer stage
 
 
@@ -573,6 +595,9 @@ class CheckpointWriter:
             raise ValueError(f"unknown checkpoint kind {req.kind!r}")
         if req.kind == "latest" and req.learner_state is None:
             raise ValueError("a latest checkpoint needs the learner state (it is what a resume loads)")
+        # `optimizer.state_dict()` holds references to live tensors that the next learner step
+        # changes in place: copy now, so the checkpoint is this step's and nothing else's
+        req = replace(req, adapter=snapshot(req.adapter), learner_state=snapshot(req.learner_state))
         self._superseded(self._queue.push(Job.of(req)))
         self.stats.pending = len(self._queue)
         self._wake.set()
@@ -694,13 +719,7 @@ class CheckpointWriter:
         return name
 
     async def _upload(self, folder: str, staged: Staged, names: list[str]) -> None:
-        results = await asyncio.gather(
-            *(self._store.upload_file(f"{folder}/{n}", staged.folder / n) for n in names),
-            return_exceptions=True,
-        )  # every upload settles before we go on: no orphan task writes after a failure
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise errors[0]
+        await settle_all([self._store.upload_file(f"{folder}/{n}", staged.folder / n) for n in names])
 
     async def _write_manifest(self, folder: str, manifest: dict) -> None:
         where = self._store.uri(folder)
@@ -785,7 +804,7 @@ async def fetch_verified(store: Store, folder: str, dest: Path) -> dict:
     check_sizes(manifest, {o.key.rpartition("/")[2]: o.size for o in listing}, where)
     dest.mkdir(parents=True, exist_ok=True)
     names = list(manifest["files"])
-    await asyncio.gather(*(store.download_file(f"{folder}/{n}", dest / n) for n in names))
+    await settle_all([store.download_file(f"{folder}/{n}", dest / n) for n in names])
     for name in names:
         actual = await anyio.to_thread.run_sync(file_entry, dest / name)
         expected = manifest["files"][name]

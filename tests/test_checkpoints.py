@@ -188,9 +188,11 @@ def fresh_base(base_state: dict, config: Any) -> Any:
 
 
 async def test_round_trip_restores_adapter_optimizer_and_trainer_state(
-    root_uri: str, tmp_path: Path, tiny_peft: tuple
+    root_uri: str, tmp_path: Path, tiny_peft: tuple, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from peft import PeftModel, get_peft_model_state_dict
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # peft would look "tiny-gemma" up on the Hub
 
     model, base_state, config = tiny_peft
     params = [p for p in model.parameters() if p.requires_grad]
@@ -309,6 +311,22 @@ async def test_latest_after_its_best_was_written_adds_to_the_folder(root_uri: st
     assert loaded.learner_state is not None and loaded.manifest["kind"] == "latest"
     assert loaded.manifest["validation_score"] == 9.0
     assert (tmp_path / "dl" / ADAPTER).read_bytes() == adapter_before  # the best's files untouched
+
+
+async def test_best_after_its_latest_was_written_only_moves_the_pointer(root_uri: str) -> None:
+    cfg = make_cfg()
+    store = FaultyStore(open_store(root_uri, cfg.storage))
+    writer = CheckpointWriter(root_uri, cfg, store=store)
+    async with running(writer):
+        writer.submit(request("latest", 6))
+        await until(lambda: writer.stats.written == 1)
+        uploads = store.uploads
+        writer.submit(request("best", 6, 4.5))  # validation of step 6 finished later
+        await until(lambda: writer.stats.written == 2)
+    await store.inner.aclose()
+    assert store.uploads == uploads  # nothing re-uploaded: the folder already has the weights
+    (info,) = await list_checkpoints(root_uri, cfg)
+    assert (info.step, info.is_best, info.is_latest, info.kind, info.validation_score) == (6, True, True, "latest", 4.5)
 
 
 async def test_retention_keeps_best_and_the_last_k_latest(root_uri: str) -> None:
@@ -618,3 +636,20 @@ def test_table_marks_best_and_latest() -> None:
     assert table[1].rstrip().endswith("latest") and "2.0 KB" in table[1] and " - " in table[1]
     assert table[2].rstrip().endswith("best") and "7.250" in table[2] and "5.0 MB" in table[2]
     assert human_size(12) == "12 B"
+
+
+async def test_submit_snapshots_tensors_the_learner_keeps_changing(root_uri: str, tmp_path: Path) -> None:
+    cfg = make_cfg()
+    req = request("latest", 1)
+    exp_avg = req.learner_state["optimizer"]["state"][0]["exp_avg"]
+    weight = next(iter(req.adapter.values()))
+    saved_avg, saved_weight = exp_avg.clone(), weight.clone()
+    writer = CheckpointWriter(root_uri, cfg)
+    writer.submit(req)  # queued; the learner steps on before the writer gets to it
+    exp_avg.add_(1.0)
+    weight.mul_(2.0)
+    async with running(writer):
+        await until(lambda: writer.stats.written == 1)
+    loaded = await load_checkpoint(f"{root_uri}/step-000001", cfg, tmp_path / "dl")
+    assert torch.equal(loaded.learner_state["optimizer"]["state"][0]["exp_avg"], saved_avg)
+    assert torch.equal(next(iter(loaded.adapter.values())), saved_weight)
