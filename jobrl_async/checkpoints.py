@@ -96,7 +96,7 @@ class TrainerState:
             raise CheckpointError(f"{where}: expected a JSON object")
         for name in ("step", "epoch", "position", "policy_version"):
             value = data.get(name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            if not is_count(value):
                 raise CheckpointError(f"{where}: '{name}' must be an integer >= 0, got {value!r}")
         best = data.get("best_score")
         if best is not None and not _is_finite_number(best):
@@ -108,6 +108,11 @@ class TrainerState:
             raise CheckpointError(f"{where}: 'rng' must be an object")
         return cls(data["step"], data["epoch"], data["position"], data["policy_version"],
                    None if best is None else float(best), digest, rng)
+
+
+def is_count(value: Any) -> bool:
+    """An integer >= 0 (JSON's true/false are not counts)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _is_finite_number(value: Any) -> bool:
@@ -324,23 +329,18 @@ class Staged:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def stage(req: SaveRequest) -> Staged:
-    """Serialise `req` into a temp folder (blocking: call it in a worker thread)."""
+def stage(req: SaveRequest, folder: Path) -> dict[str, dict[str, Any]]:
+    """Serialise `req` into `folder`; the files' sha256 and size (blocking: a worker thread)."""
     import torch
     from safetensors.torch import save_file
 
-    folder = Path(tempfile.mkdtemp(prefix="jobrl-ckpt-"))
-    try:
-        tensors = {name: t.detach().to("cpu").contiguous() for name, t in req.adapter.items()}
-        save_file(tensors, folder / ADAPTER, metadata={"format": "pt"})  # what peft writes
-        (folder / ADAPTER_CONFIG).write_bytes(adapter_config_json(req.adapter_config))
-        (folder / TRAINER_STATE).write_bytes(orjson.dumps(req.trainer.to_dict(), option=orjson.OPT_INDENT_2))
-        if req.learner_state is not None:
-            torch.save(req.learner_state, folder / LEARNER_STATE)
-        return Staged(folder, {p.name: file_entry(p) for p in sorted(folder.iterdir())})
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in req.adapter.items()}
+    save_file(tensors, folder / ADAPTER, metadata={"format": "pt"})  # what peft writes
+    (folder / ADAPTER_CONFIG).write_bytes(adapter_config_json(req.adapter_config))
+    (folder / TRAINER_STATE).write_bytes(orjson.dumps(req.trainer.to_dict(), option=orjson.OPT_INDENT_2))
+    if req.learner_state is not None:
+        torch.save(req.learner_state, folder / LEARNER_STATE)
+    return {p.name: file_entry(p) for p in sorted(folder.iterdir())}
 
 
 def adapter_config_json(config: dict) -> bytes:
@@ -382,16 +382,21 @@ def manifest_bytes(manifest: dict) -> bytes:
     return orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
 
 
+def json_object(raw: bytes, where: str) -> dict:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise CheckpointError(f"{where} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{where} is not a JSON object")
+    return value
+
+
 def parse_manifest(raw: bytes, where: str) -> dict:
     """A manifest read back, checked field by field (it is untrusted until then)."""
-    try:
-        m = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise CheckpointError(f"{where}: manifest.json is not valid JSON") from None
-    if not isinstance(m, dict):
-        raise CheckpointError(f"{where}: manifest.json is not a JSON object")
+    m = json_object(raw, f"{where}: manifest.json")
     step, score, files = m.get("step"), m.get("validation_score"), m.get("files")
-    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+    if not is_count(step):
         raise CheckpointError(f"{where}: manifest 'step' must be an integer >= 0, got {step!r}")
     if score is not None and not _is_finite_number(score):
         raise CheckpointError(f"{where}: manifest 'validation_score' must be a number or null")
@@ -414,7 +419,7 @@ def _check_entry(name: str, entry: Any, where: str) -> None:
         raise CheckpointError(f"{where}: manifest sha256 of {name} is not 64 hex digits")
     size = entry.get("size")
     limit = MAX_JSON_FILE_BYTES if name.endswith(".json") else MAX_FILE_BYTES
-    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= limit:
+    if not is_count(size) or size > limit:
         raise CheckpointError(f"{where}: manifest size of {name} must be 0..{limit} bytes, got {size!r}")
 
 
@@ -442,16 +447,11 @@ def pointer_bytes(folder: str, step: int, score: float | None) -> bytes:
 
 
 def parse_pointer(raw: bytes, where: str) -> Pointer:
-    try:
-        p = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise CheckpointError(f"{where} is not valid JSON") from None
-    if not isinstance(p, dict):
-        raise CheckpointError(f"{where} is not a JSON object")
+    p = json_object(raw, where)
     path, step, score = p.get("path"), p.get("step"), p.get("validation_score")
     if not isinstance(path, str) or not FOLDER_RE.match(path):
         raise CheckpointError(f"{where}: 'path' must name a step folder like 'step-000123', got {path!r}")
-    if not isinstance(step, int) or isinstance(step, bool) or step != folder_order(path)[0]:
+    if not is_count(step) or step != folder_order(path)[0]:
         raise CheckpointError(f"{where}: 'step' {step!r} does not match the folder {path}")
     if score is not None and not _is_finite_number(score):
         raise CheckpointError(f"{where}: 'validation_score' must be a number or null")
@@ -653,8 +653,10 @@ class CheckpointWriter:
 
     async def _attempt(self, job: Job) -> None:
         try:
-            if job.staged is None:
-                job.staged = await anyio.to_thread.run_sync(stage, job.request)
+            if job.staged is None:  # the job owns the folder before the thread writes into it
+                job.staged = Staged(Path(tempfile.mkdtemp(prefix="jobrl-ckpt-")), {})
+            if not job.staged.files:
+                job.staged.files = await anyio.to_thread.run_sync(stage, job.request, job.staged.folder)
             await self._commit(job)
         except Exception as exc:  # a storage problem must never stop training: report, retry
             self._failed(job, exc)
