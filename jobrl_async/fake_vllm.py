@@ -1,0 +1,517 @@
+"""A local stand-in for a vLLM OpenAI-compatible server, for tests and benchmarks.
+
+    POST /v1/completions          prompt as token ids, n, max_tokens, logprobs, stop, ...
+    POST /v1/load_lora_adapter    {"lora_name", "lora_path"}: the folder must hold adapter_config.json
+    POST /v1/unload_lora_adapter  {"lora_name"}
+    GET  /v1/models               the base model and the loaded adapters
+
+It answers in vLLM's shapes and with vLLM's status codes: 404 for an unknown model or a missing
+adapter folder, 400 for an adapter loaded twice, tokens as `token_id:N` when asked. Sampling
+is deterministic. By default each completion is one of a few canned job offers (tokenised with
+the tokenizer it is given) picked by an RNG seeded from the request, and every token's log-prob
+is derived from a hash of (adapter, position, token): the same tokens under the same adapter
+always get the same log-probs. A `sampler` (the tiny model itself: `ModelSampler`) can replace
+that. Either way the continuation is cut like vLLM cuts it: after a stop token or the token that
+completes a stop string (kept, `include_stop_str_in_output`), else at `max_tokens`.
+
+Faults are scriptable per route (`inject`): 429 with Retry-After, 500, 400, hang, malformed
+JSON, too few choices, log-prob lists of the wrong length, an oversized reply. `hold()` keeps
+completions waiting until `release()`; `restart()` forgets every adapter, as a restarted server
+does. Every request is recorded (never the API key). Runs on 127.0.0.1, port 0, in its own
+thread and event loop, so a test's loop and the server's never block each other.
+
+    python -m jobrl_async.fake_vllm [--port 8000] [--model tiny] [--served-model-name NAME]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import functools
+import hashlib
+import random
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from aiohttp import web
+
+Route = Literal["completions", "load", "unload", "models"]
+FaultKind = Literal["429", "500", "400", "hang", "malformed", "short", "mismatch", "huge"]
+
+
+@dataclass(frozen=True)
+class SamplingCall:
+    """What a sampler is asked for: `n` continuations of `prompt`."""
+
+    prompt: tuple[int, ...]
+    n: int
+    max_tokens: int
+    temperature: float
+    top_p: float
+    adapter_path: str | None  # None: the base model
+    seed: int
+
+
+# A sampler returns n (token ids, log-probs) continuations of at most max_tokens tokens; it may
+# run past a stop: the server cuts them as vLLM does.
+Sampler = Callable[[SamplingCall], list[tuple[list[int], list[float]]]]
+
+
+@dataclass
+class Fault:
+    kind: FaultKind
+    times: int = 1
+    retry_after_ms: int = 50  # for 429
+    hang_s: float = 5.0  # for hang: longer than the client's timeout
+
+
+@dataclass
+class RecordedRequest:
+    route: Route
+    body: Any
+    arrived: float
+    status: int = 0
+    reply: Any = None  # the JSON answered (completions that succeeded)
+
+
+@dataclass
+class FakeVLLM:
+    tokenizer: Any
+    model: str = "base-model"
+    sampler: Sampler | None = None  # None: canned offers (see `canned_sampler`)
+    api_key: str = ""  # "": no authentication, as vLLM without --api-key
+    seed: int = 0
+    latency_ms: float = 0.0
+    requests: list[RecordedRequest] = field(default_factory=list)
+    loads: list[tuple[str, str]] = field(default_factory=list)  # (name, path) of each successful load
+    unloads: list[str] = field(default_factory=list)
+    adapters: dict[str, str] = field(default_factory=dict)  # name -> path, as loaded now
+    url: str = ""
+
+    def __post_init__(self) -> None:
+        # A copy: a fast tokenizer used from two threads at once can fail ("Already borrowed").
+        self.tokenizer = copy.deepcopy(self.tokenizer)
+        self._faults: dict[str, deque[Fault]] = {r: deque() for r in ("completions", "load", "unload", "models")}
+        self._lock = threading.Lock()
+        self._open = threading.Event()
+        self._open.set()
+        self._sampler: Sampler = self.sampler or canned_sampler(self.tokenizer)
+        self._stop_ids = stop_token_ids(self.tokenizer)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ scripting
+
+    def inject(self, kind: FaultKind, times: int = 1, route: Route = "completions", **options: Any) -> None:
+        """The next `times` requests on `route` misbehave as `kind` (faults queue up in order)."""
+        with self._lock:
+            self._faults[route].append(Fault(kind, times, **options))
+
+    def hold(self) -> None:
+        """Completions wait (after being recorded) until `release()`."""
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    def restart(self) -> None:
+        """Forget every loaded adapter, as a restarted server does."""
+        with self._lock:
+            self.adapters.clear()
+
+    def completions(self) -> list[RecordedRequest]:
+        with self._lock:
+            return [r for r in self.requests if r.route == "completions"]
+
+    def _next_fault(self, route: Route) -> Fault | None:
+        with self._lock:
+            queue = self._faults[route]
+            if not queue:
+                return None
+            fault = queue[0]
+            fault.times -= 1
+            if fault.times <= 0:
+                queue.popleft()
+            return fault
+
+    # ------------------------------------------------------------ HTTP
+
+    async def _handle(self, request: web.Request, route: Route) -> web.Response:
+        body = None
+        if request.method == "POST":
+            try:
+                body = await request.json(loads=orjson.loads)
+            except ValueError:
+                body = None
+        rec = RecordedRequest(route=route, body=body, arrived=time.monotonic())
+        with self._lock:
+            self.requests.append(rec)
+        response = await self._answer(request, route, body, rec)
+        rec.status = response.status
+        return response
+
+    async def _answer(self, request: web.Request, route: Route, body: Any, rec: RecordedRequest) -> web.Response:
+        if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            sent = request.headers.get("Authorization", "")
+            return _error(401, f"Unauthorized: {sent}", "Unauthorized")  # echoed: the client must not repeat it
+        fault = self._next_fault(route)
+        if fault and fault.kind == "429":
+            response = _error(429, "Too many requests, retry later.", "RateLimitError")
+            response.headers["retry-after-ms"] = str(fault.retry_after_ms)
+            response.headers["retry-after"] = str(max(1, round(fault.retry_after_ms / 1000)))
+            return response
+        if fault and fault.kind == "500":
+            return _error(500, "Internal server error: the engine is overloaded.", "InternalServerError")
+        if fault and fault.kind == "400":
+            return _error(400, "This model's maximum context length is 2048 tokens.", "BadRequestError")
+        if fault and fault.kind == "hang":
+            await asyncio.sleep(fault.hang_s)
+        if self.latency_ms > 0:
+            await asyncio.sleep(self.latency_ms / 1000)
+        if route == "models":
+            return _json(self._models())
+        if route == "load":
+            return self._load(body)
+        if route == "unload":
+            return self._unload(body)
+        while not self._open.is_set():
+            await asyncio.sleep(0.005)
+        return self._complete(body, fault.kind if fault else None, rec)
+
+    def _models(self) -> dict:
+        cards = [{"id": self.model, "object": "model", "owned_by": "vllm", "root": self.model, "parent": None}]
+        with self._lock:
+            cards += [{"id": name, "object": "model", "owned_by": "vllm", "root": path, "parent": self.model}
+                      for name, path in self.adapters.items()]
+        return {"object": "list", "data": cards}
+
+    def _load(self, body: Any) -> web.Response:
+        if not isinstance(body, dict) or not body.get("lora_name") or not body.get("lora_path"):
+            return _error(400, "Both 'lora_name' and 'lora_path' must be provided.", "InvalidUserInput")
+        name, path = str(body["lora_name"]), str(body["lora_path"])
+        with self._lock:
+            if name in self.adapters:
+                return _error(400, f"The lora adapter '{name}' has already been loaded.", "InvalidUserInput")
+            if not (Path(path) / "adapter_config.json").is_file():
+                return _error(404, f"No adapter found for {path}", "NotFoundError")
+            self.adapters[name] = path
+            self.loads.append((name, path))
+        return web.Response(text=f"Success: LoRA adapter '{name}' added successfully.")
+
+    def _unload(self, body: Any) -> web.Response:
+        name = str(body.get("lora_name", "")) if isinstance(body, dict) else ""
+        with self._lock:
+            if name not in self.adapters:
+                return _error(404, f"The lora adapter '{name}' cannot be found.", "NotFoundError")
+            del self.adapters[name]
+            self.unloads.append(name)
+        return web.Response(text=f"Success: LoRA adapter '{name}' removed successfully.")
+
+    def _complete(self, body: Any, fault: FaultKind | None, rec: RecordedRequest) -> web.Response:
+        problem = _check_completion_request(body)
+        if problem:
+            return _error(400, problem, "BadRequestError")
+        model = body["model"]
+        with self._lock:
+            known = model == self.model or model in self.adapters
+            adapter_path = self.adapters.get(model)
+        if not known:
+            return _error(404, f"The model `{model}` does not exist.", "NotFoundError")
+        n, max_tokens = int(body.get("n", 1)), int(body["max_tokens"])
+        call = SamplingCall(
+            prompt=tuple(body["prompt"]), n=n, max_tokens=max_tokens,
+            temperature=float(body.get("temperature", 1.0)), top_p=float(body.get("top_p", 1.0)),
+            adapter_path=adapter_path, seed=_request_seed(self.seed, body),
+        )
+        stops = tuple(body.get("stop") or ())
+        choices = []
+        for index, (ids, logprobs) in enumerate(self._sampler(call)):
+            ids, logprobs, finish, reason = cut(self.tokenizer, ids[:max_tokens], logprobs[:max_tokens],
+                                                self._stop_ids, stops, max_tokens)
+            choices.append(self._choice(index, ids, logprobs, finish, reason, body))
+        reply = self._reply(model, choices, len(call.prompt))
+        reply = _damage(reply, fault, n, max_tokens)
+        rec.reply = reply if isinstance(reply, dict) else None
+        if isinstance(reply, bytes):
+            return web.Response(body=reply, content_type="application/json")
+        return _json(reply)
+
+    def _choice(self, index: int, ids: list[int], logprobs: list[float], finish: str,
+                reason: Any, body: dict) -> dict:
+        skip = bool(body.get("skip_special_tokens", True))
+        as_ids = bool(body.get("return_tokens_as_token_ids", False))
+        text = self.tokenizer.decode(ids, skip_special_tokens=skip)
+        block = None
+        if body.get("logprobs") is not None:
+            tokens = [f"token_id:{t}" if as_ids else self.tokenizer.decode([t]) for t in ids]
+            block = {
+                "text_offset": list(range(len(ids))),
+                "token_logprobs": logprobs,
+                "tokens": tokens,
+                "top_logprobs": [{tok: lp} for tok, lp in zip(tokens, logprobs)],
+            }
+        return {"index": index, "text": text, "logprobs": block, "finish_reason": finish, "stop_reason": reason}
+
+    def _reply(self, model: str, choices: list[dict], prompt_tokens: int) -> dict:
+        completion_tokens = sum(len(c["logprobs"]["tokens"]) if c["logprobs"] else 0 for c in choices)
+        return {
+            "id": f"cmpl-{uuid.uuid4().hex[:24]}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": choices,
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        }
+
+    # ------------------------------------------------------------ running
+
+    def start(self) -> FakeVLLM:
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="fake-vllm", daemon=True)
+        self._thread.start()
+        if not ready.wait(10) or not self.url:
+            raise RuntimeError("the fake vLLM server did not start")
+        return self
+
+    def _run(self, ready: threading.Event) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._loop.run_until_complete(self._serve())
+        ready.set()
+        self._loop.run_forever()
+        self._loop.close()
+
+    async def _serve(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        for method, path, route in (
+            ("POST", "/v1/completions", "completions"),
+            ("POST", "/v1/load_lora_adapter", "load"),
+            ("POST", "/v1/unload_lora_adapter", "unload"),
+            ("GET", "/v1/models", "models"),
+        ):
+            app.router.add_route(method, path, functools.partial(self._handle, route=route))
+        # a hung handler ends when its client gives up, as a real server's would
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+        bound_host, bound_port = self._runner.addresses[0][:2]
+        self.url = f"http://{bound_host}:{bound_port}"
+
+    def stop(self) -> None:
+        self.release()
+        if self._loop is None or self._thread is None:
+            return
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop = self._thread = None
+
+    def __enter__(self) -> FakeVLLM:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------------------- sampling and cutting
+
+
+def stop_token_ids(tokenizer: Any) -> frozenset[int]:
+    """EOS and <end_of_turn>, the tokens that end a Gemma turn."""
+    ids = {int(tokenizer.eos_token_id)}
+    end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    if isinstance(end_of_turn, int) and end_of_turn != tokenizer.unk_token_id:
+        ids.add(end_of_turn)
+    return frozenset(ids)
+
+
+def cut(tokenizer: Any, ids: list[int], logprobs: list[float], stop_ids: frozenset[int],
+        stops: Sequence[str], max_tokens: int) -> tuple[list[int], list[float], str, Any]:
+    """(ids, log-probs, finish_reason, stop_reason) as vLLM cuts a continuation.
+
+    It stops after the first stop token or after the token that completes a stop string,
+    whichever comes first, keeping it; else it ran to `max_tokens` ("length").
+    """
+    end, reason = len(ids), None
+    for position, token in enumerate(ids):
+        if token in stop_ids:
+            end, reason = position + 1, token
+            break
+    if stops:
+        # Whether a decoded prefix holds a stop string only grows with the prefix: bisect.
+        def holds(k: int) -> bool:
+            text = tokenizer.decode(ids[:k], skip_special_tokens=False)
+            return any(s in text for s in stops)
+
+        if holds(end):
+            lo, hi = 1, end
+            while lo < hi:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if holds(mid) else (mid + 1, hi)
+            text = tokenizer.decode(ids[:lo], skip_special_tokens=False)
+            end, reason = lo, next(s for s in stops if s in text)
+    if reason is None and end >= max_tokens:
+        return ids[:end], logprobs[:end], "length", None
+    return ids[:end], logprobs[:end], "stop", reason
+
+
+def canned_offers(count: int = 8, seed: int = 0) -> list[str]:
+    """Template job offers (en and fr, with the tiny model's deliberate flaws) from the bundled data."""
+    from .data import load_bundled
+    from .tiny import iter_template_offers
+
+    contexts = load_bundled()[:60]
+    offers = iter_template_offers(contexts, seed)
+    return [next(offers)[2] for _ in range(count)]
+
+
+def canned_sampler(tokenizer: Any, texts: Sequence[str] | None = None) -> Sampler:
+    """Continuations drawn from canned offers; every fourth lacks its closing tag and ends at EOS."""
+    texts = list(texts) if texts is not None else canned_offers()
+    eos = int(tokenizer.eos_token_id)
+    sequences = []
+    for i, text in enumerate(texts):
+        if i % 4 == 3:
+            text = text.replace("</job_offer>", "")
+        sequences.append(tokenizer(text, add_special_tokens=False)["input_ids"] + [eos])
+
+    def sample(call: SamplingCall) -> list[tuple[list[int], list[float]]]:
+        rng = random.Random(call.seed)
+        out = []
+        for _ in range(call.n):
+            ids = list(rng.choice(sequences))[: call.max_tokens]
+            out.append((ids, [token_logprob(call.adapter_path, p, t) for p, t in enumerate(ids)]))
+        return out
+
+    return sample
+
+
+def token_logprob(adapter: str | None, position: int, token: int) -> float:
+    """A plausible log-prob in [-4, -0.01], the same for the same (adapter, position, token)."""
+    digest = hashlib.blake2b(f"{adapter}:{position}:{token}".encode(), digest_size=8).digest()
+    u = int.from_bytes(digest, "big") / 2**64
+    return -0.01 - 3.99 * u * u  # most tokens likely, a few not
+
+
+def _request_seed(base: int, body: dict) -> int:
+    blob = orjson.dumps([base, body.get("model"), body.get("prompt"), body.get("seed")])
+    return int.from_bytes(hashlib.blake2b(blob, digest_size=8).digest(), "big")
+
+
+class ModelSampler:
+    """Samples with a real `Policy` (the tiny model): the adapter a request names is loaded from its folder.
+
+    Its log-probs are the in-process generator's, so a trainer recomputing them sees no mismatch.
+    """
+
+    def __init__(self, policy: Any, gen: Any) -> None:
+        self.policy, self.gen = policy, gen
+        self._loaded: str | None = None
+
+    def __call__(self, call: SamplingCall) -> list[tuple[list[int], list[float]]]:
+        from dataclasses import replace
+
+        from .generator import sample_batch
+        from .model import load_adapter
+
+        gen = replace(self.gen, temperature=call.temperature, top_p=call.top_p)
+        prompts = [call.prompt] * call.n
+        seed = call.seed & (2**63 - 1)
+        if call.adapter_path is None:
+            with self.policy.model.disable_adapter():
+                samples = sample_batch(self.policy, prompts, gen, seed, max_new_tokens=call.max_tokens)
+        else:
+            if call.adapter_path != self._loaded:
+                load_adapter(self.policy, call.adapter_path)
+                self._loaded = call.adapter_path
+            samples = sample_batch(self.policy, prompts, gen, seed, max_new_tokens=call.max_tokens)
+        return [(list(s.completion_ids), list(s.logprobs)) for s in samples]
+
+
+# ---------------------------------------------------------------- replies
+
+
+def _check_completion_request(body: Any) -> str:
+    """vLLM's 400s for what we send, or "" when the request is fine."""
+    if not isinstance(body, dict):
+        return "the body is not a JSON object"
+    prompt = body.get("prompt")
+    if not isinstance(prompt, list) or not prompt or not all(isinstance(t, int) and t >= 0 for t in prompt):
+        return "this fake server takes the prompt as a list of token ids"
+    if not isinstance(body.get("model"), str):
+        return "'model' is required"
+    n, max_tokens = body.get("n", 1), body.get("max_tokens")
+    if not isinstance(n, int) or n < 1 or not isinstance(max_tokens, int) or max_tokens < 1:
+        return "n and max_tokens must be integers >= 1"
+    logprobs = body.get("logprobs")
+    if logprobs is not None and (not isinstance(logprobs, int) or not 0 <= logprobs <= 20):
+        return "logprobs must be an integer from 0 to 20"
+    return ""
+
+
+def _damage(reply: dict, fault: FaultKind | None, n: int, max_tokens: int) -> dict | bytes:
+    """The reply as a misbehaving server would send it."""
+    if fault == "malformed":
+        text = orjson.dumps(reply)
+        return text[: len(text) // 2]
+    if fault == "short":
+        return {**reply, "choices": reply["choices"][:-1]}
+    if fault == "mismatch":
+        first = reply["choices"][0]
+        block = {**first["logprobs"], "token_logprobs": first["logprobs"]["token_logprobs"][:-1]}
+        return {**reply, "choices": [{**first, "logprobs": block}, *reply["choices"][1:]]}
+    if fault == "huge":
+        from .remote import reply_limit
+
+        return {**reply, "padding": "x" * reply_limit(n, max_tokens)}
+    return reply
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status, dumps=lambda o: orjson.dumps(o).decode())
+
+
+def _error(status: int, message: str, kind: str) -> web.Response:
+    return _json({"error": {"message": message, "type": kind, "param": None, "code": status}}, status)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve the fake on a fixed port (manual `run --generator` trials); Ctrl-C stops it."""
+    import argparse
+
+    from transformers import AutoTokenizer
+
+    from .model import resolve_model
+
+    parser = argparse.ArgumentParser(prog="python -m jobrl_async.fake_vllm")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--model", default="tiny", help="whose tokenizer to use (a folder or 'tiny')")
+    parser.add_argument("--served-model-name", default="")
+    args = parser.parse_args(argv)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model))
+    server = FakeVLLM(tokenizer, model=args.served_model_name or args.model)
+
+    async def serve() -> None:
+        await server._serve(args.host, args.port)
+        print(f"fake vLLM serving '{server.model}' at {server.url}", flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

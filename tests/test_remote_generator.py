@@ -1,0 +1,398 @@
+"""The remote (vLLM) generator against the fake server over real HTTP, and the TIS maths."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import socket
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import torch
+
+from jobrl_async.config import GenerationConfig
+from jobrl_async.data import load_bundled
+from jobrl_async.errors import JobrlError, ModelError
+from jobrl_async.fake_vllm import FakeVLLM, cut, stop_token_ids, token_logprob
+from jobrl_async.generator import STOP_TEXT, SampleRequest
+from jobrl_async.prompts import prompt_ids
+from jobrl_async.remote import (
+    RemoteGenerator,
+    RemoteGeneratorError,
+    RemoteOptions,
+    ReplyError,
+    adapter_name,
+    completion_request,
+    normalise_url,
+    parse_completions,
+    retry_wait,
+    server_message,
+    server_path,
+)
+from jobrl_async.tis import capped_fraction, logprob_mismatch, truncated_importance_weights
+from tests.support.fake_vllm import BASE_MODEL
+
+CONTEXTS = load_bundled()[:6]
+GEN = GenerationConfig(max_new_tokens=400, temperature=0.9, top_p=0.95)
+
+
+def make(tokenizer: Any, *urls: str, gen: GenerationConfig = GEN, **options: Any) -> RemoteGenerator:
+    settings = {"max_retries": 3, "backoff_first_s": 0.005, "backoff_max_s": 0.02, "timeout_s": 5.0, **options}
+    return RemoteGenerator(tokenizer, gen, RemoteOptions(urls=urls, model=BASE_MODEL, **settings))
+
+
+def requests(n: int = 2, attempts: int = 3, step: int = 4) -> list[SampleRequest]:
+    return [SampleRequest(CONTEXTS[i], "train", step, i, attempts) for i in range(n)]
+
+
+def dead_url() -> str:
+    """A loopback port nobody listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+# ---------------------------------------------------------------- sampling
+
+
+async def test_each_request_is_one_call_with_n_attempts_and_exact_ids(fake_vllm: FakeVLLM, vllm_tokenizer: Any) -> None:
+    async with make(vllm_tokenizer, fake_vllm.url) as gen:
+        out = await gen.generate(requests(n=2, attempts=3))
+
+    calls = fake_vllm.completions()
+    assert len(calls) == 2 and len(out) == 6
+    for call, request in zip(sorted(calls, key=lambda c: c.body["prompt"] != list(prompt_ids(vllm_tokenizer, CONTEXTS[0]))),
+                             requests(n=2, attempts=3)):
+        body = call.body
+        assert body["prompt"] == prompt_ids(vllm_tokenizer, request.context)  # our ids, not text
+        assert body["n"] == 3 and body["model"] == BASE_MODEL
+        assert (body["max_tokens"], body["temperature"], body["top_p"]) == (400, 0.9, 0.95)
+        assert body["logprobs"] == 1 and body["return_tokens_as_token_ids"] is True
+        assert body["stop"] == [STOP_TEXT] and body["include_stop_str_in_output"] is True
+        assert body["skip_special_tokens"] is False and "top_k" not in body
+
+    sent = {tuple(c.body["prompt"]): c.reply for c in calls}
+    for t in out:
+        choice = sent[t.prompt_ids]["choices"][t.attempt]
+        assert list(t.completion_ids) == [int(x.removeprefix("token_id:")) for x in choice["logprobs"]["tokens"]]
+        assert list(t.logprobs) == choice["logprobs"]["token_logprobs"]
+        assert t.completion_text == vllm_tokenizer.decode(list(t.completion_ids), skip_special_tokens=True)
+        assert t.policy_version == 0 and t.truncated is (choice["finish_reason"] == "length")
+        assert (t.split, t.step) == ("train", 4)
+        assert all(-4.01 <= lp < 0 for lp in t.logprobs)
+    assert [(t.group, t.attempt) for t in out] == [(g, a) for g in range(2) for a in range(3)]
+    ended = [t for t in out if not t.truncated]
+    assert ended and all(t.completion_text.endswith(STOP_TEXT) or t.completion_ids[-1] == vllm_tokenizer.eos_token_id
+                         for t in ended)
+    assert gen.stats.completions == 6 and gen.stats.tokens == sum(len(t.completion_ids) for t in out)
+
+
+async def test_a_completion_cut_at_max_tokens_is_truncated(fake_vllm: FakeVLLM, vllm_tokenizer: Any) -> None:
+    async with make(vllm_tokenizer, fake_vllm.url, gen=GenerationConfig(max_new_tokens=7)) as gen:
+        out = await gen.generate(requests(n=1, attempts=4))
+    assert len(out) == 4
+    assert all(t.truncated and len(t.completion_ids) == 7 and len(t.logprobs) == 7 for t in out)
+
+
+async def test_requests_take_turns_over_the_servers(fake_vllm_pair: tuple[FakeVLLM, FakeVLLM],
+                                                     vllm_tokenizer: Any) -> None:
+    a, b = fake_vllm_pair
+    async with make(vllm_tokenizer, a.url, b.url + "/v1/") as gen:
+        out = await gen.generate(requests(n=6, attempts=2))
+    assert len(out) == 12
+    assert len(a.completions()) == 3 and len(b.completions()) == 3
+
+
+async def test_429_and_500_are_retried_honouring_retry_after(fake_vllm: FakeVLLM, vllm_tokenizer: Any) -> None:
+    fake_vllm.inject("429", retry_after_ms=30)
+    fake_vllm.inject("500")
+    async with make(vllm_tokenizer, fake_vllm.url) as gen:
+        out = await gen.generate(requests(n=1, attempts=2))
+    assert len(out) == 2
+    assert [c.status for c in fake_vllm.completions()] == [429, 500, 200]
+    assert gen.stats.retries == 2 and gen.stats.http_429 == 1 and gen.stats.requests == 3
+
+
+@pytest.mark.parametrize("fault", ["malformed", "short", "mismatch", "huge"])
+async def test_a_malformed_reply_is_retried_never_an_empty_trajectory(
+    fake_vllm: FakeVLLM, vllm_tokenizer: Any, fault: str
+) -> None:
+    fake_vllm.inject(fault)  # type: ignore[arg-type]
+    async with make(vllm_tokenizer, fake_vllm.url) as gen:
+        out = await gen.generate(requests(n=1, attempts=3))
+    assert len(out) == 3 and all(t.completion_ids for t in out)
+    assert len(fake_vllm.completions()) == 2 and gen.stats.retries == 1
+
+
+async def test_a_hung_server_times_out_and_the_retry_goes_to_the_next(
+    fake_vllm_pair: tuple[FakeVLLM, FakeVLLM], vllm_tokenizer: Any
+) -> None:
+    a, b = fake_vllm_pair
+    a.inject("hang", hang_s=5)
+    async with make(vllm_tokenizer, a.url, b.url, timeout_s=0.3) as gen:
+        out = await gen.generate(requests(n=1, attempts=2))
+    assert len(out) == 2
+    assert len(a.completions()) == 1 and [c.status for c in b.completions()] == [200]
+
+
+async def test_an_unreachable_server_is_skipped(fake_vllm: FakeVLLM, vllm_tokenizer: Any) -> None:
+    async with make(vllm_tokenizer, dead_url(), fake_vllm.url) as gen:
+        out = await gen.generate(requests(n=2, attempts=1))
+    assert len(out) == 2 and gen.stats.retries >= 1
+
+
+async def test_persistent_failure_is_one_clear_error_naming_the_server(fake_vllm: FakeVLLM, vllm_tokenizer: Any) -> None:
+    fake_vllm.inject("500", times=10)
+    async with make(vllm_tokenizer, fake_vllm.url, max_retries=2) as gen:
+        with pytest.raises(RemoteGeneratorError) as info:
+            await gen.generate(requests(n=1, attempts=2))
+    message = str(info.value)
+    assert message.startswith("generator: generation failed after 3 attempts")
+    assert fake_vllm.url.removeprefix("http://") in message and "HTTP 500" in message
+    assert isinstance(info.value, ModelError) and isinstance(info.value, JobrlError)
+    assert len(fake_vllm.completions()) == 3
+
+
+async def test_a_rejected_request_is_not_retried(fake_vllm: FakeVLLM, vllm_tokenizer: Any) -> None:
+    fake_vllm.inject("400")
+    async with make(vllm_tokenizer, fake_vllm.url) as gen:
+        with pytest.raises(RemoteGeneratorError, match=r"rejected by 127\.0\.0\.1:\d+/v1/completions \(HTTP 400\): .*context length"):
+            await gen.generate(requests(n=1))
+    assert len(fake_vllm.completions()) == 1
+
+
+async def test_a_wrong_key_fails_clearly_and_is_never_repeated(vllm_tokenizer: Any) -> None:
+    secret = "sk-vllm-test-key-0f3a9c2b7d-must-not-leak"
+    with FakeVLLM(vllm_tokenizer, model=BASE_MODEL, api_key="the-right-key") as server:
+        gen = RemoteGenerator(vllm_tokenizer, GEN, RemoteOptions(urls=(server.url,), model=BASE_MODEL), api_key=secret)
+        async with gen:
+            with pytest.raises(RemoteGeneratorError, match="HTTP 401") as info:
+                await gen.generate(requests(n=1))
+        assert secret not in str(info.value)
+    with FakeVLLM(vllm_tokenizer, model=BASE_MODEL, api_key=secret) as server:
+        gen = RemoteGenerator(vllm_tokenizer, GEN, RemoteOptions(urls=(server.url,), model=BASE_MODEL), api_key=secret)
+        async with gen:
+            assert len(await gen.generate(requests(n=1, attempts=2))) == 2
+
+
+async def test_check_names_a_server_that_serves_another_model(fake_vllm: FakeVLLM, vllm_tokenizer: Any) -> None:
+    async with make(vllm_tokenizer, fake_vllm.url) as gen:
+        await gen.check()
+    wrong = RemoteGenerator(vllm_tokenizer, GEN, RemoteOptions(urls=(fake_vllm.url,), model="google/gemma-3-270m-it"))
+    async with wrong:
+        with pytest.raises(RemoteGeneratorError, match=r"does not serve model 'google/gemma-3-270m-it' \(it serves \['base-model'\]\)"):
+            await wrong.check()
+    async with make(vllm_tokenizer, dead_url()) as gone:
+        with pytest.raises(RemoteGeneratorError, match="does not answer"):
+            await gone.check()
+
+
+# ---------------------------------------------------------------- adapters
+
+
+async def test_after_a_load_requests_name_the_new_adapter(
+    fake_vllm_pair: tuple[FakeVLLM, FakeVLLM], vllm_tokenizer: Any, adapter_dirs: Any
+) -> None:
+    a, b = fake_vllm_pair
+    async with make(vllm_tokenizer, a.url, b.url) as gen:
+        await gen.load_weights(1, adapter_dirs(1))
+        first = await gen.generate(requests(n=2, attempts=2))
+        await gen.load_weights(2, adapter_dirs(2))
+        second = await gen.generate(requests(n=2, attempts=2))
+
+    for server in (a, b):
+        assert server.loads == [("policy-v1", str(adapter_dirs(1).resolve())), ("policy-v2", str(adapter_dirs(2).resolve()))]
+        assert server.unloads == ["policy-v1"]  # no request named it any more
+        assert [c.body["model"] for c in server.completions()] == ["policy-v1", "policy-v2"]
+    assert {t.policy_version for t in first} == {1} and {t.policy_version for t in second} == {2}
+    # the fake's log-probs depend on the adapter: they came from the adapter the request named
+    t = second[0]
+    assert t.logprobs[0] == token_logprob(str(adapter_dirs(2).resolve()), 0, t.completion_ids[0])
+    assert gen.stats.loads == 2
+
+
+async def test_an_adapter_in_flight_is_unloaded_only_once_idle(
+    fake_vllm: FakeVLLM, vllm_tokenizer: Any, adapter_dirs: Any
+) -> None:
+    async with make(vllm_tokenizer, fake_vllm.url) as gen:
+        await gen.load_weights(1, adapter_dirs(1))
+        fake_vllm.hold()
+        sampling = asyncio.create_task(gen.generate(requests(n=1, attempts=2)))
+        while not fake_vllm.completions():
+            await asyncio.sleep(0.005)
+        await gen.load_weights(2, adapter_dirs(2))
+        assert fake_vllm.unloads == []  # policy-v1 is still sampling
+        fake_vllm.release()
+        out = await sampling
+        await gen.load_weights(3, adapter_dirs(3))
+    assert {t.policy_version for t in out} == {1}
+    assert sorted(fake_vllm.unloads) == ["policy-v1", "policy-v2"]
+    assert set(fake_vllm.adapters) == {"policy-v3"}
+
+
+async def test_adapter_load_failures_are_retried_then_surfaced(
+    fake_vllm_pair: tuple[FakeVLLM, FakeVLLM], vllm_tokenizer: Any, adapter_dirs: Any
+) -> None:
+    a, b = fake_vllm_pair
+    b.inject("500", times=2, route="load")
+    async with make(vllm_tokenizer, a.url, b.url, max_retries=2) as gen:
+        await gen.load_weights(1, adapter_dirs(1))
+        assert gen.stats.load_retries == 2 and set(b.adapters) == {"policy-v1"}
+
+        b.inject("500", times=3, route="load")
+        with pytest.raises(RemoteGeneratorError, match=r"adapter policy-v2 from .* not loaded: HTTP 500 from 127\.0\.0\.1:\d+"):
+            await gen.load_weights(2, adapter_dirs(2))
+        out = await gen.generate(requests(n=2, attempts=1))
+        assert {t.policy_version for t in out} == {1}  # still the last adapter every server has
+        assert {c.body["model"] for c in a.completions() + b.completions()} == {"policy-v1"}
+
+        await gen.load_weights(2, adapter_dirs(2))  # the caller tries again: a's earlier load is fine
+    assert set(a.adapters) == set(b.adapters) == {"policy-v2"}
+
+
+async def test_a_folder_the_server_cannot_see_is_named(fake_vllm: FakeVLLM, vllm_tokenizer: Any, tmp_path: Path) -> None:
+    async with make(vllm_tokenizer, fake_vllm.url, max_retries=1) as gen:
+        with pytest.raises(RemoteGeneratorError, match=r"not loaded: HTTP 404 from 127\.0\.0\.1:\d+: No adapter found .*can the server read .*generator.adapter_root"):
+            await gen.load_weights(1, tmp_path / "nowhere")
+        assert gen.current.version == 0
+
+
+async def test_a_restarted_server_gets_the_adapter_back(fake_vllm: FakeVLLM, vllm_tokenizer: Any, adapter_dirs: Any) -> None:
+    async with make(vllm_tokenizer, fake_vllm.url) as gen:
+        await gen.load_weights(5, adapter_dirs(5))
+        fake_vllm.restart()
+        out = await gen.generate(requests(n=1, attempts=2))
+    assert {t.policy_version for t in out} == {5}
+    assert [c.status for c in fake_vllm.completions()] == [404, 200]
+    assert [name for name, _ in fake_vllm.loads] == ["policy-v5", "policy-v5"] and gen.stats.reloads == 1
+
+
+async def test_adapter_paths_are_mapped_to_the_servers_mount(fake_vllm: FakeVLLM, vllm_tokenizer: Any,
+                                                              adapter_dirs: Any) -> None:
+    root = adapter_dirs(1).parent
+    # Here the "server's mount" is the same folder under another name (a symlink).
+    mount = root.parent / "mounted"
+    mount.symlink_to(root)
+    async with make(vllm_tokenizer, fake_vllm.url, adapter_root=str(root), server_adapter_root=str(mount)) as gen:
+        await gen.load_weights(1, adapter_dirs(1))
+    assert fake_vllm.loads == [("policy-v1", str(mount / "policy-v1"))]
+
+
+# ---------------------------------------------------------------- pure parts
+
+
+def test_completion_request_sends_top_k_only_when_set() -> None:
+    body = completion_request([2, 5, 9], 4, "policy-v3", GenerationConfig(max_new_tokens=32, top_k=20))
+    assert body["prompt"] == [2, 5, 9] and body["n"] == 4 and body["model"] == "policy-v3"
+    assert body["top_k"] == 20 and body["max_tokens"] == 32 and body["stream"] is False
+
+
+def _reply(*choices: dict) -> dict:
+    return {"choices": list(choices)}
+
+
+def _choice(index: int, tokens: list[Any], logps: list[Any], finish: Any = "stop") -> dict:
+    return {"index": index, "finish_reason": finish, "logprobs": {"tokens": tokens, "token_logprobs": logps}}
+
+
+def test_parse_completions_orders_by_index_and_reads_ids() -> None:
+    out = parse_completions(_reply(_choice(1, ["token_id:7"], [-0.5], "length"), _choice(0, ["token_id:3", "token_id:4"], [-1.0, 0.0])),
+                            n=2, max_tokens=4, vocab_size=10)
+    assert [c.token_ids for c in out] == [(3, 4), (7,)]
+    assert [c.finish_reason for c in out] == ["stop", "length"] and out[0].logprobs == (-1.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        ([], "not a JSON object"),
+        (_reply(_choice(0, ["token_id:1"], [-1.0])), "1 choices for n=2"),
+        (_reply(_choice(0, ["token_id:1"], [-1.0]), _choice(0, ["token_id:1"], [-1.0])), "repeated index"),
+        (_reply(_choice(0, ["token_id:1"], [-1.0, -2.0]), _choice(1, ["token_id:1"], [-1.0])), "differ in length"),
+        (_reply(_choice(0, ["hello"], [-1.0]), _choice(1, ["token_id:1"], [-1.0])), "return_tokens_as_token_ids"),
+        (_reply(_choice(0, ["token_id:99"], [-1.0]), _choice(1, ["token_id:1"], [-1.0])), "outside the vocabulary"),
+        (_reply(_choice(0, ["token_id:1"], [0.5]), _choice(1, ["token_id:1"], [-1.0])), "not a finite log-probability"),
+        (_reply(_choice(0, ["token_id:1"], [None]), _choice(1, ["token_id:1"], [-1.0])), "not a number"),
+        (_reply(_choice(0, [], []), _choice(1, ["token_id:1"], [-1.0])), "0 tokens"),
+        (_reply(_choice(0, ["token_id:1"] * 5, [-1.0] * 5), _choice(1, ["token_id:1"], [-1.0])), "5 tokens"),
+        (_reply(_choice(0, ["token_id:1"], [-1.0], "abort"), _choice(1, ["token_id:1"], [-1.0])), "finished with 'abort'"),
+        (_reply({"index": 0, "finish_reason": "stop", "logprobs": None}, _choice(1, ["token_id:1"], [-1.0])), "no logprobs"),
+    ],
+)
+def test_parse_completions_rejects_inconsistent_replies(reply: Any, reason: str) -> None:
+    with pytest.raises(ReplyError, match=reason):
+        parse_completions(reply, n=2, max_tokens=4, vocab_size=10)
+
+
+def test_small_helpers() -> None:
+    assert adapter_name(12) == "policy-v12"
+    assert normalise_url("gpu-box:8000/v1/") == "http://gpu-box:8000"
+    with pytest.raises(RemoteGeneratorError, match="not http"):
+        normalise_url("ftp://gpu-box")
+    assert retry_wait(0.2, 1.5) == 1.5 and retry_wait(0.7, None) == 0.7 and retry_wait(0.1, 1e9) == 300.0
+    assert server_message(b'{"error": {"message": "bad"}}') == "bad"
+    assert server_message(b'{"object": "error", "message": "old shape"}') == "old shape"
+    assert server_message(b"plain text") == "plain text"
+
+
+def test_server_path_moves_a_folder_to_the_servers_mount(tmp_path: Path) -> None:
+    folder = tmp_path / "adapters" / "policy-v3"
+    assert server_path(folder) == str(folder.resolve())
+    assert server_path(folder, str(tmp_path / "adapters"), "/adapters") == "/adapters/policy-v3"
+    with pytest.raises(RemoteGeneratorError, match="not under generator.adapter_root"):
+        server_path(tmp_path / "elsewhere", str(tmp_path / "adapters"), "/adapters")
+
+
+def test_the_fake_cuts_like_vllm(vllm_tokenizer: Any) -> None:
+    tok = vllm_tokenizer
+    stops = stop_token_ids(tok)
+    offer = tok("<job_offer><title>Chef</title></job_offer> and more", add_special_tokens=False)["input_ids"]
+    logps = [-0.1] * len(offer)
+    ids, _, finish, reason = cut(tok, offer, logps, stops, [STOP_TEXT], 64)
+    assert tok.decode(ids).endswith(STOP_TEXT) and (finish, reason) == ("stop", STOP_TEXT)
+    ids, _, finish, reason = cut(tok, offer[:3] + [tok.eos_token_id] + offer[3:], logps + [-0.1], stops, [STOP_TEXT], 64)
+    assert ids[-1] == tok.eos_token_id and len(ids) == 4 and (finish, reason) == ("stop", tok.eos_token_id)
+    ids, _, finish, _ = cut(tok, offer[:3], logps[:3], stops, [STOP_TEXT], 3)
+    assert (len(ids), finish) == (3, "length")
+
+
+# ---------------------------------------------------------------- off-policy numerics
+
+
+def test_logprob_mismatch_is_the_mean_absolute_gap_over_completion_tokens() -> None:
+    engine = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -9.0, -9.0]])
+    trainer = torch.tensor([[-1.1, -1.8, -3.0], [-0.2, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0]])
+    assert logprob_mismatch(engine, trainer, mask) == pytest.approx((0.1 + 0.2 + 0.0 + 0.3) / 4)
+    assert logprob_mismatch(engine, trainer, torch.zeros_like(mask)) == 0.0
+    with pytest.raises(ValueError, match="shapes differ"):
+        logprob_mismatch(engine, trainer[:, :2], mask)
+
+
+def test_tis_weights_are_the_ratio_capped_and_carry_no_gradient() -> None:
+    trainer = torch.tensor([-1.0, -1.0, -3.0, -1.0, -50.0], requires_grad=True)
+    engine = torch.tensor([-1.0, -1.5, -1.0, -9.0, -1.0])
+    w = truncated_importance_weights(trainer, engine, cap=2.0)
+    expected = [1.0, math.exp(0.5), math.exp(-2.0), 2.0, math.exp(-30.0)]
+    assert w.tolist() == pytest.approx(expected, rel=1e-6)
+    assert not w.requires_grad and torch.isfinite(w).all()
+    assert capped_fraction(w, torch.tensor([1, 1, 1, 1, 0]), cap=2.0) == 0.25
+    with pytest.raises(ValueError, match="cap must be > 0"):
+        truncated_importance_weights(trainer, engine, cap=0.0)
+
+
+def test_tis_weight_times_ppo_ratio_is_the_full_ratio_below_the_cap() -> None:
+    # The identity TIS relies on: w · ρ = π_θ / π_engine when w is not capped.
+    theta, trainer_old, engine = torch.tensor([-0.9]), torch.tensor([-1.0]), torch.tensor([-1.2])
+    w = truncated_importance_weights(trainer_old, engine, cap=10.0)
+    rho = torch.exp(theta - trainer_old)
+    assert (w * rho).item() == pytest.approx(math.exp(-0.9 + 1.2))
+
+
+def test_reply_bytes_are_bounded_by_n_and_max_tokens() -> None:
+    from jobrl_async.remote import reply_limit
+
+    body = orjson.dumps(_reply(*[_choice(i, ["token_id:262143"] * 512, [-12.345678901234567] * 512) for i in range(10)]))
+    assert len(body) < reply_limit(10, 512)
