@@ -367,11 +367,12 @@ def cut(tokenizer: Any, ids: list[int], logprobs: list[float], stop_ids: frozens
 def canned_offers(count: int = 8, seed: int = 0) -> list[str]:
     """Template job offers (en and fr, with the tiny model's deliberate flaws) from the bundled data."""
     from .data import load_bundled
-    from .tiny import iter_template_offers
+    from .tiny import pool_for, sample_flaws, skill_pools, template_offer
 
+    rng = random.Random(seed)
     contexts = load_bundled()[:60]
-    offers = iter_template_offers(contexts, seed)
-    return [next(offers)[2] for _ in range(count)]
+    pools = skill_pools(contexts)
+    return [template_offer(c, rng, sample_flaws(rng), pool_for(c, pools)) for c in rng.sample(contexts, count)]
 
 
 def canned_sampler(tokenizer: Any, texts: Sequence[str] | None = None) -> Sampler:

@@ -50,7 +50,7 @@ from tenacity.wait import wait_random_exponential
 
 from . import log as logging_
 from .config import GenerationConfig
-from .errors import ModelError
+from .errors import ConfigError, ModelError
 from .generator import STOP_TEXT, SampleRequest
 from .judge.client import RETRY_AFTER_CAP_S, RETRYABLE_STATUS, host_of, retry_after_s
 from .prompts import prompt_ids
@@ -108,12 +108,12 @@ class RemoteOptions:
 
     def __post_init__(self) -> None:
         if not self.urls:
-            raise RemoteGeneratorError("no generator server URL given (generator.urls / --generator URL)")
+            raise ConfigError("generator.urls is empty: give at least one server (--generator URL)")
         object.__setattr__(self, "urls", tuple(normalise_url(u) for u in self.urls))
         if not self.model:
-            raise RemoteGeneratorError("generator.model is empty: name the base model the servers serve")
+            raise ConfigError("generator.model is empty: name the base model the servers serve")
         if self.max_concurrency < 1 or self.max_retries < 0 or self.timeout_s <= 0:
-            raise RemoteGeneratorError("generator.max_concurrency >= 1, max_retries >= 0 and timeout_s > 0")
+            raise ConfigError("generator: max_concurrency must be >= 1, max_retries >= 0 and timeout_s > 0")
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ def normalise_url(url: str) -> str:
         url = f"http://{url}"
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise RemoteGeneratorError(f"generator URL {url!r} is not http(s)://HOST[:PORT]")
+        raise ConfigError(f"generator.urls: {url!r} is not http(s)://HOST[:PORT]")
     return url.removesuffix("/v1")
 
 
@@ -179,7 +179,7 @@ def server_path(folder: str | Path, local_root: str = "", server_root: str = "")
         return str(path)
     root = Path(local_root).expanduser().resolve() if local_root else None
     if root is None or not path.is_relative_to(root):
-        raise RemoteGeneratorError(
+        raise ConfigError(
             f"adapter folder {path} is not under generator.adapter_root {local_root or '(unset)'}: "
             "the servers could not find it"
         )
@@ -420,10 +420,12 @@ class RemoteGenerator:
             ) from None
 
     async def _attempt(self, request: SampleRequest, prompt: tuple[int, ...]) -> list[Trajectory]:
-        url, adapter = next(self._turn), self.current
-        body = completion_request(prompt, request.attempts, adapter.name, self.gen)
         limit = reply_limit(request.attempts, self.gen.max_new_tokens)
         async with self._slots:
+            # The adapter is chosen once a slot is ours and counted in flight at once (no await
+            # between): a load that completes meanwhile cannot unload it under this request.
+            url, adapter = next(self._turn), self.current
+            body = completion_request(prompt, request.attempts, adapter.name, self.gen)
             self._in_flight[adapter.name] += 1
             try:
                 self.stats.requests += 1
@@ -434,7 +436,11 @@ class RemoteGenerator:
             finally:
                 self._in_flight[adapter.name] -= 1
         if status == 404 and adapter.path:
-            await self._reload(url, adapter)  # the server lost our adapter (a restart): load, retry
+            # The server lost the adapter (a restart): load it there again if it is still the
+            # current one; the retry names whatever is current by then.
+            if adapter == self.current:
+                await self._reload(url, adapter)
+            raise Transient(f"HTTP 404 from {host_of(url)}: adapter {adapter.name} was not loaded there", status=404)
         if status >= 400:
             self._raise_for_status(url, "/v1/completions", status, raw, headers)
         try:
@@ -493,13 +499,13 @@ class RemoteGenerator:
         self._raise_for_status(url, "/v1/load_lora_adapter", status, raw, headers)
 
     async def _reload(self, url: str, adapter: Adapter) -> None:
+        """One try at loading `adapter` again on a server that lost it; the request's retry follows."""
         try:
             await self._load_on(url, adapter)
         except (Transient, RemoteGeneratorError) as e:
             raise Transient(f"{host_of(url)} lost adapter {adapter.name} and did not take it back: {e}") from None
         self.stats.reloads += 1
         log().warning("adapter_reloaded", adapter=adapter.name, server=host_of(url))
-        raise Transient(f"{host_of(url)} had lost adapter {adapter.name}; loaded it again")
 
     async def _unload_idle(self) -> None:
         """Unload replaced adapters that no request in flight names (best effort)."""

@@ -14,7 +14,7 @@ import torch
 
 from jobrl_async.config import GenerationConfig
 from jobrl_async.data import load_bundled
-from jobrl_async.errors import JobrlError, ModelError
+from jobrl_async.errors import ConfigError, JobrlError, ModelError
 from jobrl_async.fake_vllm import FakeVLLM, cut, stop_token_ids, token_logprob
 from jobrl_async.generator import STOP_TEXT, SampleRequest
 from jobrl_async.prompts import prompt_ids
@@ -61,21 +61,18 @@ async def test_each_request_is_one_call_with_n_attempts_and_exact_ids(fake_vllm:
     async with make(vllm_tokenizer, fake_vllm.url) as gen:
         out = await gen.generate(requests(n=2, attempts=3))
 
-    calls = fake_vllm.completions()
+    calls = {tuple(c.body["prompt"]): c for c in fake_vllm.completions()}
     assert len(calls) == 2 and len(out) == 6
-    for call, request in zip(sorted(calls, key=lambda c: c.body["prompt"] != list(prompt_ids(vllm_tokenizer, CONTEXTS[0]))),
-                             requests(n=2, attempts=3)):
-        body = call.body
-        assert body["prompt"] == prompt_ids(vllm_tokenizer, request.context)  # our ids, not text
+    for request in requests(n=2, attempts=3):
+        body = calls[tuple(prompt_ids(vllm_tokenizer, request.context))].body  # our ids, not text
         assert body["n"] == 3 and body["model"] == BASE_MODEL
         assert (body["max_tokens"], body["temperature"], body["top_p"]) == (400, 0.9, 0.95)
         assert body["logprobs"] == 1 and body["return_tokens_as_token_ids"] is True
         assert body["stop"] == [STOP_TEXT] and body["include_stop_str_in_output"] is True
         assert body["skip_special_tokens"] is False and "top_k" not in body
 
-    sent = {tuple(c.body["prompt"]): c.reply for c in calls}
     for t in out:
-        choice = sent[t.prompt_ids]["choices"][t.attempt]
+        choice = calls[t.prompt_ids].reply["choices"][t.attempt]
         assert list(t.completion_ids) == [int(x.removeprefix("token_id:")) for x in choice["logprobs"]["tokens"]]
         assert list(t.logprobs) == choice["logprobs"]["token_logprobs"]
         assert t.completion_text == vllm_tokenizer.decode(list(t.completion_ids), skip_special_tokens=True)
@@ -103,6 +100,19 @@ async def test_requests_take_turns_over_the_servers(fake_vllm_pair: tuple[FakeVL
         out = await gen.generate(requests(n=6, attempts=2))
     assert len(out) == 12
     assert len(a.completions()) == 3 and len(b.completions()) == 3
+
+
+async def test_requests_in_flight_are_bounded(fake_vllm: FakeVLLM, vllm_tokenizer: Any) -> None:
+    fake_vllm.hold()
+    async with make(vllm_tokenizer, fake_vllm.url, max_concurrency=2) as gen:
+        sampling = asyncio.create_task(gen.generate(requests(n=5, attempts=1)))
+        while len(fake_vllm.completions()) < 2:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.1)  # room for a third to arrive, were the bound broken
+        assert len(fake_vllm.completions()) == 2
+        fake_vllm.release()
+        assert len(await sampling) == 5
+    assert len(fake_vllm.completions()) == 5
 
 
 async def test_429_and_500_are_retried_honouring_retry_after(fake_vllm: FakeVLLM, vllm_tokenizer: Any) -> None:
@@ -329,8 +339,10 @@ def test_parse_completions_rejects_inconsistent_replies(reply: Any, reason: str)
 def test_small_helpers() -> None:
     assert adapter_name(12) == "policy-v12"
     assert normalise_url("gpu-box:8000/v1/") == "http://gpu-box:8000"
-    with pytest.raises(RemoteGeneratorError, match="not http"):
+    with pytest.raises(ConfigError, match="generator.urls: 'ftp://gpu-box' is not http"):
         normalise_url("ftp://gpu-box")
+    with pytest.raises(ConfigError, match="generator.urls is empty"):
+        RemoteOptions(urls=(), model=BASE_MODEL)
     assert retry_wait(0.2, 1.5) == 1.5 and retry_wait(0.7, None) == 0.7 and retry_wait(0.1, 1e9) == 300.0
     assert server_message(b'{"error": {"message": "bad"}}') == "bad"
     assert server_message(b'{"object": "error", "message": "old shape"}') == "old shape"
@@ -341,7 +353,7 @@ def test_server_path_moves_a_folder_to_the_servers_mount(tmp_path: Path) -> None
     folder = tmp_path / "adapters" / "policy-v3"
     assert server_path(folder) == str(folder.resolve())
     assert server_path(folder, str(tmp_path / "adapters"), "/adapters") == "/adapters/policy-v3"
-    with pytest.raises(RemoteGeneratorError, match="not under generator.adapter_root"):
+    with pytest.raises(ConfigError, match="not under generator.adapter_root"):
         server_path(tmp_path / "elsewhere", str(tmp_path / "adapters"), "/adapters")
 
 
@@ -396,3 +408,52 @@ def test_reply_bytes_are_bounded_by_n_and_max_tokens() -> None:
 
     body = orjson.dumps(_reply(*[_choice(i, ["token_id:262143"] * 512, [-12.345678901234567] * 512) for i in range(10)]))
     assert len(body) < reply_limit(10, 512)
+
+
+def test_for_policy_bounds_ids_by_the_output_layer(vllm_tokenizer: Any) -> None:
+    from types import SimpleNamespace
+
+    head = SimpleNamespace(weight=torch.zeros(len(vllm_tokenizer) + 24, 2))
+    policy = SimpleNamespace(tokenizer=vllm_tokenizer, model=SimpleNamespace(get_output_embeddings=lambda: head))
+    gen = RemoteGenerator.for_policy(policy, GEN, RemoteOptions(urls=("gpu:8000",), model=BASE_MODEL))
+    assert gen.vocab_size == len(vllm_tokenizer) + 24 and gen.opts.urls == ("http://gpu:8000",)
+
+
+# ---------------------------------------------------------------- with the tiny model as the engine
+
+
+@pytest.mark.slow
+async def test_the_tiny_model_behind_the_fake_agrees_with_the_trainer(tiny_config: Any, tmp_path: Path) -> None:
+    """End to end: the adapter goes through a folder to the 'engine', whose ids and log-probs
+    the trainer reproduces (same weights, same numerics: no mismatch), and not the base model's."""
+    from jobrl_async.fake_vllm import ModelSampler
+    from jobrl_async.generator import sequence_logprobs
+    from jobrl_async.model import load_policy, save_adapter
+
+    trainer, engine = load_policy(tiny_config), load_policy(tiny_config)
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(0)
+        for name, p in trainer.model.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.05 * torch.randn(p.shape, generator=generator))
+    folder = save_adapter(trainer, tmp_path / "policy-v1")
+    cfg = tiny_config.generation
+    with FakeVLLM(trainer.tokenizer, model="tiny", sampler=ModelSampler(engine, cfg)) as server:
+        gen = RemoteGenerator.for_policy(trainer, cfg, RemoteOptions(urls=(server.url,), model="tiny"))
+        async with gen:
+            await gen.load_weights(1, folder)
+            out = await gen.generate([SampleRequest(CONTEXTS[0], "train", 1, 0, 3)])
+
+    assert len(out) == 3 and {t.policy_version for t in out} == {1}
+    prompts, completions = [t.prompt_ids for t in out], [t.completion_ids for t in out]
+    with torch.no_grad():
+        ours = sequence_logprobs(trainer.model, prompts, completions, cfg.temperature, trainer.pad_id)
+        with trainer.model.disable_adapter():
+            base = sequence_logprobs(trainer.model, prompts, completions, cfg.temperature, trainer.pad_id)
+    engine_lp = torch.nn.utils.rnn.pad_sequence([torch.tensor(t.logprobs) for t in out], batch_first=True)
+    mask = torch.nn.utils.rnn.pad_sequence([torch.ones(len(t.logprobs)) for t in out], batch_first=True)
+    pad = lambda xs: torch.nn.utils.rnn.pad_sequence([x.float() for x in xs], batch_first=True)  # noqa: E731
+    assert logprob_mismatch(engine_lp, pad(ours), mask) < 1e-4
+    assert logprob_mismatch(engine_lp, pad(base), mask) > 1e-3  # the adapter really was loaded
+    weights = truncated_importance_weights(pad(ours), engine_lp, cap=2.0)
+    assert torch.allclose(weights[mask.bool()], torch.ones(int(mask.sum())), atol=1e-3)
