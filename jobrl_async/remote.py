@@ -78,10 +78,9 @@ class RemoteGeneratorError(ModelError):
 class Transient(Exception):
     """A failure worth retrying (on the next server): a 429/5xx, a timeout, a bad reply."""
 
-    def __init__(self, text: str, retry_after: float | None = None, status: int = 0) -> None:
+    def __init__(self, text: str, retry_after: float | None = None) -> None:
         super().__init__(text)
-        self.retry_after = retry_after
-        self.status = status
+        self.retry_after = retry_after  # seconds the server asked us to wait, if it did
 
 
 class ReplyError(ValueError):
@@ -155,6 +154,30 @@ class RemoteStats:
 
 def adapter_name(version: int) -> str:
     return f"{ADAPTER_PREFIX}{version}"
+
+
+def adapter_folder(root: str | Path, version: int) -> Path:
+    """Where the trainer saves the adapter of `version` for the servers to load."""
+    return Path(root).expanduser() / adapter_name(version)
+
+
+def prune_adapter_folders(root: str | Path, keep: int = 3) -> list[Path]:
+    """Delete all but the newest `keep` `policy-vN` folders under `root`; returns those deleted.
+
+    Three by default: the adapter being loaded, the current one, and the previous one that
+    requests in flight may still name (a server that restarts reloads from its folder).
+    """
+    import shutil
+
+    found = []
+    for path in Path(root).expanduser().glob(f"{ADAPTER_PREFIX}*"):
+        suffix = path.name.removeprefix(ADAPTER_PREFIX)
+        if path.is_dir() and suffix.isdigit():
+            found.append((int(suffix), path))
+    doomed = [path for _, path in sorted(found)[: max(0, len(found) - keep)]]
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed
 
 
 def normalise_url(url: str) -> str:
@@ -351,7 +374,8 @@ class RemoteGenerator:
                     f"policy version {policy_version} has no adapter folder: a remote generator needs the "
                     "adapter saved where the servers can read it (generator.adapter_root)"
                 )
-            self.current = Adapter(self.opts.model, 0)  # the base model is policy version 0
+            async with self._weights:
+                self._switch(Adapter(self.opts.model, 0))  # the base model is policy version 0
             return
         path = server_path(adapter_dir, self.opts.adapter_root, self.opts.server_adapter_root)
         adapter = Adapter(adapter_name(policy_version), policy_version, path)
@@ -367,14 +391,18 @@ class RemoteGenerator:
             if failed:
                 self._stale[adapter.name] = adapter  # loaded on some servers maybe: unload it later
                 raise _load_error(adapter, failed)
-            previous, self.current = self.current, adapter
-            if previous.path and previous.name != adapter.name:
-                self._stale[previous.name] = previous
+            self._switch(adapter)
             self.stats.loads += 1
             log().info("adapter_loaded", adapter=adapter.name, version=policy_version, path=path,
                        servers=len(self.opts.urls), seconds=round(time.monotonic() - started, 3))
             if self.opts.unload_stale:
                 await self._unload_idle()
+
+    def _switch(self, adapter: Adapter) -> None:
+        """Requests name `adapter` from now on; the adapter it replaces is unloaded once idle."""
+        previous, self.current = self.current, adapter
+        if previous.path and previous.name != adapter.name:
+            self._stale[previous.name] = previous
 
     # ------------------------------------------------------------ start-up check and shutdown
 
@@ -416,7 +444,7 @@ class RemoteGenerator:
         except Transient as e:
             raise RemoteGeneratorError(
                 f"generation failed after {self.opts.max_retries + 1} attempts "
-                f"(step {request.step}, group {request.group}): {e}"
+                f"({request.split} step {request.step}, group {request.group}): {e}"
             ) from None
 
     async def _attempt(self, request: SampleRequest, prompt: tuple[int, ...]) -> list[Trajectory]:
@@ -440,7 +468,7 @@ class RemoteGenerator:
             # current one; the retry names whatever is current by then.
             if adapter == self.current:
                 await self._reload(url, adapter)
-            raise Transient(f"HTTP 404 from {host_of(url)}: adapter {adapter.name} was not loaded there", status=404)
+            raise Transient(f"HTTP 404 from {host_of(url)}: adapter {adapter.name} was not loaded there")
         if status >= 400:
             self._raise_for_status(url, "/v1/completions", status, raw, headers)
         try:
@@ -495,7 +523,7 @@ class RemoteGenerator:
             # vLLM's "No adapter found": the folder is not (yet) visible on the server's side
             # of a shared volume. Worth a few retries, then the hint says what to fix.
             raise Transient(f"HTTP 404 from {host_of(url)}: {message} (can the server read {adapter.path}? "
-                            "see generator.adapter_root / server_adapter_root)", status=404)
+                            "see generator.adapter_root / server_adapter_root)")
         self._raise_for_status(url, "/v1/load_lora_adapter", status, raw, headers)
 
     async def _reload(self, url: str, adapter: Adapter) -> None:
@@ -572,7 +600,7 @@ class RemoteGenerator:
             self.stats.http_429 += 1
         if status in RETRYABLE_STATUS or status >= 500:
             raise Transient(f"HTTP {status} from {host_of(url)}: {self._scrub(server_message(raw))}",
-                            retry_after=retry_after_s(headers), status=status)
+                            retry_after=retry_after_s(headers))
         raise self._refused(url, path, status, raw)
 
     def _refused(self, url: str, path: str, status: int, raw: bytes) -> RemoteGeneratorError:

@@ -23,10 +23,12 @@ from jobrl_async.remote import (
     RemoteGeneratorError,
     RemoteOptions,
     ReplyError,
+    adapter_folder,
     adapter_name,
     completion_request,
     normalise_url,
     parse_completions,
+    prune_adapter_folders,
     retry_wait,
     server_message,
     server_path,
@@ -347,6 +349,15 @@ def test_small_helpers() -> None:
     assert server_message(b'{"error": {"message": "bad"}}') == "bad"
     assert server_message(b'{"object": "error", "message": "old shape"}') == "old shape"
     assert server_message(b"plain text") == "plain text"
+
+
+def test_old_adapter_folders_are_pruned(tmp_path: Path) -> None:
+    for version in (1, 2, 10, 11):
+        adapter_folder(tmp_path, version).mkdir()
+    (tmp_path / "policy-vlatest").mkdir()  # not ours: left alone
+    deleted = prune_adapter_folders(tmp_path, keep=2)
+    assert deleted == [tmp_path / "policy-v1", tmp_path / "policy-v2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["policy-v10", "policy-v11", "policy-vlatest"]
 
 
 def test_server_path_moves_a_folder_to_the_servers_mount(tmp_path: Path) -> None:
