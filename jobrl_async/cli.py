@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--checkpoint", help="checkpoint URI whose adapter to load")
     _model_flag(gen)
 
-    ev = _cmd(sub, "eval", "validation score of a checkpoint", "checkpoints:evaluate")
+    ev = _cmd(sub, "eval", "validation score of a checkpoint", "evaluate:evaluate")
     ev.add_argument("--checkpoint", required=True, help="checkpoint URI (a step folder or the root)")
     _judge_flag(ev)
     _model_flag(ev)

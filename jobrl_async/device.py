@@ -8,8 +8,10 @@ where the device's busy time is measured.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import time
+from collections import defaultdict
 from typing import Any, Callable, TypeVar
 
 import anyio.to_thread
@@ -17,6 +19,10 @@ import anyio.to_thread
 from .config import ModelConfig
 
 T = TypeVar("T")
+
+# Who is using the device (set once per stage task), so busy time is attributed to a stage
+# rather than counting the time a stage spent waiting for the lock.
+device_user: contextvars.ContextVar[str] = contextvars.ContextVar("device_user", default="other")
 
 
 def configure_threads(cfg: ModelConfig) -> None:
@@ -58,6 +64,7 @@ class Device:
         self.name = name
         self._lock = asyncio.Lock()
         self.busy_s = 0.0
+        self.busy_by: dict[str, float] = defaultdict(float)  # device_user -> seconds
         self.jobs = 0
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -66,7 +73,9 @@ class Device:
             try:
                 return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=False)
             finally:
-                self.busy_s += time.perf_counter() - start
+                elapsed = time.perf_counter() - start
+                self.busy_s += elapsed
+                self.busy_by[device_user.get()] += elapsed
                 self.jobs += 1
 
     @property

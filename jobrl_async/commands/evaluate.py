@@ -1,0 +1,89 @@
+"""`jobrl-async eval --checkpoint URI`: the validation score of a saved adapter.
+
+The validation round is rebuilt exactly as the run drew it (same contexts, same requests, same
+sampling seeds for that step), so a deterministic judge reproduces the score the run reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..config import Config, Secrets
+from ..device import configure_threads
+from .pipeline import _run_loop
+
+
+def evaluate(args: argparse.Namespace, cfg: Config) -> int:
+    configure_threads(cfg.model)
+    result = _run_loop(_evaluate(cfg, args.checkpoint))
+    sys.stdout.flush()
+    sys.stdout.buffer.write(orjson.dumps(result) + b"\n")
+    return 0
+
+
+async def _evaluate(cfg: Config, uri: str) -> dict[str, Any]:
+    import anyio.to_thread
+
+    from ..checkpoints import load_checkpoint
+    from ..collector import Collector
+    from ..data import load_dataset, split_dataset
+    from ..device import Device, resolve_device
+    from ..generator import LocalGenerator
+    from ..judge.stage import Judge
+    from ..model import load_adapter_state, load_policy
+    from ..pipeline import score_all, validation_contexts, validation_work
+
+    with tempfile.TemporaryDirectory(prefix="jobrl-eval-") as tmp:
+        loaded = await load_checkpoint(uri, cfg, Path(tmp))
+    cfg = _with_checkpoint_model(cfg, loaded.adapter_config)
+    dataset = await load_dataset(cfg.data.dataset, cfg.storage, cfg.data.max_records)
+    split = split_dataset(dataset.contexts, cfg.data.validation_fraction, cfg.data.seed)
+    judge = Judge(cfg, Secrets.from_env())
+    try:
+        if cfg.judge.mode != "stub":
+            await judge.check()
+        device = Device(resolve_device(cfg.model.device))
+        policy = await anyio.to_thread.run_sync(load_policy, cfg, device.name)
+        await device.run(load_adapter_state, policy, loaded.adapter)
+        contexts = validation_contexts(cfg, split.validation)
+        work = validation_work(cfg, contexts, loaded.step)
+        trajectories = await LocalGenerator(policy, device, cfg.generation).generate(list(work.requests))
+        scored = await score_all(judge, trajectories, cfg.judge.max_concurrency)
+    finally:
+        await judge.aclose()
+    collector = Collector()
+    collector.expect_validation(loaded.step, contexts, cfg.validation.attempts)
+    result = None
+    for s in scored:
+        result = collector.add(s) or result
+    assert result is not None
+    return {
+        "checkpoint": loaded.uri,
+        "step": loaded.step,
+        "validation_score": result.score,
+        "reported_validation_score": loaded.manifest.get("validation_score"),
+        "judge_failed_share": round(result.judge_failed_share, 4),
+        "trajectories": result.tally.as_dict(),
+        "contexts": len(contexts),
+        "attempts": cfg.validation.attempts,
+        "judge": cfg.judge.mode,
+        "model": cfg.model.name,
+    }
+
+
+def _with_checkpoint_model(cfg: Config, adapter_config: dict) -> Config:
+    """Unless --model or the config names one, evaluate on the base model the adapter was trained on."""
+    base = adapter_config.get("base_model_name_or_path")
+    if cfg.is_set("model.name") or not base:
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    cfg.model.name = base
+    return cfg

@@ -1,0 +1,257 @@
+"""`jobrl-async run` (the training daemon) and `jobrl-async bench pipeline`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..config import BUNDLED_DATASET, TINY_MODEL, Config, Secrets
+from ..device import configure_threads
+from ..errors import JobrlError
+from ..log import get_logger
+
+log = get_logger("run")
+
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def apply_dry_run(cfg: Config) -> Config:
+    """Stub judge, embedded tiny model, bundled dataset, local checkpoints: unless named otherwise."""
+    cfg = copy.deepcopy(cfg)
+    defaults = {
+        "judge.mode": "stub",
+        "model.name": TINY_MODEL,
+        "data.dataset": BUNDLED_DATASET,
+        "checkpoints.uri": f"runs/dry-run-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}/checkpoints",
+    }
+    for key, value in defaults.items():
+        if not cfg.is_set(key):
+            section, _, name = key.partition(".")
+            setattr(getattr(cfg, section), name, value)
+    return cfg
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    if args.dry_run:
+        cfg = apply_dry_run(cfg)
+    configure_threads(cfg.model)  # before torch does any work
+    return _run_loop(_train(cfg))
+
+
+def _run_loop(main: Any) -> int:
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
+async def _train(cfg: Config) -> int:
+    from ..pipeline import Pipeline
+
+    stop = asyncio.Event()
+    signals = _install_signal_handlers(stop)
+    with tempfile.TemporaryDirectory(prefix="jobrl-") as tmp:
+        parts, progress, total = await build(cfg, Path(tmp))
+        pipeline = Pipeline(parts, progress, stop, total)
+        log.info("run_started", schedule=cfg.pipeline.schedule, model=cfg.model.name, judge=cfg.judge.mode,
+                 dataset=cfg.data.dataset, checkpoints=cfg.checkpoints.uri, start_step=progress.next_step,
+                 total_steps=total, device=parts.device.name, train=len(parts.train),
+                 validation=len(parts.validation))
+        try:
+            if cfg.pipeline.schedule == "sequential":
+                summary = await pipeline.run_sequential()
+            else:
+                summary = await pipeline.run()
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+        finally:
+            await parts.judge.aclose()
+    stopped_by = signals.get("signal")
+    log.info("run_summary", steps=summary.steps, last_step=progress.last_step,
+             trajectories=summary.tally.as_dict(), best_validation_score=summary.best_score,
+             wall_s=round(summary.wall_s, 2), device_busy_s=round(summary.device_busy_s, 2),
+             stage_busy_s=summary.stage_busy_s, stopped_by=stopped_by.name if stopped_by else None)
+    return SIGNAL_EXIT[stopped_by] if stopped_by else 0
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> dict[str, signal.Signals]:
+    """First SIGINT/SIGTERM: stop intake and shut down within the grace. Second: stop now."""
+    loop = asyncio.get_running_loop()
+    seen: dict[str, signal.Signals] = {}
+    main = asyncio.current_task()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if "signal" in seen and main is not None:
+            log.warning("shutdown_forced", signal=sig.name)
+            main.cancel()
+            return
+        seen["signal"] = sig
+        log.info("shutdown_requested", signal=sig.name)
+        stop.set()
+
+    for sig in SIGNAL_EXIT:
+        loop.add_signal_handler(sig, on_signal, sig)
+    return seen
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    """The exception that made the TaskGroup fail: a user error as it is, a bug as one line."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_error(exc)
+        if isinstance(exc, JobrlError):
+            return exc
+        if not isinstance(exc, asyncio.CancelledError):
+            log.error("stage_crashed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+            return StageCrashed(f"a stage crashed: {type(exc).__name__}: {exc} (traceback in the log)")
+    return group.exceptions[0]
+
+
+class StageCrashed(JobrlError):
+    kind = "crash"
+
+
+async def build(cfg: Config, workdir: Path, *, checkpoints: bool = True) -> tuple[Any, Any, int]:
+    """Load data, check the judge and the checkpoint location, load the policy, resume if asked."""
+    import anyio.to_thread
+
+    from ..checkpoints import CheckpointWriter, preflight
+    from ..data import load_dataset, split_dataset
+    from ..device import Device, resolve_device
+    from ..generator import LocalGenerator
+    from ..judge.stage import Judge
+    from ..learner import Learner
+    from ..model import load_policy
+    from ..pipeline import Parts, Progress
+    from ..producer import total_steps
+
+    dataset = await load_dataset(cfg.data.dataset, cfg.storage, cfg.data.max_records)
+    split = split_dataset(dataset.contexts, cfg.data.validation_fraction, cfg.data.seed)
+    total = total_steps(len(split.train), cfg.training.batch_contexts, cfg.training.epochs, cfg.pipeline.max_steps)
+    if total == 0:
+        raise JobrlError(f"{dataset.source}: {len(split.train)} training contexts make no full batch of "
+                         f"training.batch_contexts={cfg.training.batch_contexts}")
+    if checkpoints:
+        await preflight(cfg.checkpoints.uri, cfg)
+    judge = Judge(cfg, Secrets.from_env())
+    if cfg.judge.mode != "stub":
+        await judge.check()  # one real round trip before any GPU time is spent
+    device = Device(resolve_device(cfg.model.device))
+    policy = await anyio.to_thread.run_sync(load_policy, cfg, device.name)
+    generator = LocalGenerator(policy, device, cfg.generation)
+    learner = Learner(policy, device, cfg.training, total, temperature=cfg.generation.temperature)
+    writer = CheckpointWriter(cfg.checkpoints.uri, cfg) if checkpoints else None
+    progress = Progress()
+    if checkpoints and cfg.pipeline.resume:
+        progress = await resume(cfg, policy, learner, workdir) or progress
+    parts = Parts(cfg, policy, device, generator, judge, learner, writer, split.train, split.validation)
+    return parts, progress, total
+
+
+async def resume(cfg: Config, policy: Any, learner: Any, workdir: Path) -> Any:
+    from ..checkpoints import find_latest, load_checkpoint, read_pointer, restore_rng
+    from ..storage import open_store
+    from ..model import load_adapter_state
+    from ..pipeline import Progress
+
+    uri = await find_latest(cfg.checkpoints.uri, cfg)
+    if uri is None:
+        return None
+    loaded = await load_checkpoint(uri, cfg, workdir / "resume")
+    load_adapter_state(policy, loaded.adapter)
+    if loaded.learner_state is not None:
+        learner.load_state_dict(loaded.learner_state)
+    restore_rng(loaded.trainer.rng)
+    t = loaded.trainer
+    policy.version = t.policy_version
+    # A best written after this latest (then a crash) must not be beaten by a worse one later.
+    async with open_store(cfg.checkpoints.uri, cfg.storage) as store:
+        pointer = await read_pointer(store, "best")
+    best = max((s for s in (t.best_score, pointer and pointer.validation_score) if s is not None), default=None)
+    if t.config_digest != cfg.digest():
+        log.warning("resume_config_changed", checkpoint=uri, was=t.config_digest, now=cfg.digest())
+    log.info("resumed", step=t.step, uri=uri, best_score=best, policy_version=t.policy_version)
+    return Progress(next_step=t.step + 1, best_score=best, last_step=t.step,
+                    last_epoch=t.epoch, last_position=t.position - 1)
+
+
+# ---------------------------------------------------------------- bench pipeline
+
+
+def bench(args: argparse.Namespace, cfg: Config) -> int:
+    cfg = bench_config(cfg, args)
+    configure_threads(cfg.model)
+    result = _run_loop(_bench(cfg))
+    sys.stdout.flush()
+    sys.stdout.buffer.write(orjson.dumps(result) + b"\n")
+    return 0
+
+
+def bench_config(cfg: Config, args: argparse.Namespace) -> Config:
+    cfg = copy.deepcopy(cfg)
+    cfg.model.name = args.model
+    cfg.judge.mode = "stub"
+    cfg.judge.stub_latency_ms = args.judge_latency_ms
+    cfg.judge.max_concurrency = args.judge_concurrency
+    cfg.judge.rpm = cfg.judge.tpm = 10_000_000  # the quota is not what this benchmark measures
+    cfg.generation.max_new_tokens = args.max_new_tokens
+    cfg.pipeline.max_steps = args.steps
+    cfg.pipeline.resume = False
+    cfg.data.dataset = BUNDLED_DATASET
+    if args.no_validation:
+        cfg.validation.every_steps = 0
+    return cfg
+
+
+async def _bench(cfg: Config) -> dict[str, Any]:
+    from ..pipeline import Pipeline
+
+    out: dict[str, Any] = {"steps": cfg.pipeline.max_steps, "judge_latency_ms": cfg.judge.stub_latency_ms,
+                           "model": cfg.model.name, "validation": bool(cfg.validation.every_steps)}
+    for schedule in ("sequential", "pipelined"):
+        import torch
+
+        torch.manual_seed(cfg.training.seed)  # both runs start from the same LoRA weights
+        with tempfile.TemporaryDirectory() as tmp:
+            parts, progress, total = await build(cfg, Path(tmp), checkpoints=False)
+        pipeline = Pipeline(parts, progress, asyncio.Event(), total)
+        t0 = time.perf_counter()
+        summary = await (pipeline.run_sequential() if schedule == "sequential" else pipeline.run())
+        await parts.judge.aclose()
+        out[schedule] = _steady_state(summary, time.perf_counter() - t0)
+        out["device"] = parts.device.name
+    out["speedup"] = round(out["sequential"]["s_per_step"] / out["pipelined"]["s_per_step"], 3)
+    out["overlap_efficiency"] = out["pipelined"]["overlap_efficiency"]
+    out["device_busy_fraction"] = out["pipelined"]["device_busy_fraction"]
+    return out
+
+
+def _steady_state(summary: Any, wall_s: float) -> dict[str, Any]:
+    """Figures over the steps after the first (the first pays for start-up and an empty pipeline)."""
+    times, busy = summary.step_times[1:], summary.step_busy[1:]
+    if not times:
+        raise JobrlError("bench pipeline needs --steps >= 2 (the first step is excluded)")
+    wall = sum(times)
+    stage_s = {name: sum(b[name] * t for b, t in zip(busy, times)) for name in busy[0]}
+    busiest = max(stage_s["device"], stage_s["judge"])
+    return {
+        "s_per_step": round(wall / len(times), 3),
+        "step_s": [round(t, 3) for t in summary.step_times],
+        "stage_busy_s": {k: round(v, 3) for k, v in stage_s.items()},
+        "overlap_efficiency": round(wall / busiest, 3) if busiest else None,
+        "device_busy_fraction": round(stage_s["device"] / wall, 3),
+        "trajectories": summary.tally.as_dict(),
+        "wall_s": round(wall_s, 2),
+        "reward_mean_first_last": None,
+    }

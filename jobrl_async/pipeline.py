@@ -1,0 +1,471 @@
+"""The pipeline: six stages in one asyncio process, bounded queues, one place for the overlap.
+
+    producer ─gen_q─▶ generator ─judge_q─▶ judge ×N ─scored_q─▶ collector ─learn_q─▶ learner
+                      (device)              (5 criteria,          (groups,          (device)
+                                             rate limited)         validation)         │
+                                                                       │ best          │ latest
+                                                                       └──▶ checkpoint writer ◀┘
+
+Every arrow is a bounded asyncio.Queue: a full queue blocks its producer, nothing is dropped
+silently. The overlap lives in one place, the staleness gate: the producer may release step
+k+1 to the generator while step k is still being judged or learned, but never more than
+`max_policy_lag + 1` steps ahead of the learner. Generation and learning share the device
+lock (one job at a time, in a worker thread); judge and storage I/O never wait on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .checkpoints import CheckpointWriter, SaveRequest, TrainerState, capture_rng
+from .collector import Collector, StepBatch, Tally, ValidationResult
+from .config import Config
+from .device import Device, device_user
+from .generator import SampleRequest
+from .judge.stage import Judge
+from .learner import Learner, StepMetrics
+from .log import get_logger
+from .meters import BusyMeter, Window
+from .model import Policy, adapter_state
+from .producer import StepPlan, plan_steps
+from .records import Context, ScoredTrajectory, Trajectory
+from .staleness import StalenessGate
+
+log = get_logger("pipeline")
+
+# Learner metrics repeated in the `step` event, so one event tells the whole story of a step.
+LEARNER_FIELDS = ("loss", "grad_norm", "ratio_mean", "ratio_max", "clipped_fraction", "kl",
+                  "zero_variance_share", "tokens", "lr")
+
+
+@dataclass(frozen=True)
+class Work:
+    """One generator job: a step's training batch or its validation round."""
+
+    split: str  # train | validation
+    step: int
+    requests: tuple[SampleRequest, ...]
+
+    @property
+    def trajectories(self) -> int:
+        return sum(r.attempts for r in self.requests)
+
+
+@dataclass
+class Parts:
+    """The built stages a run wires together."""
+
+    cfg: Config
+    policy: Policy
+    device: Device
+    generator: Any  # a generator.Generator
+    judge: Judge
+    learner: Learner
+    writer: CheckpointWriter | None
+    train: list[Context]
+    validation: list[Context]
+
+
+@dataclass
+class Progress:
+    """Where the run is: restored from a checkpoint on resume."""
+
+    next_step: int = 1
+    best_score: float | None = None
+    last_step: int = 0  # the last step the learner finished
+    last_epoch: int = 0
+    last_position: int = -1
+
+
+@dataclass
+class _StepReport:
+    metrics: StepMetrics | None = None
+    batch: StepBatch | None = None
+    validation: ValidationResult | None = None
+    wants_validation: bool = False
+
+
+@dataclass
+class Summary:
+    steps: int = 0
+    tally: Tally = field(default_factory=Tally)
+    best_score: float | None = None
+    stopped_by: str | None = None
+    wall_s: float = 0.0
+    device_busy_s: float = 0.0
+    stage_busy_s: dict[str, float] = field(default_factory=dict)
+    step_times: list[float] = field(default_factory=list)
+    step_busy: list[dict[str, float]] = field(default_factory=list)  # busy fraction per stage, per step
+
+
+class Pipeline:
+    def __init__(self, parts: Parts, progress: Progress, stop: asyncio.Event, total_steps: int) -> None:
+        self.p = parts
+        self.cfg = parts.cfg
+        self.progress = progress
+        self.stop = stop
+        self.total_steps = total_steps
+        attempts = self.cfg.training.attempts
+        batch = self.cfg.training.batch_contexts * attempts
+        lag = self.cfg.training.max_policy_lag
+        self.gate = StalenessGate(lag)
+        self.gen_q: asyncio.Queue[Work] = asyncio.Queue(maxsize=2 * (lag + 1))
+        self.judge_q: asyncio.Queue[Trajectory] = asyncio.Queue(maxsize=self.cfg.pipeline.judge_queue or batch)
+        self.scored_q: asyncio.Queue[ScoredTrajectory] = asyncio.Queue(maxsize=batch)
+        self.learn_q: asyncio.Queue[StepBatch] = asyncio.Queue(maxsize=lag + 1)
+        self.collector = Collector()
+        self.reports: dict[int, _StepReport] = {}
+        self.snapshots: dict[int, tuple[int, dict]] = {}  # step -> (policy version, LoRA weights)
+        self.policy_lock = asyncio.Lock()  # a validation snapshot and its samples see one policy
+        self.meters = {"judge": BusyMeter()}
+        device = parts.device
+        self.window = Window({"generator": _DeviceMeter(device, "generator"), **self.meters,
+                              "learner": _DeviceMeter(device, "learner"), "device": _DeviceMeter(device)})
+        self.producer_done = False
+        self.drained = asyncio.Event()
+        self.summary = Summary(best_score=progress.best_score)
+        self._judge_calls0 = 0
+        self._t_last = time.perf_counter()
+
+    # ------------------------------------------------------------------ the run
+
+    async def run(self) -> Summary:
+        """Start every stage, wait until the work is done (or a stop), then shut down cleanly."""
+        t0 = time.perf_counter()
+        n_judges = max(1, self.cfg.judge.max_concurrency)
+        async with asyncio.TaskGroup() as tg:
+            stages = [
+                tg.create_task(self._produce(), name="producer"),
+                tg.create_task(self._generate(), name="generator"),
+                *(tg.create_task(self._judge(), name="judge") for _ in range(n_judges)),
+                tg.create_task(self._collect(), name="collector"),
+                tg.create_task(self._learn(), name="learner"),
+            ]
+            writer = tg.create_task(self.p.writer.run(), name="checkpoints") if self.p.writer else None
+            await self._until_done_or_stopped()
+            for task in stages:
+                task.cancel()
+            await asyncio.gather(*stages, return_exceptions=True)
+            self._abandon_leftovers()
+            await self._final_checkpoint()
+            if writer:
+                await self.p.writer.close(timeout=max(self.cfg.pipeline.shutdown_grace_s, 60.0))
+        self._finish_summary(t0)
+        return self.summary
+
+    def _finish_summary(self, t0: float) -> None:
+        self.summary.wall_s = time.perf_counter() - t0
+        self.summary.tally = self.collector.tally
+        self.summary.device_busy_s = self.p.device.busy_s
+        device = self.p.device
+        self.summary.stage_busy_s = {"generator": round(device.busy_by["generator"], 3),
+                                     "judge": round(self.meters["judge"].busy_s, 3),
+                                     "learner": round(device.busy_by["learner"], 3)}
+
+    async def run_sequential(self) -> Summary:
+        """The seed's loop, kept as the baseline: generate all, judge all, learn, one after another."""
+        t0 = time.perf_counter()
+        async with asyncio.TaskGroup() as tg:
+            writer = tg.create_task(self.p.writer.run(), name="checkpoints") if self.p.writer else None
+            cfg = self.cfg
+            plans = plan_steps(self.p.train, seed=cfg.data.seed, batch_contexts=cfg.training.batch_contexts,
+                               epochs=cfg.training.epochs, start_step=self.progress.next_step)
+            for plan in plans:
+                if plan.step > self.total_steps or self.stop.is_set():
+                    break
+                await self._sequential_step(plan)
+            self._abandon_leftovers()
+            await self._final_checkpoint()
+            if writer:
+                await self.p.writer.close(timeout=max(self.cfg.pipeline.shutdown_grace_s, 60.0))
+        self._finish_summary(t0)
+        return self.summary
+
+    async def _sequential_step(self, plan: StepPlan) -> None:
+        await self.gate.acquire()
+        works = [self._training_work(plan)]
+        if self._validation_due(plan.step):
+            works.append(self._validation_work(plan.step))
+        trajectories: list[Trajectory] = []
+        device_user.set("generator")
+        for work in works:
+            trajectories += await self._sample(work)
+        with self.meters["judge"].busy():
+            results = await score_all(self.p.judge, trajectories, self.cfg.judge.max_concurrency)
+        for scored in results:
+            self._route(self.collector.add(scored))
+        if self.stop.is_set():
+            return
+        batch = self.learn_q.get_nowait()
+        device_user.set("learner")
+        metrics = await self.p.learner.step(batch.groups)
+        self._on_learned(batch, metrics)
+        await self.gate.finish()
+        self._emit_ready_steps()
+
+    async def _until_done_or_stopped(self) -> None:
+        done = asyncio.create_task(self.drained.wait())
+        stopped = asyncio.create_task(self.stop.wait())
+        await asyncio.wait({done, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not done.done():
+            grace = self.cfg.pipeline.shutdown_grace_s
+            log.info("shutdown_started", grace_s=grace, in_flight_steps=self.gate.in_flight)
+            await asyncio.wait({done}, timeout=grace)  # finish what is in flight, if it fits
+        done.cancel()
+        stopped.cancel()
+
+    def _check_drained(self) -> None:
+        if self.producer_done and self.gate.in_flight == 0 and not self.collector.pending_steps and not self._unreported():
+            self.drained.set()
+
+    # ------------------------------------------------------------------ stages
+
+    async def _produce(self) -> None:
+        cfg = self.cfg
+        plans = plan_steps(self.p.train, seed=cfg.data.seed, batch_contexts=cfg.training.batch_contexts,
+                           epochs=cfg.training.epochs, start_step=self.progress.next_step)
+        for plan in plans:
+            if plan.step > self.total_steps or self.stop.is_set():
+                break
+            await self.gate.acquire()  # <- the overlap: at most max_policy_lag + 1 steps ahead
+            if self.stop.is_set():
+                await self.gate.finish()
+                break
+            await self.gen_q.put(self._training_work(plan))
+            if self._validation_due(plan.step):
+                await self.gen_q.put(self._validation_work(plan.step))
+        self.producer_done = True
+        self._check_drained()
+
+    async def _generate(self) -> None:
+        device_user.set("generator")
+        while True:
+            work = await self.gen_q.get()
+            if self.stop.is_set():  # stopping: do not start new samples
+                self._route(self.collector.drop(work.split, work.step, work.trajectories))  # type: ignore[arg-type]
+                log.info("trajectories_dropped", split=work.split, step=work.step, n=work.trajectories, reason="shutdown")
+                continue
+            trajectories = await self._sample(work)
+            for t in trajectories:
+                await self.judge_q.put(t)  # blocks while the judge is behind: backpressure
+
+    async def _sample(self, work: Work) -> list[Trajectory]:
+        if work.split == "train":
+            return await self.p.generator.generate(list(work.requests))
+        async with self.policy_lock:  # the saved `best` must be exactly the validated adapter
+            version = self.p.policy.version
+            weights = await self.p.device.run(adapter_state, self.p.policy)
+            self.snapshots[work.step] = (version, weights)
+            return await self.p.generator.generate(list(work.requests))
+
+    async def _judge(self) -> None:
+        while True:
+            t = await self.judge_q.get()
+            with self.meters["judge"].busy():
+                scored = await self.p.judge.score_trajectory(t)
+            await self.scored_q.put(scored)
+
+    async def _collect(self) -> None:
+        while True:
+            self._route(self.collector.add(await self.scored_q.get()))
+
+    def _route(self, done: StepBatch | ValidationResult | None) -> None:
+        if isinstance(done, StepBatch):
+            self.learn_q.put_nowait(done)  # cannot overflow: the gate bounds complete steps
+        elif isinstance(done, ValidationResult):
+            self._on_validation(done)
+
+    async def _learn(self) -> None:
+        device_user.set("learner")
+        while True:
+            batch = await self.learn_q.get()
+            async with self.policy_lock:
+                metrics = await self.p.learner.step(batch.groups)
+            self._on_learned(batch, metrics)
+            await self.gate.finish()
+            self._check_drained()
+
+    # ------------------------------------------------------------------ policy decisions
+
+    def _validation_due(self, step: int) -> bool:
+        every = self.cfg.validation.every_steps
+        return bool(every) and bool(self.p.validation) and step % every == 0
+
+    def _training_work(self, plan: StepPlan) -> Work:
+        attempts = self.cfg.training.attempts
+        self.collector.expect_training(plan, attempts)
+        self.reports[plan.step] = _StepReport(wants_validation=self._validation_due(plan.step))
+        return Work("train", plan.step, tuple(
+            SampleRequest(c, "train", plan.step, i, attempts) for i, c in enumerate(plan.contexts)))
+
+    def _validation_work(self, step: int) -> Work:
+        contexts = validation_contexts(self.cfg, self.p.validation)
+        self.collector.expect_validation(step, contexts, self.cfg.validation.attempts)
+        return validation_work(self.cfg, contexts, step)
+
+    def _on_validation(self, result: ValidationResult) -> None:
+        version, weights = self.snapshots.pop(result.step, (result.policy_version, None))
+        best = self.summary.best_score
+        improved = result.score is not None and (best is None or result.score > best)
+        if improved:
+            self.summary.best_score = result.score
+            self._save("best", result.step, weights, validation_score=result.score, version=version)
+        self.reports.setdefault(result.step, _StepReport(wants_validation=True)).validation = result
+        self._emit_ready_steps()
+        self._check_drained()
+
+    def _on_learned(self, batch: StepBatch, metrics: StepMetrics) -> None:
+        plan = batch.plan
+        self.progress.last_step, self.progress.last_epoch, self.progress.last_position = plan.step, plan.epoch, plan.position
+        report = self.reports.setdefault(plan.step, _StepReport())
+        report.metrics, report.batch = metrics, batch
+        every = self.cfg.checkpoints.latest_every_steps
+        if every and plan.step % every == 0 and plan.step < self.total_steps:
+            self._save_latest()
+        self._emit_ready_steps()
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def trainer_state(self) -> TrainerState:
+        pr = self.progress
+        return TrainerState(
+            step=pr.last_step, epoch=pr.last_epoch, position=pr.last_position + 1,
+            policy_version=self.p.policy.version, best_score=self.summary.best_score,
+            config_digest=self.cfg.digest(), rng=capture_rng(),
+        )
+
+    def _save(self, kind: str, step: int, weights: dict | None, *, validation_score: float | None,
+              version: int, learner_state: dict | None = None) -> None:
+        if self.p.writer is None or weights is None:
+            return
+        self.p.writer.submit(SaveRequest(
+            kind=kind, step=step, validation_score=validation_score, adapter=weights,  # type: ignore[arg-type]
+            adapter_config=adapter_config(self.p.policy), learner_state=learner_state,
+            trainer=self.trainer_state(),
+        ))
+
+    def _save_latest(self) -> None:
+        """Snapshot weights and optimizer now (between learner steps, on the loop: cheap copies)."""
+        if self.p.writer is None or self.progress.last_step == 0:
+            return
+        weights = adapter_state(self.p.policy)
+        self._save("latest", self.progress.last_step, weights, validation_score=None,
+                   version=self.p.policy.version, learner_state=self.p.learner.state_dict())
+
+    async def _final_checkpoint(self) -> None:
+        if self.p.writer is None or self.progress.last_step == 0:
+            return
+        async with self.policy_lock:
+            weights = await self.p.device.run(adapter_state, self.p.policy)
+            state = await self.p.device.run(self.p.learner.state_dict)
+        self._save("latest", self.progress.last_step, weights, validation_score=None,
+                   version=self.p.policy.version, learner_state=state)
+
+    # ------------------------------------------------------------------ shutdown and reporting
+
+    def _abandon_leftovers(self) -> None:
+        for q in (self.gen_q, self.judge_q, self.scored_q, self.learn_q):
+            while not q.empty():
+                q.get_nowait()
+        dropped = self.collector.abandon_all()
+        if dropped:
+            log.warning("trajectories_dropped", reason="shutdown", by_step=dropped)
+        for report in self.reports.values():
+            report.wants_validation = report.wants_validation and report.validation is not None
+        self._emit_ready_steps(final=True)
+
+    def _unreported(self) -> bool:
+        return any(r.metrics is not None for r in self.reports.values())
+
+    def _emit_ready_steps(self, final: bool = False) -> None:
+        for step in sorted(self.reports):
+            r = self.reports[step]
+            if r.metrics is None or (r.wants_validation and r.validation is None and not final):
+                if final:
+                    continue
+                break
+            del self.reports[step]
+            self._emit_step(step, r)
+
+    def _emit_step(self, step: int, r: _StepReport) -> None:
+        assert r.metrics is not None and r.batch is not None
+        now = time.perf_counter()
+        step_s, self._t_last = now - self._t_last, now
+        self.summary.steps += 1
+        self.summary.step_times.append(step_s)
+        rewards = r.batch.rewards
+        busy = self.window.lap()
+        self.summary.step_busy.append(busy)
+        judge_calls = self.p.judge.stats.requests
+        fields: dict[str, Any] = {
+            "step": step,
+            "epoch": r.batch.plan.epoch,
+            "reward_mean": round(statistics.fmean(rewards), 4) if rewards else None,
+            "reward_std": round(statistics.pstdev(rewards), 4) if len(rewards) > 1 else 0.0,
+            "skipped_groups": r.metrics.skipped_groups,
+            "policy_lag": r.metrics.policy_lag_max or 0,
+            "trajectories": r.batch.tally.as_dict(),
+            "policy_version": r.metrics.version,
+            **{k: getattr(r.metrics, k) for k in LEARNER_FIELDS},
+            "step_s": round(step_s, 3),
+            "queue_depths": {"generator": self.gen_q.qsize(), "judge": self.judge_q.qsize(),
+                             "collector": self.scored_q.qsize(), "learner": self.learn_q.qsize()},
+            "busy": {k: v for k, v in busy.items() if k != "device"},
+            "device_idle_fraction": round(1.0 - busy["device"], 4),
+            "judge_rpm": round((judge_calls - self._judge_calls0) * 60.0 / max(step_s, 1e-9), 1),
+        }
+        self._judge_calls0 = judge_calls
+        if r.validation is not None:
+            fields["validation_score"] = r.validation.score
+            fields["validation_judge_failed_share"] = round(r.validation.judge_failed_share, 4)
+            fields["best_score"] = self.summary.best_score
+        log.info("step", **fields)
+
+
+class _DeviceMeter:
+    """The device's busy seconds (all of them, or one stage's) as a meter for Window."""
+
+    def __init__(self, device: Device, user: str | None = None) -> None:
+        self._device = device
+        self._user = user
+
+    @property
+    def busy_s(self) -> float:
+        return self._device.busy_by[self._user] if self._user else self._device.busy_s
+
+
+# ---------------------------------------------------------------- shared with eval and the sequential loop
+
+
+def adapter_config(policy: Policy) -> dict:
+    """The PEFT adapter config as saved next to the weights, naming the base model by its id."""
+    config = policy.model.peft_config["default"].to_dict()
+    config["base_model_name_or_path"] = policy.base_name
+    return config
+
+
+def validation_contexts(cfg: Config, validation: list[Context]) -> list[Context]:
+    limit = cfg.validation.max_contexts
+    return validation[:limit] if limit else validation
+
+
+def validation_work(cfg: Config, contexts: list[Context], step: int) -> Work:
+    """A validation round: the same requests (hence the same sampling seeds) for a run and `eval`."""
+    attempts = cfg.validation.attempts
+    return Work("validation", step, tuple(
+        SampleRequest(c, "validation", step, i, attempts) for i, c in enumerate(contexts)))
+
+
+async def score_all(judge: Judge, trajectories: list[Trajectory], concurrency: int) -> list[ScoredTrajectory]:
+    """Judge many trajectories at once, at most `concurrency` offers in flight."""
+    limit = asyncio.Semaphore(max(1, concurrency))
+
+    async def score(t: Trajectory) -> ScoredTrajectory:
+        async with limit:
+            return await judge.score_trajectory(t)
+
+    return list(await asyncio.gather(*(score(t) for t in trajectories)))

@@ -1,0 +1,208 @@
+"""The pipeline on the real tiny model and the stub judge: flow control, accounting, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from jobrl_async import log
+from jobrl_async.commands.pipeline import build
+from jobrl_async.config import Config, load_config
+from jobrl_async.pipeline import Pipeline
+from jobrl_async.records import ScoredTrajectory, Trajectory
+
+pytestmark = pytest.mark.slow
+
+BATCH_CONTEXTS, ATTEMPTS = 2, 4
+
+
+def small_config(checkpoints: Path, **overrides: Any) -> Config:
+    values = {
+        "model.name": "tiny",
+        "judge.mode": "stub",
+        "training.batch_contexts": BATCH_CONTEXTS,
+        "training.attempts": ATTEMPTS,
+        "training.learning_rate": 1e-3,
+        "validation.max_contexts": 2,
+        "validation.attempts": 2,
+        "generation.max_new_tokens": 96,
+        "checkpoints.uri": str(checkpoints),
+        "checkpoints.latest_every_steps": 2,
+        "pipeline.max_steps": 3,
+        "pipeline.resume": False,
+        "judge.max_concurrency": 8,
+        "judge.rpm": 60_000,  # the limiter is not what these tests are about
+        "judge.tpm": 100_000_000,
+    }
+    values.update(overrides)
+    return load_config(env={}, overrides=values)
+
+
+@pytest.fixture
+def events() -> list[dict]:
+    """Capture the JSON log stream of an in-process run."""
+    buf = io.BytesIO()
+    log.configure("json", "info", stream=buf)
+
+    class Events(list):
+        def refresh(self) -> "Events":
+            self[:] = [orjson.loads(line) for line in buf.getvalue().splitlines()]
+            return self
+
+    return Events()
+
+
+async def make_pipeline(cfg: Config, tmp: Path, stop: asyncio.Event | None = None) -> Pipeline:
+    parts, progress, total = await build(cfg, tmp / "work")
+    return Pipeline(parts, progress, stop or asyncio.Event(), total)
+
+
+class CountingGenerator:
+    """Wraps the real generator to see how far generation runs ahead of the learner."""
+
+    def __init__(self, inner: Any, pipeline_ref: dict) -> None:
+        self.inner = inner
+        self.ref = pipeline_ref
+        self.generated_train = 0
+        self.max_lead = 0
+
+    async def generate(self, requests: list) -> list[Trajectory]:
+        out = await self.inner.generate(requests)
+        self.generated_train += sum(t.split == "train" for t in out)
+        learned = self.ref["learned"] * BATCH_CONTEXTS * ATTEMPTS
+        self.max_lead = max(self.max_lead, self.generated_train - learned)
+        return out
+
+    async def load_weights(self, *args: Any) -> None:
+        await self.inner.load_weights(*args)
+
+
+async def test_slow_judge_bounds_the_generator_lead(tmp_path: Path, events: list) -> None:
+    cfg = small_config(tmp_path / "ckpt", **{"judge.stub_latency_ms": 40.0, "judge.max_concurrency": 2,
+                                            "pipeline.max_steps": 4, "validation.every_steps": 0})
+    pipeline = await make_pipeline(cfg, tmp_path)
+    ref = {"learned": 0}
+    counting = CountingGenerator(pipeline.p.generator, ref)
+    pipeline.p.generator = counting
+    step = pipeline.p.learner.step
+
+    async def counted_step(groups: Any) -> Any:
+        metrics = await step(groups)
+        ref["learned"] += 1
+        return metrics
+
+    pipeline.p.learner.step = counted_step  # type: ignore[method-assign]
+    summary = await pipeline.run()
+    batch = BATCH_CONTEXTS * ATTEMPTS
+    assert summary.steps == 4
+    # (max_policy_lag + 1) x batch: the generator never ran further ahead than the learner allows
+    assert batch < counting.max_lead <= (cfg.training.max_policy_lag + 1) * batch
+    steps = [e for e in events.refresh() if e["event"] == "step"]
+    assert [e["step"] for e in steps] == [1, 2, 3, 4]
+    assert max(e["policy_lag"] for e in steps) == 1  # step k+1 was sampled before step k was learned
+
+
+async def test_every_trajectory_is_accounted_for(tmp_path: Path, events: list) -> None:
+    cfg = small_config(tmp_path / "ckpt")
+    pipeline = await make_pipeline(cfg, tmp_path)
+    judge = pipeline.p.judge
+    score = judge.score_trajectory
+    calls = {"n": 0}
+
+    async def flaky(t: Trajectory) -> ScoredTrajectory:
+        calls["n"] += 1
+        if calls["n"] % 5 == 0:
+            return ScoredTrajectory(t, "judge_failed", reason="injected outage")
+        return await score(t)
+
+    judge.score_trajectory = flaky  # type: ignore[method-assign]
+    summary = await pipeline.run()
+    per_step = BATCH_CONTEXTS * ATTEMPTS + 2 * 2  # training + validation
+    assert summary.tally.total == 3 * per_step
+    assert summary.tally.judge_failed == calls["n"] // 5
+    assert summary.tally.dropped == 0
+    steps = [e for e in events.refresh() if e["event"] == "step"]
+    assert sum(e["trajectories"]["judge_failed"] for e in steps) <= summary.tally.judge_failed
+    assert all(e["trajectories"]["scored"] + e["trajectories"]["judge_failed"] == BATCH_CONTEXTS * ATTEMPTS
+               for e in steps)
+
+
+async def test_a_crashing_stage_stops_the_run_cleanly(tmp_path: Path, events: list) -> None:
+    cfg = small_config(tmp_path / "ckpt", **{"pipeline.max_steps": 10})
+    pipeline = await make_pipeline(cfg, tmp_path)
+    calls = {"n": 0}
+    score = pipeline.p.judge.score_trajectory
+
+    async def crash(t: Trajectory) -> ScoredTrajectory:
+        calls["n"] += 1
+        if calls["n"] == 12:
+            raise RuntimeError("judge stage bug")
+        return await score(t)
+
+    pipeline.p.judge.score_trajectory = crash  # type: ignore[method-assign]
+    threads_before = threading.active_count()
+    with pytest.raises(BaseExceptionGroup) as e:
+        await asyncio.wait_for(pipeline.run(), timeout=120)
+    assert e.group_contains(RuntimeError, match="judge stage bug")
+    assert not pipeline.p.device.locked  # no device job left running
+    assert threading.active_count() <= threads_before + 1
+
+
+async def test_best_is_written_only_when_validation_improves(tmp_path: Path, events: list) -> None:
+    cfg = small_config(tmp_path / "ckpt", **{"pipeline.max_steps": 4})
+    pipeline = await make_pipeline(cfg, tmp_path)
+    summary = await pipeline.run()
+    evs = events.refresh()
+    scores = [e["validation_score"] for e in evs if e["event"] == "step"]
+    assert len(scores) == 4
+    improvements, best = [], None
+    for i, s in enumerate(scores, start=1):
+        if s is not None and (best is None or s > best):
+            improvements.append(i)
+            best = s
+    saved_best = [e["step"] for e in evs if e["event"] == "checkpoint_saved" and e["kind"] == "best"]
+    assert saved_best == improvements
+    assert summary.best_score == best
+    assert any(e["event"] == "checkpoint_saved" and e["kind"] == "latest" for e in evs)
+    assert (tmp_path / "ckpt" / "best.json").exists() and (tmp_path / "ckpt" / "latest.json").exists()
+
+
+async def test_sequential_schedule_runs_the_same_steps(tmp_path: Path, events: list) -> None:
+    cfg = small_config(tmp_path / "ckpt", **{"pipeline.schedule": "sequential", "pipeline.max_steps": 2})
+    pipeline = await make_pipeline(cfg, tmp_path)
+    summary = await pipeline.run_sequential()
+    steps = [e for e in events.refresh() if e["event"] == "step"]
+    assert [e["step"] for e in steps] == [1, 2]
+    assert all(e["policy_lag"] == 0 for e in steps)  # the seed's loop never samples ahead
+    assert summary.tally.total == 2 * (BATCH_CONTEXTS * ATTEMPTS + 4)
+
+
+async def test_stop_abandons_within_the_grace_and_saves_latest(tmp_path: Path, events: list) -> None:
+    cfg = small_config(tmp_path / "ckpt", **{"pipeline.max_steps": 50, "pipeline.shutdown_grace_s": 0.5,
+                                            "judge.stub_latency_ms": 30.0, "judge.max_concurrency": 2})
+    stop = asyncio.Event()
+    pipeline = await make_pipeline(cfg, tmp_path, stop)
+    learned = asyncio.Event()
+    step = pipeline.p.learner.step
+
+    async def signal_after_first(groups: Any) -> Any:
+        metrics = await step(groups)
+        learned.set()
+        return metrics
+
+    pipeline.p.learner.step = signal_after_first  # type: ignore[method-assign]
+    run = asyncio.create_task(pipeline.run())
+    await asyncio.wait_for(learned.wait(), 120)
+    stop.set()
+    summary = await asyncio.wait_for(run, 120)
+    assert 1 <= summary.steps < 50
+    assert summary.tally.dropped > 0  # in-flight work was abandoned, and counted
+    evs = events.refresh()
+    latest = [e for e in evs if e["event"] == "checkpoint_saved" and e["kind"] == "latest"]
+    assert latest and latest[-1]["step"] == pipeline.progress.last_step
