@@ -111,6 +111,7 @@ class LossStats:
 
     tokens: int = 0
     ratio_sum: float = 0.0
+    ratio_min: float = math.inf
     ratio_max: float = 0.0
     clipped_tokens: int = 0
     kl_sum: float = 0.0
@@ -119,6 +120,7 @@ class LossStats:
         return LossStats(
             tokens=self.tokens + other.tokens,
             ratio_sum=self.ratio_sum + other.ratio_sum,
+            ratio_min=min(self.ratio_min, other.ratio_min),
             ratio_max=max(self.ratio_max, other.ratio_max),
             clipped_tokens=self.clipped_tokens + other.clipped_tokens,
             kl_sum=self.kl_sum + other.kl_sum,
@@ -215,6 +217,7 @@ def _token_stats(ratio: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor, cli
     return LossStats(
         tokens=tokens,
         ratio_sum=float(ratio[on].sum().item()) if tokens else 0.0,
+        ratio_min=float(ratio[on].min().item()) if tokens else math.inf,
         ratio_max=float(ratio[on].max().item()) if tokens else 0.0,
         clipped_tokens=int((at_clip & on).sum().item()),
         kl_sum=float(kl.detach()[on].sum().item()) if kl is not None and tokens else 0.0,

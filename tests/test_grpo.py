@@ -103,7 +103,7 @@ def test_ratio_stats_over_masked_tokens() -> None:
     _, stats = policy_loss(logp, behaviour, torch.tensor([1.0, 1.0]), mask, 0.2, 0.28)
     assert stats.tokens == 4
     assert stats.ratio_mean == pytest.approx((1 + 2 + 1 + 0.5) / 4)
-    assert stats.ratio_max == pytest.approx(2.0)
+    assert stats.ratio_max == pytest.approx(2.0) and stats.ratio_min == pytest.approx(0.5)
     assert stats.clipped_fraction == pytest.approx(1 / 4)
 
 
@@ -172,6 +172,7 @@ def test_micro_batches_with_the_step_denominator_sum_to_the_full_batch(aggregati
     assert stats.tokens == full_stats.tokens == 11
     assert stats.ratio_mean == pytest.approx(full_stats.ratio_mean)
     assert stats.ratio_max == pytest.approx(full_stats.ratio_max)
+    assert stats.ratio_min == pytest.approx(full_stats.ratio_min)
 
 
 def test_loss_denominator() -> None:

@@ -1,0 +1,321 @@
+"""The learner: batch preparation (pure), then real steps on the embedded tiny model."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+from dataclasses import replace
+from typing import Callable
+
+import pytest
+import torch
+
+from jobrl_async import log
+from jobrl_async.config import Config, TrainingConfig
+from jobrl_async.data import load_bundled
+from jobrl_async.device import Device
+from jobrl_async.generator import LocalGenerator, SampleRequest
+from jobrl_async.learner import Learner, StepMetrics, prepare_batch
+from jobrl_async.records import Context, Group, ScoredTrajectory, Trajectory, Verdict
+
+CONTEXT = Context(job_title="Data Scientist", language="en", skills=("Python", "SQL", "Git"))
+
+
+def _member(reward: float | None, *, attempt: int = 0, outcome: str = "scored",
+            truncated: bool = False, version: int = 0, n_tokens: int = 3) -> ScoredTrajectory:
+    traj = Trajectory(
+        context=CONTEXT, split="train", step=0, group=0, attempt=attempt,
+        prompt_ids=(1, 2, 3), completion_ids=tuple(range(10, 10 + n_tokens)),
+        completion_text="x", logprobs=(-1.0,) * n_tokens, truncated=truncated,
+        policy_version=version,
+    )
+    if outcome == "scored":
+        return ScoredTrajectory(traj, "scored", Verdict(criteria={}, reward=float(reward)))
+    return ScoredTrajectory(traj, outcome, reason="judge timed out")  # type: ignore[arg-type]
+
+
+def _group(index: int, members: list[ScoredTrajectory]) -> Group:
+    return Group(step=0, index=index, context=CONTEXT, members=members)
+
+
+def test_prepare_counts_no_signal_groups_and_keeps_the_rest() -> None:
+    groups = [
+        _group(0, [_member(r, attempt=i) for i, r in enumerate([1.0, 5.0, 9.0])]),
+        _group(1, [_member(7.0, attempt=i) for i in range(3)]),  # zero variance
+        _group(2, [_member(8.0), _member(None, attempt=1, outcome="judge_failed")]),  # one scored
+        _group(3, [_member(None, attempt=i, outcome="dropped") for i in range(2)]),  # none scored
+    ]
+    batch = prepare_batch(groups, TrainingConfig(scale_rewards="none"))
+    assert batch.groups == 4
+    assert batch.zero_variance_groups == 1 and batch.small_groups == 2 and batch.skipped_groups == 3
+    assert batch.excluded == 3  # judge_failed and dropped never enter
+    assert [s.advantage for s in batch.samples] == pytest.approx([-4.0, 0.0, 4.0])
+    assert batch.rewards == [1.0, 5.0, 9.0, 7.0, 7.0, 7.0, 8.0]  # every scored reward, for stats
+
+
+def test_judge_failed_members_do_not_shift_the_baseline() -> None:
+    members = [_member(2.0), _member(None, attempt=1, outcome="judge_failed"), _member(4.0, attempt=2)]
+    batch = prepare_batch([_group(0, members)], TrainingConfig(scale_rewards="none"))
+    assert [s.advantage for s in batch.samples] == pytest.approx([-1.0, 1.0])
+
+
+def test_truncated_rule_keep_versus_mask() -> None:
+    members = [_member(0.0, truncated=True), _member(6.0, attempt=1), _member(9.0, attempt=2)]
+    kept = prepare_batch([_group(0, members)], TrainingConfig(scale_rewards="none", truncated="keep"))
+    assert [s.advantage for s in kept.samples] == pytest.approx([-5.0, 1.0, 4.0])
+    masked = prepare_batch([_group(0, members)], TrainingConfig(scale_rewards="none", truncated="mask"))
+    # The truncated offer leaves the loss but still counts in its group's baseline (mean 5).
+    assert [s.advantage for s in masked.samples] == pytest.approx([1.0, 4.0])
+    assert masked.masked_truncated == 1 and kept.masked_truncated == 0
+
+
+def test_members_with_non_finite_behaviour_logprobs_leave_the_loss_but_not_the_baseline() -> None:
+    bad = replace(_member(0.0), trajectory=replace(_member(0.0).trajectory, logprobs=(-1.0, math.nan, -2.0)))
+    members = [bad, _member(4.0, attempt=1), _member(8.0, attempt=2)]
+    batch = prepare_batch([_group(0, members)], TrainingConfig(scale_rewards="none"))
+    assert batch.bad_logprobs == 1
+    assert [s.advantage for s in batch.samples] == pytest.approx([0.0, 4.0])
+
+
+def test_samples_carry_behaviour_logprobs_and_versions() -> None:
+    members = [_member(1.0, version=3, n_tokens=2), _member(2.0, attempt=1, version=4, n_tokens=5)]
+    batch = prepare_batch([_group(0, members)], TrainingConfig())
+    assert [len(s.behaviour_logprobs) for s in batch.samples] == [2, 5]
+    assert [s.policy_version for s in batch.samples] == [3, 4]
+    assert batch.versions == [3, 4]
+
+
+# ---------------------------------------------------------------- real steps on the tiny model
+
+
+def _groups_from(trajectories: list[Trajectory], reward: Callable[[Trajectory], float]) -> list[Group]:
+    groups: dict[int, Group] = {}
+    for t in trajectories:
+        group = groups.setdefault(t.group, Group(step=t.step, index=t.group, context=t.context))
+        group.members.append(ScoredTrajectory(t, "scored", Verdict(criteria={}, reward=reward(t))))
+    return list(groups.values())
+
+
+async def _sampled_groups(policy, cfg: Config, device: Device, step: int = 0, n_groups: int = 2,
+                          attempts: int = 4, reward: Callable[[Trajectory], float] | None = None,
+                          ) -> list[Group]:
+    contexts = load_bundled()
+    requests = [SampleRequest(contexts[(step * n_groups + g) * 7 % len(contexts)], "train", step, g,
+                              attempts) for g in range(n_groups)]
+    trajectories = await LocalGenerator(policy, device, cfg.generation).generate(requests)
+    return _groups_from(trajectories, reward or (lambda t: float(t.attempt)))  # always varied
+
+
+def _lora(policy) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in policy.model.named_parameters() if p.requires_grad}
+
+
+def _base(policy) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in policy.model.named_parameters() if not p.requires_grad}
+
+
+@pytest.fixture
+def short_config(tiny_config: Config) -> Config:
+    tiny_config.generation.max_new_tokens = 16
+    tiny_config.training.learning_rate = 1e-3
+    return tiny_config
+
+
+async def test_ratio_is_one_on_the_step_that_sampled_with_the_current_policy(
+    tiny_policy, short_config: Config
+) -> None:
+    device = Device("cpu")
+    learner = Learner(tiny_policy, device, short_config.training, total_steps=4)
+    groups = await _sampled_groups(tiny_policy, short_config, device)
+    metrics = await learner.step(groups)
+    assert metrics.stepped and metrics.version == 1 == tiny_policy.version
+    assert metrics.ratio_min == pytest.approx(1.0, abs=1e-5)
+    assert metrics.ratio_max == pytest.approx(1.0, abs=1e-5)
+    assert metrics.clipped_fraction == 0.0
+    assert metrics.policy_lag_mean == 0.0 and metrics.policy_lag_max == 0
+    assert metrics.trajectories == 8 and metrics.tokens == sum(
+        len(m.trajectory.completion_ids) for g in groups for m in g.members)
+
+    # The same trajectories one optimizer step later: now one version stale, and corrected.
+    stale = await learner.step(groups)
+    assert stale.policy_lag_max == 1 and stale.version == 2
+    assert abs(stale.ratio_max - 1.0) > 1e-4 or abs(stale.ratio_min - 1.0) > 1e-4
+
+
+async def test_a_step_changes_only_the_lora_weights(tiny_policy, short_config: Config) -> None:
+    device = Device("cpu")
+    learner = Learner(tiny_policy, device, short_config.training, total_steps=4)
+    groups = await _sampled_groups(tiny_policy, short_config, device)
+    lora, base = _lora(tiny_policy), _base(tiny_policy)
+    assert all("lora_" in name for name in lora)
+    jobs = device.jobs
+    metrics = await learner.step(groups)
+    assert device.jobs == jobs + 1  # one device job, through the shared lock
+    assert metrics.grad_norm is not None and metrics.grad_norm > 0
+    assert all(torch.equal(p, base[n]) for n, p in _base(tiny_policy).items())
+    changed = [n for n, p in _lora(tiny_policy).items() if not torch.equal(p, lora[n])]
+    assert changed and any("lora_B" in n for n in changed)
+
+
+async def test_a_step_without_signal_does_no_work_and_keeps_the_version(
+    tiny_policy, short_config: Config
+) -> None:
+    device = Device("cpu")
+    learner = Learner(tiny_policy, device, short_config.training, total_steps=4)
+    groups = await _sampled_groups(tiny_policy, short_config, device, reward=lambda t: 5.0)
+    lora, jobs = _lora(tiny_policy), device.jobs
+    metrics = await learner.step(groups)
+    assert not metrics.stepped and metrics.skip_reason == "no_signal"
+    assert metrics.version == 0 == tiny_policy.version and learner.optimizer_steps == 0
+    assert metrics.skipped_groups == 2 and metrics.zero_variance_share == 1.0
+    assert metrics.trajectories == 0 and metrics.loss is None and metrics.reward_mean == 5.0
+    assert device.jobs == jobs
+    assert all(torch.equal(p, lora[n]) for n, p in _lora(tiny_policy).items())
+
+
+async def test_a_non_finite_step_is_refused_without_touching_the_weights(
+    tiny_policy, short_config: Config
+) -> None:
+    device = Device("cpu")
+    learner = Learner(tiny_policy, device, short_config.training, total_steps=4)
+    groups = await _sampled_groups(tiny_policy, short_config, device)
+    with torch.no_grad():  # a weight gone bad: every forward pass is NaN from now on
+        learner.params[1].view(-1)[0] = math.nan
+    lora = _lora(tiny_policy)
+    metrics = await learner.step(groups)
+    assert not metrics.stepped and metrics.skip_reason == "non_finite"
+    assert tiny_policy.version == 0 and learner.optimizer_steps == 0
+    assert all(torch.allclose(p, lora[n], equal_nan=True) for n, p in _lora(tiny_policy).items())
+    assert all(p.grad is None for p in learner.params)
+
+
+@pytest.mark.parametrize("aggregation", ["token_mean", "sequence_mean"])
+async def test_micro_batches_accumulate_the_full_batch_gradient(
+    tiny_policy, short_config: Config, aggregation: str
+) -> None:
+    device = Device("cpu")
+    short_config.training.loss_aggregation = aggregation  # type: ignore[assignment]
+    groups = await _sampled_groups(tiny_policy, short_config, device, n_groups=2, attempts=5)
+    grads = []
+    for size in (10, 3):
+        short_config.training.micro_batch_size = size
+        learner = Learner(tiny_policy, device, short_config.training, total_steps=4)
+        loss, stats = learner.accumulate_gradients(learner.prepare(groups))
+        grads.append((loss, stats.tokens, [p.grad.clone() for p in learner.params]))
+    (loss_a, tokens_a, grad_a), (loss_b, tokens_b, grad_b) = grads
+    assert loss_a == pytest.approx(loss_b, abs=1e-6) and tokens_a == tokens_b
+    assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(grad_a, grad_b))
+    assert any(a.abs().sum() > 0 for a in grad_a)
+
+
+async def test_kl_to_the_base_model_starts_at_zero_and_grows(tiny_policy, short_config: Config) -> None:
+    short_config.training.beta = 0.05
+    short_config.training.learning_rate = 5e-3
+    device = Device("cpu")
+    learner = Learner(tiny_policy, device, short_config.training, total_steps=4)
+    groups = await _sampled_groups(tiny_policy, short_config, device)
+    first = await learner.step(groups)  # LoRA B = 0: the policy is the base model
+    assert first.kl == pytest.approx(0.0, abs=1e-6)
+    second = await learner.step(groups)
+    assert second.kl is not None and second.kl > 1e-6
+
+
+async def test_schedule_and_state_round_trip(tiny_policy, short_config: Config, tmp_path) -> None:
+    short_config.training.warmup_steps = 2
+    short_config.training.lr_schedule = "linear"
+    device = Device("cpu")
+    learner = Learner(tiny_policy, device, short_config.training, total_steps=6)
+    groups = await _sampled_groups(tiny_policy, short_config, device)
+    lrs = [(await learner.step(groups)).lr for _ in range(3)]
+    assert lrs == pytest.approx([5e-4, 1e-3, 1e-3])  # warm-up 1/2, 2/2, then the decay starts
+
+    # What a checkpoint stores, through the file format a resume reads (weights_only).
+    torch.save(learner.state_dict(), tmp_path / "learner_state.pt")
+    state = torch.load(tmp_path / "learner_state.pt", weights_only=True)
+    tiny_policy.version = 0
+    resumed = Learner(tiny_policy, device, short_config.training, total_steps=6)
+    resumed.load_state_dict(state)
+    assert tiny_policy.version == 3 and resumed.optimizer_steps == 3
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(learner.optimizer.param_groups[0]["lr"])
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * (1 - 1 / 4))
+    ours, theirs = learner.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k]["exp_avg"], theirs[k]["exp_avg"]) for k in ours)
+
+
+async def test_every_step_logs_one_learner_step_event(tiny_policy, short_config: Config) -> None:
+    buf = io.BytesIO()
+    log.configure("json", "info", stream=buf)
+    device = Device("cpu")
+    learner = Learner(tiny_policy, device, short_config.training, total_steps=4)
+    groups = await _sampled_groups(tiny_policy, short_config, device)
+    await learner.step(groups)
+    await learner.step(await _sampled_groups(tiny_policy, short_config, device, reward=lambda t: 1.0))
+    events = [e for e in map(json.loads, buf.getvalue().splitlines()) if e["event"] == "learner_step"]
+    assert [e["stepped"] for e in events] == [True, False]
+    for key in ("loss", "reward_mean", "reward_std", "zero_variance_share", "ratio_mean", "ratio_max",
+                "clipped_fraction", "grad_norm", "tokens", "step_time_s", "policy_lag_mean", "lr"):
+        assert key in events[0], key
+    assert events[0]["stage"] == "learner" and events[0]["level"] == "info"
+
+
+# ---------------------------------------------------------------- it learns
+
+
+def _joins(t: Trajectory) -> float:
+    """A cheap deterministic reward: the overview opens with the "Join us" template (~15% at start)."""
+    return 10.0 if re.search(r"<overview>(Join us|Rejoignez)", t.completion_text) else 0.0
+
+
+async def _train(policy, cfg: Config, steps: int, stale: bool) -> list[StepMetrics]:
+    """`steps` learner steps on fresh samples; `stale`: each batch was sampled one version earlier
+    (the pipeline with max_policy_lag = 1), so the learner must correct for the lag."""
+    device = Device("cpu")
+    learner = Learner(policy, device, cfg.training, total_steps=steps)
+    history: list[StepMetrics] = []
+    pending = await _sampled_groups(policy, cfg, device, 0, n_groups=4, attempts=8, reward=_joins)
+    for step in range(steps):
+        fresh = await _sampled_groups(policy, cfg, device, step + 1, n_groups=4, attempts=8, reward=_joins)
+        history.append(await learner.step(pending if stale else fresh))
+        pending = fresh
+    return history
+
+
+def _start_end(history: list[StepMetrics]) -> tuple[float, float]:
+    rewards = [m.reward_mean for m in history]
+    return sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
+
+
+@pytest.fixture
+def learning_config(tiny_config: Config) -> Config:
+    tiny_config.generation.max_new_tokens = 28  # enough to reach the overview's first words
+    tiny_config.generation.batch_size = 32
+    tiny_config.training.learning_rate = 5e-3  # far above the default: a few dozen steps, not hundreds
+    tiny_config.training.micro_batch_size = 16
+    return tiny_config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_a_few_steps_raise_the_reward(tiny_policy, learning_config: Config, seed: int) -> None:
+    learning_config.generation.seed = seed
+    history = await _train(tiny_policy, learning_config, steps=14, stale=False)
+    start, end = _start_end(history)
+    assert end - start > 3.0, [round(m.reward_mean, 1) for m in history]
+    assert all(m.stepped and m.ratio_max == pytest.approx(1.0, abs=1e-4) for m in history)
+
+
+@pytest.mark.slow
+async def test_learning_from_one_version_stale_samples_stays_stable(
+    tiny_policy, learning_config: Config
+) -> None:
+    history = await _train(tiny_policy, learning_config, steps=14, stale=True)
+    stepped = [m for m in history if m.stepped]
+    assert len(stepped) >= 12
+    assert all(math.isfinite(m.loss) and math.isfinite(m.grad_norm) for m in stepped)
+    assert all(m.policy_lag_max == 1 for m in stepped[1:])
+    assert max(m.ratio_max for m in stepped) > 1.01  # the lag was real, and corrected
+    start, end = _start_end(history)
+    assert end - start > 2.0, [round(m.reward_mean, 1) for m in history]
