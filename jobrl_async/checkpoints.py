@@ -30,7 +30,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -567,8 +567,10 @@ class CheckpointWriter:
         store: Store | None = None,  # tests inject a faulty store; default: open_store(uri)
         retry_base_s: float = RETRY_BASE_S,
         retry_max_s: float = RETRY_MAX_S,
+        on_result: Callable[[str, bool], None] | None = None,  # (kind, ok): feeds the metrics
     ) -> None:
         self.uri = uri
+        self._on_result = on_result or (lambda kind, ok: None)
         self.keep_latest = cfg.checkpoints.keep_latest
         self.retry_base_s, self.retry_max_s = retry_base_s, retry_max_s
         self._store = store if store is not None else open_store(uri, cfg.storage)
@@ -671,6 +673,8 @@ class CheckpointWriter:
         reason = str(exc) if isinstance(exc, (StorageError, CheckpointError)) else f"{type(exc).__name__}: {exc}"
         self.stats.failed += 1
         self.stats.last_error = reason
+        for kind in sorted(job.kinds):
+            self._on_result(kind, False)
         get_logger("checkpoints").warning(
             "checkpoint_failed", kind=",".join(sorted(job.kinds)), step=job.step, reason=reason,
             attempt=job.attempts, retry_in_s=round(delay, 3),
@@ -701,6 +705,7 @@ class CheckpointWriter:
             if kind in job.kinds and kind not in job.pointers_done:
                 await self._store.write_bytes(f"{kind}.json", pointer_bytes(folder, job.step, job.validation_score))
                 job.pointers_done.add(kind)
+                self._on_result(kind, True)
                 get_logger("checkpoints").info(
                     "checkpoint_saved", kind=kind, uri=self._store.uri(folder), step=job.step
                 )

@@ -103,8 +103,11 @@ class Summary:
 
 
 class Pipeline:
-    def __init__(self, parts: Parts, progress: Progress, stop: asyncio.Event, total_steps: int) -> None:
+    def __init__(self, parts: Parts, progress: Progress, stop: asyncio.Event, total_steps: int,
+                 *, metrics: Any = None, progress_line: Any = None) -> None:
         self.p = parts
+        self.metrics = metrics  # metrics.RunMetrics, when --metrics-port is set
+        self.progress_line = progress_line  # progress.ProgressLine (draws only on a terminal)
         self.cfg = parts.cfg
         self.progress = progress
         self.stop = stop
@@ -272,6 +275,8 @@ class Pipeline:
     async def _collect(self) -> None:
         while True:
             self._route(self.collector.add(await self.scored_q.get()))
+            if self.metrics:
+                self.metrics.heartbeat()
 
     def _route(self, done: StepBatch | ValidationResult | None) -> None:
         if isinstance(done, StepBatch):
@@ -424,6 +429,15 @@ class Pipeline:
             fields["validation_judge_failed_share"] = round(r.validation.judge_failed_share, 4)
             fields["best_score"] = self.summary.best_score
         log.info("step", **fields)
+        self._observe(fields)
+
+    def _observe(self, fields: dict[str, Any]) -> None:
+        if self.metrics:
+            self.metrics.on_step(fields)
+            js = self.p.judge.stats
+            self.metrics.on_judge(js.requests, js.tokens, js.http_429, js.failures, js.retries, js.paused)
+        if self.progress_line:
+            self.progress_line.update(fields)
 
 
 class _DeviceMeter:

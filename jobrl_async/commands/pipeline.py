@@ -59,11 +59,21 @@ def _run_loop(main: Any) -> int:
 async def _train(cfg: Config) -> int:
     from ..pipeline import Pipeline
 
+    from ..metrics import RunMetrics, serve_metrics
+    from ..producer import steps_per_epoch
+    from ..progress import ProgressLine
+
     stop = asyncio.Event()
     signals = _install_signal_handlers(stop)
+    metrics = RunMetrics(cfg.metrics.stall_timeout_s)
+    server = await serve_metrics(metrics, cfg.metrics.host, cfg.metrics.port) if cfg.metrics.port else None
+    if server:
+        log.info("metrics_serving", url=f"http://{server.host}:{server.port}/metrics")
     with tempfile.TemporaryDirectory(prefix="jobrl-") as tmp:
-        parts, progress, total = await build(cfg, Path(tmp))
-        pipeline = Pipeline(parts, progress, stop, total)
+        parts, progress, total = await build(cfg, Path(tmp), on_checkpoint=metrics.on_checkpoint)
+        line = ProgressLine(total, steps_per_epoch=steps_per_epoch(len(parts.train), cfg.training.batch_contexts),
+                            epochs=cfg.training.epochs)
+        pipeline = Pipeline(parts, progress, stop, total, metrics=metrics, progress_line=line)
         log.info("run_started", schedule=cfg.pipeline.schedule, model=cfg.model.name, judge=cfg.judge.mode,
                  dataset=cfg.data.dataset, checkpoints=cfg.checkpoints.uri, start_step=progress.next_step,
                  total_steps=total, device=parts.device.name, train=len(parts.train),
@@ -76,7 +86,10 @@ async def _train(cfg: Config) -> int:
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
         finally:
+            line.close()
             await parts.judge.aclose()
+            if server:
+                await server.aclose()
     stopped_by = signals.get("signal")
     log.info("run_summary", steps=summary.steps, last_step=progress.last_step,
              trajectories=summary.tally.as_dict(), best_validation_score=summary.best_score,
@@ -122,7 +135,8 @@ class StageCrashed(JobrlError):
     kind = "crash"
 
 
-async def build(cfg: Config, workdir: Path, *, checkpoints: bool = True) -> tuple[Any, Any, int]:
+async def build(cfg: Config, workdir: Path, *, checkpoints: bool = True,
+                on_checkpoint: Any = None) -> tuple[Any, Any, int]:
     """Load data, check the judge and the checkpoint location, load the policy, resume if asked."""
     import anyio.to_thread
 
@@ -151,7 +165,7 @@ async def build(cfg: Config, workdir: Path, *, checkpoints: bool = True) -> tupl
     policy = await anyio.to_thread.run_sync(load_policy, cfg, device.name)
     generator = LocalGenerator(policy, device, cfg.generation)
     learner = Learner(policy, device, cfg.training, total, temperature=cfg.generation.temperature)
-    writer = CheckpointWriter(cfg.checkpoints.uri, cfg) if checkpoints else None
+    writer = CheckpointWriter(cfg.checkpoints.uri, cfg, on_result=on_checkpoint) if checkpoints else None
     progress = Progress()
     if checkpoints and cfg.pipeline.resume:
         progress = await resume(cfg, policy, learner, workdir) or progress
