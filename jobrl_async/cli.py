@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoints", help="checkpoints path or URI")
     _judge_flag(run)
     run.add_argument("--schedule", choices=["pipelined", "sequential"])
+    run.add_argument("--generator", metavar="URL", action="append",
+                     help="sample on an OpenAI-compatible server (vLLM); repeat for several")
     run.add_argument("--metrics-port", type=int, help="serve /metrics and /healthz on this port")
     run.add_argument("--metrics-host", help="address for the metrics endpoint (default 127.0.0.1)")
     run.add_argument("--log-format", choices=["json", "console"])
@@ -138,6 +140,9 @@ FLAG_KEYS = {
 
 def config_from_args(args: argparse.Namespace) -> Config:
     overrides = {key: getattr(args, dest, None) for dest, key in FLAG_KEYS.items()}
+    urls = [u.strip() for arg in getattr(args, "generator", None) or [] for u in arg.split(",") if u.strip()]
+    if urls:
+        overrides.update({"generator.backend": "vllm", "generator.urls": urls})
     return load_config(getattr(args, "config", None), overrides=overrides)
 
 

@@ -73,6 +73,23 @@ class GenerationConfig:
 
 
 @dataclass
+class GeneratorConfig:
+    """Where sampling happens: in this process, or on OpenAI-compatible servers (vLLM)."""
+
+    backend: Literal["local", "vllm"] = "local"
+    urls: list[str] = field(default_factory=list)  # vllm: one or more servers, round robin
+    model: str = ""  # the servers' --served-model-name; "" = model.name
+    max_concurrency: int = field(default=32, metadata=_check(lo=1))
+    timeout_s: float = field(default=600.0, metadata=_check(lo=0.0, lo_open=True))
+    max_retries: int = field(default=5, metadata=_check(lo=0))
+    backoff_max_s: float = field(default=30.0, metadata=_check(lo=0.0, lo_open=True))
+    adapter_root: str = ""  # where adapters are written for the servers; "" = a temp folder
+    server_adapter_root: str = ""  # the same folder as the servers see it; "" = same path
+    sync_every_steps: int = field(default=1, metadata=_check(lo=1))
+    unload_stale: bool = True
+
+
+@dataclass
 class TrainingConfig:
     batch_contexts: int = field(default=10, metadata=_check(lo=1))
     attempts: int = field(default=10, metadata=_check(lo=2))
@@ -90,6 +107,7 @@ class TrainingConfig:
     loss_aggregation: Literal["token_mean", "sequence_mean"] = "token_mean"
     beta: float = field(default=0.0, metadata=_check(lo=0.0))  # KL to the base model
     truncated: Literal["keep", "mask"] = "keep"
+    tis_cap: float = field(default=2.0, metadata=_check(lo=0.0))  # truncated IS weight cap; 0: off
     seed: int = 7
 
 
@@ -166,6 +184,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
@@ -204,6 +223,7 @@ SECRET_ENV = (
     "AWS_SESSION_TOKEN",
     "WANDB_API_KEY",
     "HF_TOKEN",  # gated models (Gemma) on a user's machine
+    "VLLM_API_KEY",  # remote generation servers started with --api-key
 )
 
 
@@ -217,6 +237,7 @@ class Secrets:
     openai_api_key: str = field(default="", repr=False)
     openai_base_url: str = ""
     wandb_api_key: str = field(default="", repr=False)
+    vllm_api_key: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls, env: typing.Mapping[str, str] | None = None) -> "Secrets":
@@ -228,6 +249,7 @@ class Secrets:
             openai_api_key=env.get("OPENAI_API_KEY", ""),
             openai_base_url=env.get("OPENAI_BASE_URL", ""),
             wandb_api_key=env.get("WANDB_API_KEY", ""),
+            vllm_api_key=env.get("VLLM_API_KEY", ""),
         )
 
     @property

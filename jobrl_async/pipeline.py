@@ -19,6 +19,7 @@ import asyncio
 import statistics
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .checkpoints import CheckpointWriter, SaveRequest, TrainerState, capture_rng
@@ -30,7 +31,7 @@ from .judge.stage import Judge
 from .learner import Learner, StepMetrics
 from .log import get_logger
 from .meters import BusyMeter, Window
-from .model import Policy, adapter_state
+from .model import Policy, adapter_state, save_adapter
 from .producer import StepPlan, plan_steps
 from .records import Context, ScoredTrajectory, Trajectory
 from .staleness import StalenessGate
@@ -68,6 +69,7 @@ class Parts:
     writer: CheckpointWriter | None
     train: list[Context]
     validation: list[Context]
+    adapter_root: Path | None = None  # remote generation: where adapters are published
 
 
 @dataclass
@@ -139,6 +141,7 @@ class Pipeline:
     async def run(self) -> Summary:
         """Start every stage, wait until the work is done (or a stop), then shut down cleanly."""
         t0 = time.perf_counter()
+        await self._publish_weights()  # a resumed run's servers must sample from its adapter
         n_judges = max(1, self.cfg.judge.max_concurrency)
         async with asyncio.TaskGroup() as tg:
             stages = [
@@ -206,6 +209,8 @@ class Pipeline:
         batch = self.learn_q.get_nowait()
         device_user.set("learner")
         metrics = await self.p.learner.step(batch.groups)
+        if metrics.stepped:
+            await self._publish_weights()
         self._on_learned(batch, metrics)
         await self.gate.finish()
         self._emit_ready_steps()
@@ -290,6 +295,8 @@ class Pipeline:
             batch = await self.learn_q.get()
             async with self.policy_lock:
                 metrics = await self.p.learner.step(batch.groups)
+            if metrics.stepped:
+                await self._publish_weights()  # before the gate lets the next step be sampled
             self._on_learned(batch, metrics)
             await self.gate.finish()
             self._check_drained()
@@ -332,6 +339,18 @@ class Pipeline:
         if every and plan.step % every == 0 and plan.step < self.total_steps:
             self._save_latest()
         self._emit_ready_steps()
+
+    async def _publish_weights(self) -> None:
+        """Remote generation: save the adapter where the servers read it, then hot-load it there."""
+        from .remote import adapter_folder, prune_adapter_folders
+
+        root, version = self.p.adapter_root, self.p.policy.version
+        if root is None or version == 0 or version % self.cfg.generator.sync_every_steps:
+            return
+        folder = adapter_folder(root, version)
+        await self.p.device.run(save_adapter, self.p.policy, folder)
+        await self.p.generator.load_weights(version, str(folder))
+        prune_adapter_folders(root)
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -88,6 +88,8 @@ async def _train(cfg: Config) -> int:
         finally:
             line.close()
             await parts.judge.aclose()
+            if hasattr(parts.generator, "aclose"):
+                await parts.generator.aclose()
             if server:
                 await server.aclose()
     stopped_by = signals.get("signal")
@@ -143,7 +145,6 @@ async def build(cfg: Config, workdir: Path, *, checkpoints: bool = True,
     from ..checkpoints import CheckpointWriter, preflight
     from ..data import load_dataset, split_dataset
     from ..device import Device, resolve_device
-    from ..generator import LocalGenerator
     from ..judge.stage import Judge
     from ..learner import Learner
     from ..model import load_policy
@@ -163,14 +164,35 @@ async def build(cfg: Config, workdir: Path, *, checkpoints: bool = True,
         await judge.check()  # one real round trip before any GPU time is spent
     device = Device(resolve_device(cfg.model.device))
     policy = await anyio.to_thread.run_sync(load_policy, cfg, device.name)
-    generator = LocalGenerator(policy, device, cfg.generation)
+    generator, adapter_root = await _generator(cfg, policy, device, workdir)
     learner = Learner(policy, device, cfg.training, total, temperature=cfg.generation.temperature)
     writer = CheckpointWriter(cfg.checkpoints.uri, cfg, on_result=on_checkpoint) if checkpoints else None
     progress = Progress()
     if checkpoints and cfg.pipeline.resume:
         progress = await resume(cfg, policy, learner, workdir) or progress
-    parts = Parts(cfg, policy, device, generator, judge, learner, writer, split.train, split.validation)
+    parts = Parts(cfg, policy, device, generator, judge, learner, writer, split.train, split.validation,
+                  adapter_root)
     return parts, progress, total
+
+
+async def _generator(cfg: Config, policy: Any, device: Any, workdir: Path) -> tuple[Any, Path | None]:
+    """The in-process generator, or vLLM servers (checked before any step) and their adapter folder."""
+    from ..generator import LocalGenerator
+
+    if cfg.generator.backend == "local":
+        return LocalGenerator(policy, device, cfg.generation), None
+    from ..remote import RemoteGenerator, RemoteOptions
+
+    g = cfg.generator
+    root = Path(g.adapter_root) if g.adapter_root else workdir / "adapters"
+    options = RemoteOptions(
+        urls=tuple(g.urls), model=g.model or cfg.model.name, max_concurrency=g.max_concurrency,
+        timeout_s=g.timeout_s, max_retries=g.max_retries, backoff_max_s=g.backoff_max_s,
+        adapter_root=str(root), server_adapter_root=g.server_adapter_root, unload_stale=g.unload_stale,
+    )
+    remote = RemoteGenerator.for_policy(policy, cfg.generation, options, api_key=Secrets.from_env().vllm_api_key)
+    await remote.check()
+    return remote, root
 
 
 async def resume(cfg: Config, policy: Any, learner: Any, workdir: Path) -> Any:
