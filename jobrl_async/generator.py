@@ -157,7 +157,9 @@ def sample_batch(
     ids, mask = left_pad(prompts, policy.pad_id, policy.device)
     width = ids.shape[1]
     sampler = _Sampler(gen, seed, policy.device)
-    stopper = _StopAt(tokenizer, width, policy.stop_ids, STOP_TEXT, len(prompts), _vocab_size(model, tokenizer), policy.device)
+    stopper = _StopAt(
+        tokenizer, width, policy.stop_ids, STOP_TEXT, len(prompts), _vocab_size(model, tokenizer), policy.device
+    )
     config = HFGenerationConfig(
         do_sample=False,  # `_Sampler` draws the token; generate() then takes its one-hot choice
         # Neutral values, so a model's own sampling defaults (Gemma ships top_k=64, top_p=0.95)

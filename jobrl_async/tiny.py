@@ -46,7 +46,9 @@ RANDOM_270M = "gemma-3-270m-random"  # bench-only: the real architecture, random
 
 SPECIAL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>")
 PAD, EOS, BOS, UNK, START_OF_TURN, END_OF_TURN = SPECIAL_TOKENS
-_ELEMENTS = ("job_offer", "title", "overview", "responsibilities", "item", "required_skills", "skill", "nice_to_have")
+_ELEMENTS = (
+    "job_offer", "title", "overview", "responsibilities", "item", "required_skills", "skill", "nice_to_have",
+)
 XML_TAGS = tuple(tag for name in _ELEMENTS for tag in (f"<{name}>", f"</{name}>"))
 _TAG_RE = re.compile("|".join(re.escape(t) for t in XML_TAGS))
 
@@ -225,15 +227,18 @@ def _block(name: str, child: str, texts: Sequence[str]) -> list[str]:
     return [f"  <{name}>", *(f"    <{child}>{escape(t)}</{child}>" for t in texts), f"  </{name}>"]
 
 
-def skill_pools(contexts: Sequence[Context]) -> dict[tuple[str, str | None], list[str]]:
+Pools = dict[tuple[str, str | None], list[str]]  # (language, industry) -> candidate new skills
+
+
+def skill_pools(contexts: Sequence[Context]) -> Pools:
     """Candidate new skills per (language, industry): the skills other contexts there list."""
-    pools: dict[tuple[str, str | None], list[str]] = {}
+    pools: Pools = {}
     for c in contexts:
         pools.setdefault((c.language, c.industry), []).extend(c.skills)
     return {key: sorted(set(skills)) for key, skills in pools.items()}
 
 
-def pool_for(context: Context, pools: dict[tuple[str, str | None], list[str]]) -> list[str]:
+def pool_for(context: Context, pools: Pools) -> list[str]:
     """The context's pool, topped up with generic skills so that every offer can reach its counts."""
     return [*pools.get((context.language, context.industry), []), *GENERIC_SKILLS[context.language]]
 
@@ -375,10 +380,7 @@ def warm_start(model: Any, tokenizer: Any, contexts: Sequence[Context], spec: Ti
     losses = []
     for _ in range(spec.train_steps):
         batch = [rng.choice(contexts) for _ in range(spec.batch_size)]
-        examples = [
-            (prompt_ids(tokenizer, c), _offer_ids(tokenizer, template_offer(c, rng, sample_flaws(rng), pool_for(c, pools)), end_of_turn))
-            for c in batch
-        ]
+        examples = [_example(tokenizer, c, rng, pools, end_of_turn) for c in batch]
         input_ids, attention_mask, labels = _sft_batch(examples)
         loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
         loss.backward()
@@ -391,8 +393,13 @@ def warm_start(model: Any, tokenizer: Any, contexts: Sequence[Context], spec: Ti
     return losses
 
 
-def _offer_ids(tokenizer: Any, offer: str, end_of_turn: int) -> list[int]:
-    return tokenizer(offer, add_special_tokens=False)["input_ids"] + [end_of_turn]
+def _example(
+    tokenizer: Any, context: Context, rng: random.Random, pools: Pools, end_of_turn: int
+) -> tuple[list[int], list[int]]:
+    """(prompt ids, target ids): a template offer with sampled flaws, closed by <end_of_turn>."""
+    flaws = sample_flaws(rng)
+    offer = template_offer(context, rng, flaws, pool_for(context, pools))
+    return prompt_ids(tokenizer, context), tokenizer(offer, add_special_tokens=False)["input_ids"] + [end_of_turn]
 
 
 def _sft_batch(examples: Sequence[tuple[list[int], list[int]]]) -> tuple[Any, Any, Any]:

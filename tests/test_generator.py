@@ -91,7 +91,8 @@ async def test_stops_at_the_closing_tag_or_eos_and_flags_truncation(tiny_policy,
     tiny_config.generation.max_new_tokens = 320
     tiny_config.generation.batch_size = 12
     tok = tiny_policy.tokenizer
-    trajectories = await LocalGenerator(tiny_policy, Device("cpu"), tiny_config.generation).generate(_requests(attempts=4))
+    generator = LocalGenerator(tiny_policy, Device("cpu"), tiny_config.generation)
+    trajectories = await generator.generate(_requests(attempts=4))
     finished = [t for t in trajectories if not t.truncated]
     assert finished, "the warm-started model closes its offers"
     for t in finished:
@@ -129,7 +130,9 @@ async def test_sampling_is_seeded(tiny_policy, tiny_config: Config) -> None:
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-async def test_sampling_logprobs_match_teacher_forced_recompute(tiny_policy, tiny_config: Config, temperature: float) -> None:
+async def test_sampling_logprobs_match_teacher_forced_recompute(
+    tiny_policy, tiny_config: Config, temperature: float
+) -> None:
     # Prompts of different lengths (left padding) and completions long enough to pass the
     # sliding window of the sliding-attention layers.
     tiny_config.generation.max_new_tokens = 300

@@ -131,7 +131,9 @@ def bench(args: argparse.Namespace, cfg: Config) -> int:
         _sync(policy.device)
         return time.perf_counter() - start
 
-    sample_batch(policy, prompts[:2], cfg.generation, seed=0, max_new_tokens=4, stop=False)  # warm-up
+    # Warm-up at the shapes to be timed: first passes pay one-off costs (allocator, kernels).
+    sample_batch(policy, prompts[:1], cfg.generation, seed=0, max_new_tokens=tokens, stop=False)
+    sample_batch(policy, prompts, cfg.generation, seed=0, max_new_tokens=min(tokens, 8), stop=False)
     rates = {}
     for batch in (1, args.batch):
         seconds = timed(batch)
