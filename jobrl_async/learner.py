@@ -8,7 +8,9 @@
 The step runs in the device's worker thread, behind the lock it shares with the generator, so
 the event loop keeps serving judge and S3 I/O. Log-probs are recomputed with the model in eval
 mode (LoRA dropout off, as TRL's `disable_dropout`): the importance ratio then measures the
-policy change only, and it is exactly 1 on a step that sampled with the current weights.
+policy change only, and it is 1 on a step that sampled with the current weights (within ~1e-5
+in fp32; in bf16 on a GPU the sampler's and the recompute's kernels differ, and a few tokens'
+ratios drift by a few percent: `ratio_min` / `ratio_max` show it).
 A step with nothing to learn from (every group without signal) does no device work, makes no
 optimizer step and leaves the policy version unchanged.
 """
@@ -25,8 +27,10 @@ import torch
 
 from .config import TrainingConfig
 from .device import Device
+from .errors import ModelError
 from .grpo import LossStats, group_stats, loss_denominator, lr_factor, policy_loss
 from .log import get_logger
+from .model import Policy
 from .records import Group
 
 
@@ -128,7 +132,7 @@ class StepMetrics:
 class Learner:
     """AdamW on the policy's LoRA parameters, one optimizer step per `step(groups)`."""
 
-    def __init__(self, policy: Any, device: Device, cfg: TrainingConfig, total_steps: int,
+    def __init__(self, policy: Policy, device: Device, cfg: TrainingConfig, total_steps: int,
                  temperature: float = 1.0) -> None:
         self.policy = policy
         self.device = device
@@ -136,7 +140,7 @@ class Learner:
         self.temperature = temperature  # the sampling temperature: behaviour log-probs use it
         self.params = [p for p in policy.model.parameters() if p.requires_grad]
         if not self.params:
-            raise ValueError("the policy has no trainable (LoRA) parameters")
+            raise ModelError(f"model '{policy.base_name}' has no trainable (LoRA) parameters")
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate,
                                            weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
