@@ -179,6 +179,14 @@ class MetricsConfig:
 
 
 @dataclass
+class WandbConfig:
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"  # auto: online iff WANDB_API_KEY
+    project: str = "jobrl-async"
+    entity: str = ""
+    run_name: str = ""
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -193,6 +201,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
     # where each key's value came from: "section.key" -> default | file | env | flag
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 

@@ -106,10 +106,11 @@ class Summary:
 
 class Pipeline:
     def __init__(self, parts: Parts, progress: Progress, stop: asyncio.Event, total_steps: int,
-                 *, metrics: Any = None, progress_line: Any = None) -> None:
+                 *, metrics: Any = None, progress_line: Any = None, tracker: Any = None) -> None:
         self.p = parts
-        self.metrics = metrics  # metrics.RunMetrics, when --metrics-port is set
+        self.metrics = metrics  # metrics.RunMetrics (served when --metrics-port is set)
         self.progress_line = progress_line  # progress.ProgressLine (draws only on a terminal)
+        self.tracker = tracker  # tracking.WandbSink, when W&B is on
         self.cfg = parts.cfg
         self.progress = progress
         self.stop = stop
@@ -457,6 +458,8 @@ class Pipeline:
             self.metrics.on_judge(js.requests, js.tokens, js.http_429, js.failures, js.retries, js.paused)
         if self.progress_line:
             self.progress_line.update(fields)
+        if self.tracker:
+            self.tracker.log_step(fields)
 
 
 class _DeviceMeter:

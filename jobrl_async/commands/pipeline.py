@@ -62,6 +62,7 @@ async def _train(cfg: Config) -> int:
     from ..metrics import RunMetrics, serve_metrics
     from ..producer import steps_per_epoch
     from ..progress import ProgressLine
+    from ..tracking import WandbSink
 
     stop = asyncio.Event()
     signals = _install_signal_handlers(stop)
@@ -73,7 +74,8 @@ async def _train(cfg: Config) -> int:
         parts, progress, total = await build(cfg, Path(tmp), on_checkpoint=metrics.on_checkpoint)
         line = ProgressLine(total, steps_per_epoch=steps_per_epoch(len(parts.train), cfg.training.batch_contexts),
                             epochs=cfg.training.epochs)
-        pipeline = Pipeline(parts, progress, stop, total, metrics=metrics, progress_line=line)
+        tracker = WandbSink.start(cfg, Secrets.from_env())
+        pipeline = Pipeline(parts, progress, stop, total, metrics=metrics, progress_line=line, tracker=tracker)
         log.info("run_started", schedule=cfg.pipeline.schedule, model=cfg.model.name, judge=cfg.judge.mode,
                  dataset=cfg.data.dataset, checkpoints=cfg.checkpoints.uri, start_step=progress.next_step,
                  total_steps=total, device=parts.device.name, train=len(parts.train),
@@ -87,6 +89,8 @@ async def _train(cfg: Config) -> int:
             raise _first_error(group) from None
         finally:
             line.close()
+            if tracker:
+                tracker.finish()
             await parts.judge.aclose()
             if hasattr(parts.generator, "aclose"):
                 await parts.generator.aclose()
