@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from jobrl_async import log
+from jobrl_async.cli import main
 from jobrl_async.config import Config, TrainingConfig
 from jobrl_async.data import load_bundled
 from jobrl_async.device import Device
@@ -319,3 +320,18 @@ async def test_learning_from_one_version_stale_samples_stays_stable(
     assert max(m.ratio_max for m in stepped) > 1.01  # the lag was real, and corrected
     start, end = _start_end(history)
     assert end - start > 2.0, [round(m.reward_mean, 1) for m in history]
+
+
+# ---------------------------------------------------------------- bench learn
+
+
+def test_bench_learn_prints_one_json_object_last(tiny_model_dir, capsys: pytest.CaptureFixture) -> None:
+    assert main(["bench", "learn", "--trajectories", "20", "--max-new-tokens", "12"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert {"trajectories_per_s", "tokens_per_s", "peak_rss_mb", "device", "step_s"} <= result.keys()
+    assert result["trajectories"] == 20 and result["model"] == "tiny"
+    assert 9 * 20 <= result["tokens"] <= 12 * 20  # completions of 3/4 to all of max_new_tokens
+    assert result["trajectories_per_s"] > 0 and result["tokens_per_s"] > 0
+    steps = [json.loads(line) for line in lines[:-1] if '"learner_step"' in line]
+    assert [s["stepped"] for s in steps] == [True, True]  # the warm-up, then the timed step
