@@ -13,14 +13,15 @@ same reward and nothing is learned). So `ensure_tiny` builds, once per version a
    imperfect (see `Flaws`): the model writes recognisable but flawed XML offers, so rewards
    differ within a group and RL has something to improve.
 
-The build is deterministic (fixed seeds, deterministic torch, always on CPU), takes about a
-minute on 2 cores, and is written atomically: built in a temporary folder, then renamed, under
-a file lock so concurrent processes build it once. It is saved with `save_pretrained` and loaded
+The build is deterministic (fixed seeds, deterministic torch, always on CPU), takes about two
+minutes on 2 cores (124 s measured beside other work), and is written atomically: built in a
+temporary folder, then renamed, under a file lock so concurrent processes build it once. It is saved with `save_pretrained` and loaded
 like any local model folder (`model.load_policy`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -29,7 +30,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from .log import get_logger
 from .prompts import instruction, prompt_ids
 from .records import Context, Language
 
-TINY_VERSION = 1
+TINY_VERSION = 2
 RANDOM_270M = "gemma-3-270m-random"  # bench-only: the real architecture, random weights
 
 SPECIAL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>")
@@ -90,7 +91,7 @@ class TinySpec:
     head_dim: int = 32
     sliding_window: int = 256  # shorter than prompt + offer (~300-350 tokens): the pattern matters
     max_positions: int = 2048
-    train_steps: int = 480  # ~8 offers per training context; about 100 s on 2 idle cores
+    train_steps: int = 480  # ~8 offers per training context; ~2 minutes on 2 cores
     batch_size: int = 8
     learning_rate: float = 8e-3
     seed: int = 0
@@ -382,7 +383,7 @@ def warm_start(model: Any, tokenizer: Any, contexts: Sequence[Context], spec: Ti
         batch = [rng.choice(contexts) for _ in range(spec.batch_size)]
         examples = [_example(tokenizer, c, rng, pools, end_of_turn) for c in batch]
         input_ids, attention_mask, labels = _sft_batch(examples)
-        loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+        loss = _completion_loss(model, input_ids, attention_mask, labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -391,6 +392,21 @@ def warm_start(model: Any, tokenizer: Any, contexts: Sequence[Context], spec: Ti
         losses.append(loss.item())
     model.eval()
     return losses
+
+
+def _completion_loss(model: Any, input_ids: Any, attention_mask: Any, labels: Any) -> Any:
+    """Next-token cross-entropy on the offer tokens, with the LM head applied only there.
+
+    The same loss as `model(..., labels=labels).loss`, about 25% faster per step here: half
+    the tokens are prompt, and the head (vocab x hidden) is a large share of this small model.
+    """
+    import torch
+
+    hidden = model.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    targets = labels[:, 1:]
+    keep = targets != -100
+    logits = model.lm_head(hidden[:, :-1][keep]).float()
+    return torch.nn.functional.cross_entropy(logits, targets[keep])
 
 
 def _example(
@@ -434,7 +450,7 @@ def build_tiny(out_dir: Path, contexts: Sequence[Context], spec: TinySpec = DEFA
     tokenizer = train_tokenizer(tokenizer_corpus(contexts, spec.seed), spec.vocab_size)
     end_of_turn = tokenizer.convert_tokens_to_ids(END_OF_TURN)
     deterministic = torch.are_deterministic_algorithms_enabled()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _build_threads():
         torch.manual_seed(spec.seed)
         torch.use_deterministic_algorithms(True)
         try:
@@ -458,6 +474,24 @@ def build_tiny(out_dir: Path, contexts: Sequence[Context], spec: TinySpec = DEFA
     }
     (out_dir / "jobrl_tiny.json").write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
     return info
+
+
+@contextlib.contextmanager
+def _build_threads() -> Iterator[None]:
+    """Use the machine's cores for the build, then give back the configured thread count.
+
+    The process runs with one torch thread for the event loop's sake (device.configure_threads),
+    but the build runs before any other heavy work. Measured: the same weights with 1 or 2
+    threads.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(os.cpu_count() or 1, 8))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def training_contexts() -> list[Context]:
@@ -488,7 +522,7 @@ def ensure_tiny(
     spec: TinySpec = DEFAULT_SPEC,
     contexts: Sequence[Context] | None = None,
 ) -> Path:
-    """The cached tiny model's folder, built first if needed (about a minute, once)."""
+    """The cached tiny model's folder, built first if needed (about two minutes, once)."""
     from filelock import FileLock
 
     contexts = training_contexts() if contexts is None else contexts

@@ -1,7 +1,7 @@
 """Tiny model fixtures, for any test that needs a real policy (generator, learner, pipeline...).
 
 - `tiny_model_dir` (session): the embedded tiny model's folder, built on first use into the
-  normal user cache (`tiny.ensure_tiny()`: about a minute, once per machine and dataset version;
+  normal user cache (`tiny.ensure_tiny()`: about two minutes, once per machine and tiny version;
   later runs and dry runs reuse it, and a file lock makes concurrent test runs build it once).
 - `tiny_config` (function): a fresh `Config` with `model.name = "tiny"`, CPU, fp32, and small
   generation settings (64 new tokens, micro-batches of 8, temperature 1, seed 1234). Change
