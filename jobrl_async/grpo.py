@@ -115,6 +115,9 @@ class LossStats:
     ratio_max: float = 0.0
     clipped_tokens: int = 0
     kl_sum: float = 0.0
+    capped_tokens: int = 0  # ratio above the TIS cap (negative advantage): no gradient
+    fresh_tokens: int = 0  # tokens sampled by the current policy
+    mismatch_sum: float = 0.0  # sum of |logp - behaviour| over those
 
     def merge(self, other: "LossStats") -> "LossStats":
         return LossStats(
@@ -124,7 +127,19 @@ class LossStats:
             ratio_max=max(self.ratio_max, other.ratio_max),
             clipped_tokens=self.clipped_tokens + other.clipped_tokens,
             kl_sum=self.kl_sum + other.kl_sum,
+            capped_tokens=self.capped_tokens + other.capped_tokens,
+            fresh_tokens=self.fresh_tokens + other.fresh_tokens,
+            mismatch_sum=self.mismatch_sum + other.mismatch_sum,
         )
+
+    @property
+    def capped_fraction(self) -> float:
+        return self.capped_tokens / self.tokens if self.tokens else 0.0
+
+    @property
+    def logprob_mismatch(self) -> float | None:
+        """Mean |logp_trainer - logp_sampler| where both should agree; None without such tokens."""
+        return self.mismatch_sum / self.fresh_tokens if self.fresh_tokens else None
 
     @property
     def ratio_mean(self) -> float:
@@ -161,12 +176,21 @@ def policy_loss(
     denominator: float | None = None,
     ref_logp: torch.Tensor | None = None,
     beta: float = 0.0,
+    ratio_cap: float = 0.0,
+    fresh: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, LossStats]:
     """The clipped, importance-weighted policy loss of a (micro-)batch, and its token stats.
 
     `logp` (with grad), `behaviour_logp`, `mask` (1 on completion tokens, 0 on padding) and
     `ref_logp` are [B, T]; `advantages` is [B]. `denominator` is the whole step's
     (`loss_denominator`); by default this batch's own, i.e. the batch is the whole step.
+
+    `ratio_cap` (> 1, 0 = off) truncates the importance weight from above, as truncated
+    importance sampling does: PPO's clip never bounds a large ratio on a negative advantage,
+    and a sampler whose log-probs differ from ours (another engine, bf16) can make such ratios.
+    A token whose ratio passes the cap with a negative advantage contributes -cap x A and no
+    gradient (the dual clip). `fresh` ([B] bool) marks sequences sampled by the current policy:
+    over their tokens |logp - behaviour| is pure numerical mismatch, reported in the stats.
     """
     if logp.shape != behaviour_logp.shape or logp.shape != mask.shape:
         raise ValueError(f"shapes differ: logp {tuple(logp.shape)}, behaviour "
@@ -180,6 +204,10 @@ def policy_loss(
     unclipped = ratio * adv
     clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high) * adv
     per_token = -torch.minimum(unclipped, clipped)
+    capped = torch.zeros_like(mask, dtype=torch.bool)
+    if ratio_cap > 0.0:
+        capped = (adv < 0) & (ratio > ratio_cap)
+        per_token = torch.where(capped, -ratio_cap * adv, per_token)
 
     kl = None
     if beta > 0.0:
@@ -190,7 +218,13 @@ def policy_loss(
         per_token = per_token + beta * kl
 
     loss = _aggregate(per_token, mask, aggregation, denominator)
-    return loss, _token_stats(ratio.detach(), adv.detach(), mask, clip_low, clip_high, kl)
+    stats = _token_stats(ratio.detach(), adv.detach(), mask, clip_low, clip_high, kl)
+    stats.capped_tokens = int((capped & (mask > 0)).sum().item())
+    if fresh is not None:
+        on = (mask > 0) & fresh.to(mask.device).unsqueeze(1)
+        stats.fresh_tokens = int(on.sum().item())
+        stats.mismatch_sum = float((logp.detach() - behaviour_logp.to(logp.dtype)).abs()[on].sum().item())
+    return loss, stats
 
 
 def _aggregate(per_token: torch.Tensor, mask: torch.Tensor, aggregation: Aggregation,

@@ -118,6 +118,8 @@ class StepMetrics:
     ratio_min: float | None
     ratio_max: float | None
     clipped_fraction: float | None
+    capped_fraction: float | None  # share of tokens over the TIS cap (training.tis_cap)
+    logprob_mismatch: float | None  # mean |logp_sampler - logp_trainer| on tokens of this version
     kl: float | None  # only when beta > 0
     grad_norm: float | None  # before clipping
     lr: float
@@ -215,6 +217,7 @@ class Learner:
         behaviour = _pad([torch.tensor(s.behaviour_logprobs, dtype=torch.float32) for s in micro])
         mask = _pad([torch.ones(len(s.completion_ids)) for s in micro])
         advantages = torch.tensor([s.advantage for s in micro], dtype=torch.float32)
+        fresh = torch.tensor([s.policy_version == self.policy.version for s in micro])
         ref = None
         if self.cfg.beta > 0:
             with torch.no_grad(), model.disable_adapter():  # the base model, exactly
@@ -223,6 +226,7 @@ class Learner:
             logp, behaviour.to(dev), advantages.to(dev), mask.to(dev),
             self.cfg.clip_eps_low, self.cfg.clip_eps_high, self.cfg.loss_aggregation,
             denominator=denominator, ref_logp=ref, beta=self.cfg.beta,
+            ratio_cap=self.cfg.tis_cap, fresh=fresh,
         )
 
     # ------------------------------------------------------------ metrics and state
@@ -256,6 +260,8 @@ class Learner:
             ratio_min=stats.ratio_min if trained else None,
             ratio_max=stats.ratio_max if trained else None,
             clipped_fraction=stats.clipped_fraction if trained else None,
+            capped_fraction=stats.capped_fraction if trained else None,
+            logprob_mismatch=stats.logprob_mismatch if trained else None,
             kl=stats.kl_mean if trained and self.cfg.beta > 0 else None,
             grad_norm=grad_norm,
             lr=self.optimizer.param_groups[0]["lr"] if lr is None else lr,

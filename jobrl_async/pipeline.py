@@ -39,8 +39,8 @@ from .staleness import StalenessGate
 log = get_logger("pipeline")
 
 # Learner metrics repeated in the `step` event, so one event tells the whole story of a step.
-LEARNER_FIELDS = ("loss", "grad_norm", "ratio_mean", "ratio_max", "clipped_fraction", "kl",
-                  "zero_variance_share", "tokens", "lr")
+LEARNER_FIELDS = ("loss", "grad_norm", "ratio_mean", "ratio_max", "clipped_fraction", "capped_fraction",
+                  "logprob_mismatch", "kl", "zero_variance_share", "tokens", "lr")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import structlog
 import uvloop
 
 # Set before torch is imported anywhere: one thread, passive OpenMP wait (see STACK-NOTES).
@@ -30,3 +31,10 @@ def _no_real_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing-access-key")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret-key")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging():
+    """A CLI test leaves structlog writing to pytest's (then closed) capture: reset after each."""
+    yield
+    structlog.reset_defaults()

@@ -218,3 +218,34 @@ def test_lr_schedules() -> None:
     assert lr_factor(0, schedule="constant", warmup_steps=0, total_steps=1) == 1.0
     with pytest.raises(ValueError, match="schedule"):
         lr_factor(5, schedule="step", **kw)  # type: ignore[arg-type]
+
+
+def test_tis_cap_truncates_large_ratios_on_negative_advantages() -> None:
+    behaviour = torch.log(torch.tensor([[0.1, 0.1, 0.1]]))
+    logp = torch.log(torch.tensor([[0.5, 0.15, 0.1]])).requires_grad_()  # ratios 5, 1.5, 1
+    mask = torch.ones(1, 3)
+    neg = torch.tensor([-1.0])
+    loss, stats = policy_loss(logp, behaviour, neg, mask, 0.2, 0.28, "token_mean", ratio_cap=2.0)
+    loss.backward()
+    assert stats.capped_tokens == 1 and stats.capped_fraction == pytest.approx(1 / 3)
+    assert logp.grad[0, 0] == 0.0  # the capped token gets no gradient
+    assert logp.grad[0, 1] != 0.0
+    assert loss.item() == pytest.approx((2.0 + 1.5 + 1.0) / 3)  # -cap x A for the capped token
+    uncapped, stats0 = policy_loss(logp.detach(), behaviour, neg, mask, 0.2, 0.28, "token_mean")
+    assert uncapped.item() == pytest.approx((5.0 + 1.5 + 1.0) / 3) and stats0.capped_tokens == 0
+    pos, stats_pos = policy_loss(logp.detach(), behaviour, torch.tensor([1.0]), mask, 0.2, 0.28,
+                                 "token_mean", ratio_cap=2.0)
+    assert stats_pos.capped_tokens == 0  # a positive advantage is already bounded by the clip
+
+
+def test_mismatch_is_measured_on_fresh_sequences_only() -> None:
+    logp = torch.tensor([[-1.0, -2.0], [-1.0, -2.0]])
+    behaviour = torch.tensor([[-1.1, -2.0], [-3.0, -3.0]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    _, stats = policy_loss(logp, behaviour, torch.tensor([1.0, 1.0]), mask, 0.2, 0.28,
+                           fresh=torch.tensor([True, False]))
+    assert stats.fresh_tokens == 2
+    assert stats.logprob_mismatch == pytest.approx(0.05)
+    _, none = policy_loss(logp, behaviour, torch.tensor([1.0, 1.0]), mask, 0.2, 0.28,
+                          fresh=torch.tensor([False, False]))
+    assert none.logprob_mismatch is None

@@ -305,7 +305,11 @@ async def test_a_few_steps_raise_the_reward(tiny_policy, learning_config: Config
     history = await _train(tiny_policy, learning_config, steps=14, stale=False)
     start, end = _start_end(history)
     assert end - start > 3.0, [round(m.reward_mean, 1) for m in history]
-    assert all(m.stepped and m.ratio_max == pytest.approx(1.0, abs=1e-4) for m in history)
+    stepped = [m for m in history if m.stepped]
+    assert len(stepped) >= 12  # a converged group (all rewards 10) may skip a step: no signal
+    assert all(m.skip_reason == "no_signal" for m in history if not m.stepped)
+    assert all(m.ratio_max == pytest.approx(1.0, abs=1e-4) for m in stepped)  # on-policy: ratio 1
+    assert all(m.logprob_mismatch is not None and m.logprob_mismatch < 1e-4 for m in stepped)
 
 
 @pytest.mark.slow
@@ -316,7 +320,9 @@ async def test_learning_from_one_version_stale_samples_stays_stable(
     stepped = [m for m in history if m.stepped]
     assert len(stepped) >= 12
     assert all(math.isfinite(m.loss) and math.isfinite(m.grad_norm) for m in stepped)
-    assert all(m.policy_lag_max == 1 for m in stepped[1:])
+    # one version stale, except right after a skipped (no-signal) step, which bumps no version
+    assert all(m.policy_lag_max in (0, 1) for m in stepped)
+    assert sum(m.policy_lag_max == 1 for m in stepped) >= 10
     assert max(m.ratio_max for m in stepped) > 1.01  # the lag was real, and corrected
     start, end = _start_end(history)
     assert end - start > 2.0, [round(m.reward_mean, 1) for m in history]
