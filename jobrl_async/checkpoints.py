@@ -194,6 +194,8 @@ class SaveRequest:
     adapter_config: dict  # peft LoraConfig.to_dict(), base_model_name_or_path = the model id
     learner_state: dict | None  # optimizer + scheduler; None for a weights-only best
     trainer: TrainerState
+    # a best: the step whose validation round sampled these weights; `eval` redraws that round
+    validation_round: int | None = None
 
 
 def snapshot(value: Any) -> Any:
@@ -217,6 +219,7 @@ class Job:
     kinds: set[str]
     request: SaveRequest  # the request whose files are written (a latest's, when merged)
     validation_score: float | None
+    validation_round: int | None = None
     attempts: int = 0
     not_before: float = 0.0  # monotonic time before which a failed job is not retried
     staged: Staged | None = None  # serialised files, kept across retries
@@ -224,7 +227,7 @@ class Job:
 
     @classmethod
     def of(cls, req: SaveRequest) -> Job:
-        return cls(req.step, {req.kind}, req, req.validation_score)
+        return cls(req.step, {req.kind}, req, req.validation_score, req.validation_round)
 
     @property
     def latest_only(self) -> bool:
@@ -239,6 +242,7 @@ class Job:
         self.attempts = max(self.attempts, other.attempts)
         if other.validation_score is not None:
             self.validation_score = other.validation_score
+            self.validation_round = other.validation_round
         keep_other = other.request.learner_state is not None and self.request.learner_state is None
         dropped = self.staged if keep_other else other.staged
         if dropped is not None:
@@ -364,13 +368,15 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def build_manifest(step: int, score: float | None, config_digest: str, files: dict[str, dict]) -> dict:
+def build_manifest(step: int, score: float | None, config_digest: str, files: dict[str, dict],
+                   validation_round: int | None = None) -> dict:
     return {
         "format": 1,
         "step": step,
         # "latest" = resumable (carries the learner state); a weights-only best is "best"
         "kind": "latest" if LEARNER_STATE in files else "best",
         "validation_score": score,
+        "validation_round": validation_round,
         "time": utc_now(),
         "package_version": __version__,
         "config_digest": config_digest,
@@ -400,6 +406,9 @@ def parse_manifest(raw: bytes, where: str) -> dict:
         raise CheckpointError(f"{where}: manifest 'step' must be an integer >= 0, got {step!r}")
     if score is not None and not _is_finite_number(score):
         raise CheckpointError(f"{where}: manifest 'validation_score' must be a number or null")
+    round_ = m.get("validation_round")
+    if round_ is not None and not is_count(round_):
+        raise CheckpointError(f"{where}: manifest 'validation_round' must be an integer >= 0 or null")
     if not isinstance(files, dict):
         raise CheckpointError(f"{where}: manifest 'files' must be an object")
     for name in REQUIRED_FILES:
@@ -694,12 +703,12 @@ class CheckpointWriter:
         folder = await self._folder_for(job.step)
         existing = self._committed.get(folder)
         uploads, table = plan_files(job.staged, existing)
-        score = job.validation_score
+        score, round_ = job.validation_score, job.validation_round
         if existing is not None and score is None:
-            score = existing["validation_score"]
+            score, round_ = existing["validation_score"], existing.get("validation_round")
         if existing is None or uploads or score != existing["validation_score"]:
             await self._upload(folder, job.staged, uploads)
-            manifest = build_manifest(job.step, score, job.request.trainer.config_digest, table)
+            manifest = build_manifest(job.step, score, job.request.trainer.config_digest, table, round_)
             await self._write_manifest(folder, manifest)
         for kind in KINDS:
             if kind in job.kinds and kind not in job.pointers_done:

@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--max-new-tokens", type=int, default=256)
     bp = _cmd(bench, "pipeline", "sequential vs pipelined on the same work", "pipeline:bench")
     bp.add_argument("--steps", type=int, default=4)
-    bp.add_argument("--judge-latency-ms", type=float, default=2000.0)
+    bp.add_argument("--judge-latency-ms", type=float, default=600.0,
+                    help="simulated judge latency per call (600: balanced with tiny on 2 CPU cores)")
     bp.add_argument("--judge-concurrency", type=int, default=64)
     bp.add_argument("--max-new-tokens", type=int, default=160)
     bp.add_argument("--no-validation", action="store_true")

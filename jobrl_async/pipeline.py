@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,14 @@ class Progress:
     last_position: int = -1
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """The adapter a validation round sampled from, with the trainer state those weights belong to."""
+
+    weights: dict
+    trainer: TrainerState
+
+
 @dataclass
 class _StepReport:
     metrics: StepMetrics | None = None
@@ -125,7 +133,7 @@ class Pipeline:
         self.learn_q: asyncio.Queue[StepBatch] = asyncio.Queue(maxsize=lag + 1)
         self.collector = Collector()
         self.reports: dict[int, _StepReport] = {}
-        self.snapshots: dict[int, tuple[int, dict]] = {}  # step -> (policy version, LoRA weights)
+        self.snapshots: dict[int, _Snapshot] = {}  # validation round (step) -> what it sampled from
         self.policy_lock = asyncio.Lock()  # a validation snapshot and its samples see one policy
         self.meters = {"judge": BusyMeter()}
         device = parts.device
@@ -210,9 +218,9 @@ class Pipeline:
         batch = self.learn_q.get_nowait()
         device_user.set("learner")
         metrics = await self.p.learner.step(batch.groups)
+        self._on_learned(batch, metrics)
         if metrics.stepped:
             await self._publish_weights()
-        self._on_learned(batch, metrics)
         await self.gate.finish()
         self._emit_ready_steps()
 
@@ -266,9 +274,8 @@ class Pipeline:
         if work.split == "train":
             return await self.p.generator.generate(list(work.requests))
         async with self.policy_lock:  # the saved `best` must be exactly the validated adapter
-            version = self.p.policy.version
             weights = await self.p.device.run(adapter_state, self.p.policy)
-            self.snapshots[work.step] = (version, weights)
+            self.snapshots[work.step] = _Snapshot(weights, self.trainer_state())
             return await self.p.generator.generate(list(work.requests))
 
     async def _judge(self) -> None:
@@ -294,11 +301,11 @@ class Pipeline:
         device_user.set("learner")
         while True:
             batch = await self.learn_q.get()
-            async with self.policy_lock:
+            async with self.policy_lock:  # weights and progress move together (for snapshots)
                 metrics = await self.p.learner.step(batch.groups)
+                self._on_learned(batch, metrics)
             if metrics.stepped:
                 await self._publish_weights()  # before the gate lets the next step be sampled
-            self._on_learned(batch, metrics)
             await self.gate.finish()
             self._check_drained()
 
@@ -321,12 +328,14 @@ class Pipeline:
         return validation_work(self.cfg, contexts, step)
 
     def _on_validation(self, result: ValidationResult) -> None:
-        version, weights = self.snapshots.pop(result.step, (result.policy_version, None))
+        snapshot = self.snapshots.pop(result.step, None)
         best = self.summary.best_score
-        improved = result.score is not None and (best is None or result.score > best)
-        if improved:
+        if result.score is not None and (best is None or result.score > best):
             self.summary.best_score = result.score
-            self._save("best", result.step, weights, validation_score=result.score, version=version)
+            if snapshot is not None:  # saved under the step its weights had learned, with its state
+                trainer = replace(snapshot.trainer, best_score=result.score)
+                self._save("best", snapshot.weights, trainer, validation_score=result.score,
+                           validation_round=result.step)
         self.reports.setdefault(result.step, _StepReport(wants_validation=True)).validation = result
         self._emit_ready_steps()
         self._check_drained()
@@ -363,23 +372,22 @@ class Pipeline:
             config_digest=self.cfg.digest(), rng=capture_rng(),
         )
 
-    def _save(self, kind: str, step: int, weights: dict | None, *, validation_score: float | None,
-              version: int, learner_state: dict | None = None) -> None:
-        if self.p.writer is None or weights is None:
+    def _save(self, kind: str, weights: dict, trainer: TrainerState, *, validation_score: float | None = None,
+              validation_round: int | None = None, learner_state: dict | None = None) -> None:
+        if self.p.writer is None:
             return
         self.p.writer.submit(SaveRequest(
-            kind=kind, step=step, validation_score=validation_score, adapter=weights,  # type: ignore[arg-type]
-            adapter_config=adapter_config(self.p.policy), learner_state=learner_state,
-            trainer=self.trainer_state(),
+            kind=kind, step=trainer.step, validation_score=validation_score, adapter=weights,  # type: ignore[arg-type]
+            adapter_config=adapter_config(self.p.policy), learner_state=learner_state, trainer=trainer,
+            validation_round=validation_round,
         ))
 
     def _save_latest(self) -> None:
         """Snapshot weights and optimizer now (between learner steps, on the loop: cheap copies)."""
         if self.p.writer is None or self.progress.last_step == 0:
             return
-        weights = adapter_state(self.p.policy)
-        self._save("latest", self.progress.last_step, weights, validation_score=None,
-                   version=self.p.policy.version, learner_state=self.p.learner.state_dict())
+        self._save("latest", adapter_state(self.p.policy), self.trainer_state(),
+                   learner_state=self.p.learner.state_dict())
 
     async def _final_checkpoint(self) -> None:
         if self.p.writer is None or self.progress.last_step == 0:
@@ -387,8 +395,7 @@ class Pipeline:
         async with self.policy_lock:
             weights = await self.p.device.run(adapter_state, self.p.policy)
             state = await self.p.device.run(self.p.learner.state_dict)
-        self._save("latest", self.progress.last_step, weights, validation_score=None,
-                   version=self.p.policy.version, learner_state=state)
+            self._save("latest", weights, self.trainer_state(), learner_state=state)
 
     # ------------------------------------------------------------------ shutdown and reporting
 

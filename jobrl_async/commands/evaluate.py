@@ -54,13 +54,15 @@ async def _evaluate(cfg: Config, uri: str) -> dict[str, Any]:
         policy = await anyio.to_thread.run_sync(load_policy, cfg, device.name)
         await device.run(load_adapter_state, policy, loaded.adapter)
         contexts = validation_contexts(cfg, split.validation)
-        work = validation_work(cfg, contexts, loaded.step)
+        round_ = loaded.manifest.get("validation_round")
+        step = loaded.step if round_ is None else round_  # the round that scored these weights
+        work = validation_work(cfg, contexts, step)
         trajectories = await LocalGenerator(policy, device, cfg.generation).generate(list(work.requests))
         scored = await score_all(judge, trajectories, cfg.judge.max_concurrency)
     finally:
         await judge.aclose()
     collector = Collector()
-    collector.expect_validation(loaded.step, contexts, cfg.validation.attempts)
+    collector.expect_validation(step, contexts, cfg.validation.attempts)
     result = None
     for s in scored:
         result = collector.add(s) or result
@@ -68,6 +70,7 @@ async def _evaluate(cfg: Config, uri: str) -> dict[str, Any]:
     return {
         "checkpoint": loaded.uri,
         "step": loaded.step,
+        "validation_round": step,
         "validation_score": result.score,
         "reported_validation_score": loaded.manifest.get("validation_score"),
         "judge_failed_share": round(result.judge_failed_share, 4),

@@ -293,5 +293,4 @@ def _steady_state(summary: Any, wall_s: float) -> dict[str, Any]:
         "device_busy_fraction": round(stage_s["device"] / wall, 3),
         "trajectories": summary.tally.as_dict(),
         "wall_s": round(wall_s, 2),
-        "reward_mean_first_last": None,
     }
