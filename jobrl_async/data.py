@@ -147,17 +147,45 @@ def load_bundled() -> list[Context]:
     return load_dataset_file(BUNDLED_PATH, "bundled dataset").contexts
 
 
-def load_dataset_file(path: Path, source: str | None = None, max_records: int = 100_000) -> Dataset:
+def read_bounded(path: Path, limit: int, source: str | None = None) -> bytes:
+    """A local file's bytes, refusing more than `limit`; errors name the file."""
     source = source or str(path)
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:
+            raw = f.read(limit + 1)
     except FileNotFoundError:
         raise DataError(f"{source}: no such file") from None
     except OSError as e:
         raise DataError(f"{source}: cannot read ({e.strerror})") from None
-    if len(raw) > MAX_DATASET_BYTES:
-        raise DataError(f"{source}: {len(raw)} bytes, more than the {MAX_DATASET_BYTES} limit")
-    return parse_dataset(raw, source, max_records)
+    if len(raw) > limit:
+        raise DataError(f"{source}: larger than the {limit}-byte limit")
+    return raw
+
+
+def read_text(path: Path, limit: int, source: str | None = None) -> str:
+    raw = read_bounded(path, limit, source)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{source or path}: not UTF-8 text (byte {e.start})") from None
+
+
+MAX_CONTEXT_FILE_BYTES = 64 * 1024
+
+
+def read_context_file(path: Path) -> Context:
+    """One context from a JSON file, bare (`{"job_title": ...}`) or as a record (`{"context": ...}`)."""
+    source = f"context file {path}"
+    try:
+        record = orjson.loads(read_bounded(path, MAX_CONTEXT_FILE_BYTES, source))
+    except orjson.JSONDecodeError as e:
+        raise DataError(f"{source}: not valid JSON ({e})") from None
+    return record_to_context(record, 0, source)
+
+
+def load_dataset_file(path: Path, source: str | None = None, max_records: int = 100_000) -> Dataset:
+    source = source or str(path)
+    return parse_dataset(read_bounded(path, MAX_DATASET_BYTES, source), source, max_records)
 
 
 async def load_dataset(

@@ -42,6 +42,8 @@ from typing import Any, Literal
 import orjson
 from aiohttp import web
 
+from .local_server import ThreadedServer
+
 Route = Literal["completions", "load", "unload", "models"]
 FaultKind = Literal["429", "500", "400", "hang", "malformed", "short", "mismatch", "huge"]
 
@@ -104,9 +106,7 @@ class FakeVLLM:
         self._open.set()
         self._sampler: Sampler = self.sampler or canned_sampler(self.tokenizer)
         self._stop_ids = stop_token_ids(self.tokenizer)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
 
     # ------------------------------------------------------------ scripting
 
@@ -274,22 +274,7 @@ class FakeVLLM:
 
     # ------------------------------------------------------------ running
 
-    def start(self) -> FakeVLLM:
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(ready,), name="fake-vllm", daemon=True)
-        self._thread.start()
-        if not ready.wait(10) or not self.url:
-            raise RuntimeError("the fake vLLM server did not start")
-        return self
-
-    def _run(self, ready: threading.Event) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._loop.run_until_complete(self._serve())
-        ready.set()
-        self._loop.run_forever()
-        self._loop.close()
-
-    async def _serve(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> FakeVLLM:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         for method, path, route in (
             ("POST", "/v1/completions", "completions"),
@@ -298,22 +283,15 @@ class FakeVLLM:
             ("GET", "/v1/models", "models"),
         ):
             app.router.add_route(method, path, functools.partial(self._handle, route=route))
-        # a hung handler ends when its client gives up, as a real server's would
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        bound_host, bound_port = self._runner.addresses[0][:2]
-        self.url = f"http://{bound_host}:{bound_port}"
+        self._server = ThreadedServer(app, "fake-vllm", host, port)
+        self.url = self._server.start()
+        return self
 
     def stop(self) -> None:
         self.release()
-        if self._loop is None or self._thread is None:
-            return
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop = self._thread = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
 
     def __enter__(self) -> FakeVLLM:
         return self.start()
@@ -500,17 +478,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--served-model-name", default="")
     args = parser.parse_args(argv)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model))
-    server = FakeVLLM(tokenizer, model=args.served_model_name or args.model)
-
-    async def serve() -> None:
-        await server._serve(args.host, args.port)
-        print(f"fake vLLM serving '{server.model}' at {server.url}", flush=True)
-        await asyncio.Event().wait()
-
+    server = FakeVLLM(tokenizer, model=args.served_model_name or args.model).start(args.host, args.port)
+    print(f"fake vLLM serving '{server.model}' at {server.url}", flush=True)
     try:
-        asyncio.run(serve())
+        threading.Event().wait()
     except KeyboardInterrupt:
         pass
+    finally:
+        server.stop()
     return 0
 
 

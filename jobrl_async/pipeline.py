@@ -165,12 +165,16 @@ class Pipeline:
             for task in stages:
                 task.cancel()
             await asyncio.gather(*stages, return_exceptions=True)
-            self._abandon_leftovers()
-            await self._final_checkpoint()
-            if writer:
-                await self.p.writer.close(timeout=max(self.cfg.pipeline.shutdown_grace_s, 60.0))
+            await self._wind_down(writer)
         self._finish_summary(t0)
         return self.summary
+
+    async def _wind_down(self, writer: asyncio.Task | None) -> None:
+        """Count what was left as dropped, write the final `latest`, let the uploads finish."""
+        self._abandon_leftovers()
+        await self._final_checkpoint()
+        if writer:
+            await self.p.writer.close(timeout=max(self.cfg.pipeline.shutdown_grace_s, 60.0))
 
     def _finish_summary(self, t0: float) -> None:
         self.summary.wall_s = time.perf_counter() - t0
@@ -193,10 +197,7 @@ class Pipeline:
                 if plan.step > self.total_steps or self.stop.is_set():
                     break
                 await self._sequential_step(plan)
-            self._abandon_leftovers()
-            await self._final_checkpoint()
-            if writer:
-                await self.p.writer.close(timeout=max(self.cfg.pipeline.shutdown_grace_s, 60.0))
+            await self._wind_down(writer)
         self._finish_summary(t0)
         return self.summary
 

@@ -134,13 +134,13 @@ def test_score_with_a_record_shaped_context_locally(judge_env, capsys, files, mo
 def test_score_with_a_bad_context_file_names_it(capsys, files):
     code, _, err = run(capsys, "judge", "score", "--context", str(files["bad"]), "--offer", str(files["offer"]),
                        "--judge", "stub")
-    assert code == 1 and err.startswith(f"jobrl-async: data: {files['bad']}") and "language" in err
+    assert code == 1 and err.startswith(f"jobrl-async: data: context file {files['bad']}: record 0") and "language" in err
 
 
 def test_score_with_a_missing_offer_file(capsys, files, tmp_path):
     code, _, err = run(capsys, "judge", "score", "--context", str(files["bare"]),
                        "--offer", str(tmp_path / "nope.xml"), "--judge", "stub")
-    assert (code, err) == (1, f"jobrl-async: data: offer file {tmp_path / 'nope.xml'} does not exist\n")
+    assert (code, err) == (1, f"jobrl-async: data: offer file {tmp_path / 'nope.xml'}: no such file\n")
 
 
 def test_score_in_llm_mode_without_credentials(capsys, files):

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from jobrl_async.config import load_config

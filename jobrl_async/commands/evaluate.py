@@ -7,7 +7,6 @@ sampling seeds for that step), so a deterministic judge reproduces the score the
 from __future__ import annotations
 
 import argparse
-import asyncio
 import copy
 import sys
 import tempfile

@@ -15,18 +15,16 @@ from typing import Any
 import orjson
 
 from ..config import Config
+from ..data import read_context_file
 from ..errors import DataError
 from ..log import get_logger
-
-MAX_CONTEXT_FILE_BYTES = 1024 * 1024
-
 
 # ---------------------------------------------------------------- generate
 
 
 def generate(args: argparse.Namespace, cfg: Config) -> int:
     """Print the offer the policy writes for the context in `--context`."""
-    context = read_context(Path(args.context))
+    context = read_context_file(Path(args.context))
     return asyncio.run(_generate(cfg, context, args.checkpoint))
 
 
@@ -52,23 +50,6 @@ async def _generate(cfg: Config, context: Any, checkpoint: str | None) -> int:
     )
     print(trajectory.completion_text)
     return 0
-
-
-def read_context(path: Path) -> Any:
-    """One context from a JSON file, bare (`{"job_title": ...}`) or as a record (`{"context": ...}`)."""
-    from ..data import record_to_context
-
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"context file {path}: cannot read ({e.strerror})") from None
-    if len(raw) > MAX_CONTEXT_FILE_BYTES:
-        raise DataError(f"context file {path}: {len(raw)} bytes, the limit is {MAX_CONTEXT_FILE_BYTES}")
-    try:
-        record = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise DataError(f"context file {path}: not valid JSON: {e}") from None
-    return record_to_context(record, 0, f"context file {path}")
 
 
 async def _adapter_dir(checkpoint: str, cfg: Config, tmp: Path) -> Path:

@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 import orjson
 
 from ..config import Config, Secrets
-from ..errors import ConfigError, DataError, JudgeError
+from ..data import read_context_file, read_text
+from ..errors import ConfigError, JudgeError
 from ..judge.client import missing_credentials, percentile
 from ..judge.fake_server import FakeChatServer
 from ..judge.stage import Judge, JudgeFailed, example_offer
@@ -27,7 +28,6 @@ def log() -> Any:
     return get_logger("judge")
 
 
-MAX_CONTEXT_FILE_BYTES = 64 * 1024
 MAX_OFFER_FILE_BYTES = 256 * 1024  # offers are cut to a prompt-sized excerpt anyway
 
 T = TypeVar("T")
@@ -51,8 +51,8 @@ async def _check(cfg: Config, secrets: Secrets) -> dict[str, Any]:
 
 def score(args: argparse.Namespace, cfg: Config) -> int:
     """Score one offer for one context: `{"criteria": {...}, "reward": R, "flags": [...]}`."""
-    context = read_context(Path(args.context))
-    offer = _read_text(Path(args.offer), MAX_OFFER_FILE_BYTES, "offer")
+    context = read_context_file(Path(args.context))
+    offer = read_text(Path(args.offer), MAX_OFFER_FILE_BYTES, f"offer file {args.offer}")
     verdict = _run(_score(cfg, context, offer))
     _print(verdict.as_dict())
     return 0
@@ -64,34 +64,6 @@ async def _score(cfg: Config, context: Context, offer: str) -> Any:
             return await judge.score(context, offer)
         except JudgeFailed as e:
             raise JudgeError(f"could not judge the offer: {e.reason}") from None
-
-
-def read_context(path: Path) -> Context:
-    """One context from a JSON file, bare or as a dataset record; DataError naming the file."""
-    from ..data import record_to_context
-
-    raw = _read_text(path, MAX_CONTEXT_FILE_BYTES, "context")
-    try:
-        record = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
-    return record_to_context(record, 0, str(path))
-
-
-def _read_text(path: Path, limit: int, what: str) -> str:
-    try:
-        with path.open("rb") as f:
-            data = f.read(limit + 1)
-    except FileNotFoundError:
-        raise DataError(f"{what} file {path} does not exist") from None
-    except OSError as e:
-        raise DataError(f"cannot read {what} file {path}: {e.strerror}") from None
-    if len(data) > limit:
-        raise DataError(f"{what} file {path} is larger than {limit // 1024} KiB")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{what} file {path} is not UTF-8 text (byte {e.start})") from None
 
 
 # ---------------------------------------------------------------- bench judge

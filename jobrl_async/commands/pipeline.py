@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import copy
 import signal
-import statistics
 import sys
 import tempfile
 import time

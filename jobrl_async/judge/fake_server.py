@@ -28,6 +28,8 @@ from typing import Any, Literal
 import orjson
 from aiohttp import web
 
+from ..local_server import ThreadedServer
+
 from ..records import CRITERIA
 
 FaultKind = Literal["429", "500", "hang", "malformed", "fenced", "prose"]
@@ -70,9 +72,7 @@ class FakeChatServer:
         self._faults: deque[Fault] = deque()
         self._lock = threading.Lock()
         self._window = (-1, 0)  # (second, requests admitted in it)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
 
     # ------------------------------------------------------------ scripting
 
@@ -207,40 +207,17 @@ class FakeChatServer:
     # ------------------------------------------------------------ running
 
     def start(self) -> "FakeChatServer":
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(ready,), name="fake-judge", daemon=True)
-        self._thread.start()
-        if not ready.wait(10) or not self.url:
-            raise RuntimeError("the fake judge server did not start")
-        return self
-
-    def _run(self, ready: threading.Event) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._loop.run_until_complete(self._serve())
-        ready.set()
-        self._loop.run_forever()
-        self._loop.close()
-
-    async def _serve(self) -> None:
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._openai)
         app.router.add_post("/openai/deployments/{name}/chat/completions", self._azure)
-        # a hung handler ends when its client gives up, as a real server's would
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._server = ThreadedServer(app, "fake-judge")
+        self.url = self._server.start()
+        return self
 
     def stop(self) -> None:
-        if self._loop is None or self._thread is None:
-            return
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop = self._thread = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
 
     def __enter__(self) -> "FakeChatServer":
         return self.start()
