@@ -20,7 +20,7 @@ import statistics
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .checkpoints import CheckpointWriter, SaveRequest, TrainerState, capture_rng
 from .collector import Collector, StepBatch, Tally, ValidationResult
@@ -190,11 +190,8 @@ class Pipeline:
         t0 = time.perf_counter()
         async with asyncio.TaskGroup() as tg:
             writer = tg.create_task(self.p.writer.run(), name="checkpoints") if self.p.writer else None
-            cfg = self.cfg
-            plans = plan_steps(self.p.train, seed=cfg.data.seed, batch_contexts=cfg.training.batch_contexts,
-                               epochs=cfg.training.epochs, start_step=self.progress.next_step)
-            for plan in plans:
-                if plan.step > self.total_steps or self.stop.is_set():
+            for plan in self._plans():
+                if self.stop.is_set():
                     break
                 await self._sequential_step(plan)
             await self._wind_down(writer)
@@ -243,11 +240,8 @@ class Pipeline:
     # ------------------------------------------------------------------ stages
 
     async def _produce(self) -> None:
-        cfg = self.cfg
-        plans = plan_steps(self.p.train, seed=cfg.data.seed, batch_contexts=cfg.training.batch_contexts,
-                           epochs=cfg.training.epochs, start_step=self.progress.next_step)
-        for plan in plans:
-            if plan.step > self.total_steps or self.stop.is_set():
+        for plan in self._plans():
+            if self.stop.is_set():
                 break
             await self.gate.acquire()  # <- the overlap: at most max_policy_lag + 1 steps ahead
             if self.stop.is_set():
@@ -311,6 +305,15 @@ class Pipeline:
             self._check_drained()
 
     # ------------------------------------------------------------------ policy decisions
+
+    def _plans(self) -> Iterator[StepPlan]:
+        """The steps this run still has to do: from the resume point to `total_steps`."""
+        cfg = self.cfg
+        for plan in plan_steps(self.p.train, seed=cfg.data.seed, batch_contexts=cfg.training.batch_contexts,
+                               epochs=cfg.training.epochs, start_step=self.progress.next_step):
+            if plan.step > self.total_steps:
+                return
+            yield plan
 
     def _validation_due(self, step: int) -> bool:
         every = self.cfg.validation.every_steps

@@ -60,15 +60,6 @@ def _default_logging() -> Iterator[None]:
     logging.getLogger().handlers[:] = []
 
 
-@pytest.fixture(params=["path", "file", "s3"])
-def root_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "path":
-        return str(tmp_path / "ckpts")
-    if request.param == "file":
-        return f"file://{tmp_path}/ckpts"
-    return request.getfixturevalue("s3_env").uri("runs/a/checkpoints")
-
-
 def make_cfg(keep_latest: int = 2, max_pending: int = 2) -> Config:
     cfg = Config()
     cfg.checkpoints.keep_latest = keep_latest

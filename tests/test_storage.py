@@ -32,15 +32,6 @@ from tests.support.s3 import S3Env
 SMALL_PARTS = StorageConfig(multipart_threshold_mb=5, multipart_chunk_mb=5)
 
 
-@pytest.fixture(params=["path", "file", "s3"])
-def root_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "path":
-        return str(tmp_path / "store")
-    if request.param == "file":
-        return f"file://{tmp_path}/store"
-    return request.getfixturevalue("s3_env").uri("runs/a")
-
-
 @pytest.fixture
 async def store(root_uri: str) -> AsyncIterator[Store]:
     async with open_store(root_uri, SMALL_PARTS) as s:

@@ -17,6 +17,7 @@ import logging
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -61,3 +62,13 @@ def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> S3Env:
     env = S3Env(endpoint=s3_server)
     env.client().create_bucket(Bucket=env.bucket)
     return env
+
+
+@pytest.fixture(params=["path", "file", "s3"])
+def root_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same store three ways: a plain path, a file:// URI and s3:// on the moto server."""
+    if request.param == "path":
+        return str(tmp_path / "root")
+    if request.param == "file":
+        return f"file://{tmp_path}/root"
+    return request.getfixturevalue("s3_env").uri("runs/root")
