@@ -438,3 +438,17 @@ def test_seconds_parses_compose_and_systemd_durations() -> None:
     assert seconds("1m30s") == 90
     with pytest.raises(AssertionError):
         seconds("soon")
+
+
+def test_compose_vllm_profile_serves_what_the_trainer_needs() -> None:
+    services = compose()["services"]
+    vllm = services["vllm"]
+    assert vllm["profiles"] == ["vllm"]  # off unless asked for
+    assert vllm["environment"]["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    cmd = vllm["command"]
+    assert "--enable-lora" in cmd
+    assert int(cmd[cmd.index("--max-lora-rank") + 1]) >= load_config(env={}).lora.r
+    assert cmd[cmd.index("--logprobs-mode") + 1] == "processed_logprobs"  # log-probs after temperature
+    # the trainer writes adapters where the server reads them
+    assert any(v.startswith("adapters:/adapters") for v in services["trainer"]["volumes"])
+    assert "adapters:/adapters:ro" in vllm["volumes"]
