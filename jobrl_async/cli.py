@@ -152,13 +152,19 @@ def _handler(spec: str) -> Callable[[argparse.Namespace, Config], int]:
     return getattr(importlib.import_module(f"jobrl_async.commands.{module}"), name)
 
 
+# Commands whose stdout is a document (JSON, TOML, an offer): their logs go to stderr.
+DOCUMENT_COMMANDS = {"config:show", "data:count", "judge:score", "generate:generate", "evaluate:evaluate",
+                     "checkpoints:list_"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # exits 2 on usage errors
     from . import log
 
     try:
         cfg = config_from_args(args)
-        log.configure(cfg.logging.format, cfg.logging.level)
+        stream = sys.stderr if args.handler in DOCUMENT_COMMANDS else sys.stdout
+        log.configure(cfg.logging.format, cfg.logging.level, stream=stream)
         return _handler(args.handler)(args, cfg)
     except JobrlError as e:
         print(f"jobrl-async: {log.redact(str(e))}", file=sys.stderr)

@@ -116,6 +116,8 @@ class ValidationConfig:
     attempts: int = field(default=2, metadata=_check(lo=1))
     every_steps: int = field(default=1, metadata=_check(lo=0))  # 0: never
     max_contexts: int = field(default=0, metadata=_check(lo=0))  # 0: the whole split
+    # a round with more judge failures than this never decides `best` (its mean is too thin)
+    max_failed_share: float = field(default=0.1, metadata=_check(lo=0.0, hi=1.0))
 
 
 @dataclass
@@ -127,7 +129,7 @@ class JudgeConfig:
     timeout_s: float = field(default=30.0, metadata=_check(lo=0.0, lo_open=True))
     max_retries: int = field(default=6, metadata=_check(lo=0))
     backoff_max_s: float = field(default=60.0, metadata=_check(lo=0.0, lo_open=True))
-    burst_s: float = field(default=1.0, metadata=_check(lo=0.0, lo_open=True))  # bucket depth
+    burst_s: float = field(default=0.1, metadata=_check(lo=0.0, lo_open=True))  # bucket depth
     breaker_failures: int = field(default=5, metadata=_check(lo=1))  # consecutive, to pause
     probe_interval_s: float = field(default=15.0, metadata=_check(lo=0.0, lo_open=True))
     model: str = "gpt-4o-mini"  # OpenAI-compatible servers; Azure uses the deployment

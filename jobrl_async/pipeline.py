@@ -334,7 +334,12 @@ class Pipeline:
     def _on_validation(self, result: ValidationResult) -> None:
         snapshot = self.snapshots.pop(result.step, None)
         best = self.summary.best_score
-        if result.score is not None and (best is None or result.score > best):
+        trusted = result.judge_failed_share <= self.cfg.validation.max_failed_share
+        if not trusted:
+            log.warning("validation_not_trusted", step=result.step, score=result.score,
+                        judge_failed_share=round(result.judge_failed_share, 4),
+                        limit=self.cfg.validation.max_failed_share)
+        if trusted and result.score is not None and (best is None or result.score > best):
             self.summary.best_score = result.score
             if snapshot is not None:  # saved under the step its weights had learned, with its state
                 trainer = replace(snapshot.trainer, best_score=result.score)

@@ -612,10 +612,26 @@ def test_list_command_prints_json_when_piped(root_uri: str, capsys: pytest.Captu
 
 
 def test_list_command_on_an_empty_location(root_uri: str, capsys: pytest.CaptureFixture) -> None:
+    if "://" not in root_uri or root_uri.startswith("file://"):
+        Path(root_uri.removeprefix("file://")).mkdir(parents=True)  # empty, but there
     assert cli.main(["checkpoints", "list", root_uri, "--json"]) == 0
     captured = capsys.readouterr()
     assert orjson.loads(captured.out.strip().splitlines()[-1]) == []
     assert "no checkpoints under" in captured.err
+
+
+def test_list_command_on_a_missing_local_folder_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["checkpoints", "list", str(tmp_path / "typo")]) == 1
+    assert capsys.readouterr().err.strip() == f"jobrl-async: checkpoint: {tmp_path / 'typo'} does not exist"
+
+
+def test_list_json_stays_a_document_when_a_pointer_is_corrupt(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "ck" / "best.json").write_text("garbage")
+    assert cli.main(["checkpoints", "list", str(tmp_path / "ck"), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert orjson.loads(captured.out) == []  # the whole of stdout is the JSON list
+    assert "checkpoint_invalid" in captured.err  # the warning went to stderr
 
 
 def test_list_command_on_a_missing_bucket_exits_1(s3_env: S3Env, capsys: pytest.CaptureFixture) -> None:

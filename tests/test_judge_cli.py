@@ -18,7 +18,9 @@ def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, list[str], str]
     code = main(list(argv))
     out, err = capsys.readouterr()
     assert FAKE_KEY not in out and FAKE_KEY not in err
-    return code, out.strip().splitlines(), err
+    # commands that print a document log to stderr: keep the JSON log lines out of the way
+    plain = "".join(line + "\n" for line in err.splitlines() if not line.startswith('{"'))
+    return code, out.strip().splitlines(), plain
 
 
 def last_json(lines: list[str]) -> dict:
@@ -107,8 +109,11 @@ def files(tmp_path: Path) -> dict[str, Path]:
 
 def test_score_with_the_llm_prints_criteria_reward_and_flags(judge_env, capsys, files):
     server = judge_env("openai")
-    code, lines, err = run(capsys, "judge", "score", "--context", str(files["bare"]), "--offer", str(files["offer"]))
-    assert (code, err) == (0, "")
+    code = main(["judge", "score", "--context", str(files["bare"]), "--offer", str(files["offer"])])
+    out, err = capsys.readouterr()
+    assert code == 0 and FAKE_KEY not in out + err
+    lines = out.strip().splitlines()
+    assert len(lines) == 1  # stdout is the document; logs went to stderr
     result = last_json(lines)
     assert list(result["criteria"]) == list(CRITERIA)
     for verdict in result["criteria"].values():
@@ -116,7 +121,7 @@ def test_score_with_the_llm_prints_criteria_reward_and_flags(judge_env, capsys, 
     assert result["reward"] == pytest.approx(sum(v["score"] for v in result["criteria"].values()) / 5)
     assert "score_request" in result["flags"]
     assert len(server.requests) == 5
-    assert any(json.loads(line).get("event") == "judge_flagged" for line in lines[:-1])
+    assert any(json.loads(line).get("event") == "judge_flagged" for line in err.splitlines())
 
 
 @pytest.mark.parametrize("mode", ["stub", "hybrid"])

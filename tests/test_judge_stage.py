@@ -134,6 +134,23 @@ async def test_exhausted_retries_make_judge_failed_never_a_zero(judge_server: Fa
     assert failed[0]["reason"] == scored.reason and failed[0]["step"] == 3
 
 
+async def test_a_body_that_is_not_a_completion_is_retried(judge_server: FakeChatServer):
+    judge_server.inject("html", times=2)  # a gateway's error page, with HTTP 200
+    async with Judge(config(), openai_secrets(judge_server)) as judge:
+        scored = await judge.score_trajectory(trajectory())
+        assert judge.stats.retries >= 2
+    assert scored.outcome == "scored" and scored.reward is not None
+
+
+async def test_an_offer_the_content_filter_refuses_fails_alone(judge_server: FakeChatServer):
+    judge_server.inject("content_filter", times=1)
+    async with Judge(config(), openai_secrets(judge_server)) as judge:
+        refused = await judge.score_trajectory(trajectory())
+        fine = await judge.score_trajectory(trajectory())  # the run goes on
+    assert refused.outcome == "judge_failed" and "content filter" in refused.reason
+    assert fine.outcome == "scored"
+
+
 async def test_a_configuration_error_stops_instead_of_dropping(judge_server: FakeChatServer):
     judge_server.api_key = "another-key"
     async with Judge(config(), openai_secrets(judge_server)) as judge:

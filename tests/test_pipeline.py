@@ -209,3 +209,22 @@ async def test_stop_abandons_within_the_grace_and_saves_latest(tmp_path: Path, e
     evs = events.refresh()
     latest = [e for e in evs if e["event"] == "checkpoint_saved" and e["kind"] == "latest"]
     assert latest and latest[-1]["step"] == pipeline.progress.last_step
+
+
+async def test_a_mostly_failed_validation_round_never_decides_best(tmp_path: Path, events: list) -> None:
+    cfg = small_config(tmp_path / "ckpt", **{"pipeline.max_steps": 2})
+    pipeline = await make_pipeline(cfg, tmp_path)
+    score = pipeline.p.judge.score_trajectory
+
+    async def validation_outage(t: Trajectory) -> ScoredTrajectory:
+        if t.split == "validation" and t.attempt > 0:  # half of every round fails
+            return ScoredTrajectory(t, "judge_failed", reason="injected outage")
+        return await score(t)
+
+    pipeline.p.judge.score_trajectory = validation_outage  # type: ignore[method-assign]
+    summary = await pipeline.run()
+    evs = events.refresh()
+    assert summary.best_score is None
+    assert not [e for e in evs if e["event"] == "checkpoint_saved" and e["kind"] == "best"]
+    assert [e["step"] for e in evs if e["event"] == "validation_not_trusted"] == [1, 2]
+    assert all(e["validation_judge_failed_share"] == 0.5 for e in evs if e["event"] == "step")

@@ -5,15 +5,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 import orjson
 
 from ..checkpoints import CheckpointInfo, list_checkpoints
 from ..config import Config
+from ..errors import CheckpointError
+from ..storage import parse_uri
 
 
 def list_(args: argparse.Namespace, cfg: Config) -> int:
-    """A table on a terminal, a JSON list when piped or with --json. Empty is not an error."""
+    """A table on a terminal, a JSON list when piped or with --json. An empty (but existing)
+    location is not an error; a local path that is missing or not a folder is (a typo)."""
+    location = parse_uri(args.uri)
+    if location.scheme == "file" and not Path(location.key).is_dir():
+        what = "is not a folder" if Path(location.key).exists() else "does not exist"
+        raise CheckpointError(f"{args.uri} {what}")
     infos = asyncio.run(list_checkpoints(args.uri, cfg))
     if not infos:
         print(f"jobrl-async: no checkpoints under {args.uri}", file=sys.stderr)

@@ -109,6 +109,28 @@ def retry_after_s(headers: Mapping[str, str]) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+class OfferRejected(Exception):
+    """The judge refused this offer (a content filter): that offer fails, the run goes on."""
+
+
+def is_content_filter(e: openai.APIStatusError) -> bool:
+    """Azure answers 400 `content_filter` when the offer (untrusted policy text) trips its filter."""
+    text = _server_message(e).lower()
+    return e.status_code == 400 and (getattr(e, "code", None) == "content_filter" or "content_filter" in text
+                                     or "content management policy" in text)
+
+
+def reply_text(completion: Any) -> str:
+    """The completion's text; a 200 whose body is not a chat completion is a failed call."""
+    choices = getattr(completion, "choices", None)
+    if not isinstance(choices, list) or not choices:
+        raise ReplyError("the response has no choices")
+    content = getattr(getattr(choices[0], "message", None), "content", None)
+    if not isinstance(content, str):
+        raise ReplyError("the response has no message content")
+    return content
+
+
 def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, ReplyError):
         return True
@@ -194,18 +216,22 @@ class JudgeClient:
                     self.stats.http_429 += 1
                     wait = retry_after_s(e.response.headers)
                     self.limiter.pause(PAUSE_WITHOUT_HEADER_S if wait is None else min(wait, RETRY_AFTER_CAP_S))
+                if is_content_filter(e):
+                    raise OfferRejected(f"the judge's content filter refused the offer ({self.endpoint})") from None
                 if not is_retryable(e):
                     raise self.config_error(e) from None
                 raise
+            except (ValueError, openai.APIResponseValidationError) as e:  # a body that is not JSON
+                raise ReplyError(f"malformed response body ({type(e).__name__})") from None
             self.stats.latencies_ms.append((time.monotonic() - started) * 1000)
-            usage = completion.usage
-            if usage is not None:
+            text = reply_text(completion)
+            usage = getattr(completion, "usage", None)
+            if isinstance(getattr(usage, "prompt_tokens", None), int):
                 # The quota is charged at intake as prompt + max_tokens: correct our prompt
                 # estimate with the server's count, but keep the completion budget charged.
                 lease.settle(usage.prompt_tokens + self.cfg.max_tokens)
-                self.stats.tokens += usage.total_tokens
-        text = completion.choices[0].message.content if completion.choices else None
-        return parse_reply(criterion, text or "")
+                self.stats.tokens += getattr(usage, "total_tokens", 0) or 0
+        return parse_reply(criterion, text)
 
     async def _create(self, messages: list[dict]) -> Any:
         self.stats.requests += 1
@@ -272,6 +298,8 @@ class JudgeClient:
         """One line on a transient failure, for logs and judge_failed reasons."""
         if isinstance(exc, ReplyError):
             text = f"unparseable reply: {exc}"
+        elif isinstance(exc, OfferRejected):
+            text = str(exc)
         elif isinstance(exc, openai.APIStatusError):
             text = f"HTTP {exc.status_code} from {self.endpoint}: {_server_message(exc)[:200]}"
         elif isinstance(exc, openai.APITimeoutError):

@@ -32,7 +32,7 @@ from ..local_server import ThreadedServer
 
 from ..records import CRITERIA
 
-FaultKind = Literal["429", "500", "hang", "malformed", "fenced", "prose"]
+FaultKind = Literal["429", "500", "hang", "malformed", "fenced", "prose", "html", "content_filter"]
 
 
 @dataclass
@@ -173,6 +173,11 @@ class FakeChatServer:
             return self._too_many(fault.retry_after_ms)
         if fault and fault.kind == "500":
             return _error(500, "The server had an error while processing your request.", "server_error")
+        if fault and fault.kind == "html":  # a gateway's error page with a 200
+            return web.Response(status=200, text="<html><body>Bad gateway</body></html>", content_type="text/html")
+        if fault and fault.kind == "content_filter":
+            return _error(400, "The response was filtered due to the prompt triggering Azure OpenAI's content "
+                          "management policy.", "content_filter")
         if fault and fault.kind == "hang":
             await asyncio.sleep(fault.hang_s)
         if self.latency_ms > 0:

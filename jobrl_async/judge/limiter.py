@@ -2,8 +2,9 @@
 
 Two token buckets (requests and tokens), each `burst_s` seconds of quota deep, refilled at
 quota/60 per second. Over any window of W seconds a bucket lets through at most
-`capacity + rate x W`: with the default 1 s depth, 600 RPM is ~10 requests in any second
-(Azure enforces RPM over 1-10 s windows, so a minute-deep bucket earns 429s below quota).
+`capacity + rate x W`: with the default 0.1 s depth, 600 RPM is at most 11 requests in any
+second and 101 in any 10 s (Azure enforces RPM over 1-10 s windows, so a minute-deep bucket
+earns 429s below quota).
 
     time_until(cost, now) = max(0, (min(cost, capacity) - level(now)) / rate)
 
@@ -86,7 +87,7 @@ class Limiter:
         rpm: float,
         tpm: float,
         max_concurrency: int,
-        burst_s: float = 1.0,
+        burst_s: float = 0.1,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.now = clock or time.monotonic  # the loop's clock is uvloop's cached ms tick

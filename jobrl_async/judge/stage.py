@@ -23,7 +23,7 @@ from ..errors import JudgeError
 from ..log import get_logger
 from ..records import CRITERIA, Context, CriterionVerdict, ScoredTrajectory, Trajectory, Verdict
 from ..rewards import reward
-from .client import JudgeClient, JudgeStats, is_retryable
+from .client import JudgeClient, JudgeStats, OfferRejected, is_retryable
 from .limiter import Limiter
 from .prompts import build_messages, estimate_tokens, injection_flags
 from .skills import SkillBook
@@ -139,7 +139,7 @@ class Judge:
             config = next((e for e in errors if isinstance(e, JudgeError)), None)
             if config is not None:  # a configuration error stops the run; it never drops offers
                 raise config from None
-            if all(is_retryable(e) for e in errors):
+            if all(is_retryable(e) or isinstance(e, OfferRejected) for e in errors):
                 raise JudgeFailed(self.client.describe(errors[0])) from None
             raise  # a bug: keep every traceback
         return {name: task.result() for name, task in tasks.items()}
