@@ -70,8 +70,18 @@ class Device:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         async with self._lock:
             start = time.perf_counter()
+            job = asyncio.ensure_future(anyio.to_thread.run_sync(fn, *args))
             try:
-                return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=False)
+                return await asyncio.shield(job)
+            except asyncio.CancelledError:
+                # A thread cannot be stopped: hold the device until it is done, however often
+                # we are cancelled meanwhile, then let the cancellation through.
+                while not job.done():
+                    try:
+                        await asyncio.wait({job})
+                    except asyncio.CancelledError:
+                        continue
+                raise
             finally:
                 elapsed = time.perf_counter() - start
                 self.busy_s += elapsed

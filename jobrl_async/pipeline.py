@@ -140,6 +140,9 @@ class Pipeline:
         self.window = Window({"generator": _DeviceMeter(device, "generator"), **self.meters,
                               "learner": _DeviceMeter(device, "learner"), "device": _DeviceMeter(device)})
         self.producer_done = False
+        self.ready: dict[int, StepBatch] = {}  # complete steps waiting for the ones before them
+        self.next_to_learn = progress.next_step
+        self.learned_here = 0  # steps learned by this process (no final `latest` without one)
         self.drained = asyncio.Event()
         self.summary = Summary(best_score=progress.best_score)
         self._judge_calls0 = 0
@@ -211,15 +214,8 @@ class Pipeline:
             results = await score_all(self.p.judge, trajectories, self.cfg.judge.max_concurrency)
         for scored in results:
             self._route(self.collector.add(scored))
-        if self.stop.is_set():
-            return
-        batch = self.learn_q.get_nowait()
-        device_user.set("learner")
-        metrics = await self.p.learner.step(batch.groups)
-        self._on_learned(batch, metrics)
-        if metrics.stepped:
-            await self._publish_weights()
-        await self.gate.finish()
+        device_user.set("learner")  # a judged step is learned, even when a stop came meanwhile
+        await self._learn_one(self.learn_q.get_nowait())
         self._emit_ready_steps()
 
     async def _until_done_or_stopped(self) -> None:
@@ -288,21 +284,31 @@ class Pipeline:
 
     def _route(self, done: StepBatch | ValidationResult | None) -> None:
         if isinstance(done, StepBatch):
-            self.learn_q.put_nowait(done)  # cannot overflow: the gate bounds complete steps
+            # In step order: a step judged early waits for the one before it, so progress and
+            # checkpoints always describe a prefix of the run and the lag bound holds.
+            self.ready[done.step] = done
+            while self.next_to_learn in self.ready:
+                self.learn_q.put_nowait(self.ready.pop(self.next_to_learn))  # the gate bounds it
+                self.next_to_learn += 1
         elif isinstance(done, ValidationResult):
             self._on_validation(done)
 
     async def _learn(self) -> None:
         device_user.set("learner")
         while True:
-            batch = await self.learn_q.get()
+            await self._learn_one(await self.learn_q.get())
+            self._check_drained()
+
+    async def _learn_one(self, batch: StepBatch) -> None:
+        if batch.tally.dropped == batch.tally.total:  # abandoned at shutdown: not learned, not done
+            self.reports.pop(batch.step, None)
+        else:
             async with self.policy_lock:  # weights and progress move together (for snapshots)
                 metrics = await self.p.learner.step(batch.groups)
                 self._on_learned(batch, metrics)
             if metrics.stepped:
                 await self._publish_weights()  # before the gate lets the next step be sampled
-            await self.gate.finish()
-            self._check_drained()
+        await self.gate.finish()
 
     # ------------------------------------------------------------------ policy decisions
 
@@ -352,6 +358,7 @@ class Pipeline:
     def _on_learned(self, batch: StepBatch, metrics: StepMetrics) -> None:
         plan = batch.plan
         self.progress.last_step, self.progress.last_epoch, self.progress.last_position = plan.step, plan.epoch, plan.position
+        self.learned_here += 1
         report = self.reports.setdefault(plan.step, _StepReport())
         report.metrics, report.batch = metrics, batch
         every = self.cfg.checkpoints.latest_every_steps
@@ -399,7 +406,7 @@ class Pipeline:
                    learner_state=self.p.learner.state_dict())
 
     async def _final_checkpoint(self) -> None:
-        if self.p.writer is None or self.progress.last_step == 0:
+        if self.p.writer is None or self.learned_here == 0:  # nothing new since the last `latest`
             return
         async with self.policy_lock:
             weights = await self.p.device.run(adapter_state, self.p.policy)
@@ -462,6 +469,7 @@ class Pipeline:
         self._judge_calls0 = judge_calls
         if r.validation is not None:
             fields["validation_score"] = r.validation.score
+            fields["validation_trajectories"] = r.validation.tally.as_dict()
             fields["validation_judge_failed_share"] = round(r.validation.judge_failed_share, 4)
             fields["best_score"] = self.summary.best_score
         log.info("step", **fields)

@@ -228,3 +228,28 @@ async def test_a_mostly_failed_validation_round_never_decides_best(tmp_path: Pat
     assert not [e for e in evs if e["event"] == "checkpoint_saved" and e["kind"] == "best"]
     assert [e["step"] for e in evs if e["event"] == "validation_not_trusted"] == [1, 2]
     assert all(e["validation_judge_failed_share"] == 0.5 for e in evs if e["event"] == "step")
+
+
+async def test_steps_are_learned_in_order_even_when_judged_out_of_order(tmp_path: Path, events: list) -> None:
+    cfg = small_config(tmp_path / "ckpt", **{"pipeline.max_steps": 4, "validation.every_steps": 0})
+    pipeline = await make_pipeline(cfg, tmp_path)
+    score = pipeline.p.judge.score_trajectory
+
+    async def slow_step_two(t: Trajectory) -> ScoredTrajectory:
+        if t.step == 2 and t.group == 0 and t.attempt == 0:
+            await asyncio.sleep(1.5)  # step 3 is fully judged before step 2 is
+        return await score(t)
+
+    learned: list[int] = []
+    step = pipeline.p.learner.step
+
+    async def record(groups: Any) -> Any:
+        learned.append(groups[0].step)
+        return await step(groups)
+
+    pipeline.p.judge.score_trajectory = slow_step_two  # type: ignore[method-assign]
+    pipeline.p.learner.step = record  # type: ignore[method-assign]
+    await pipeline.run()
+    assert learned == [1, 2, 3, 4]
+    steps = [e for e in events.refresh() if e["event"] == "step"]
+    assert max(e["policy_lag"] for e in steps) <= cfg.training.max_policy_lag

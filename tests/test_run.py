@@ -180,3 +180,26 @@ async def test_metrics_move_during_a_run_and_healthz_flips_when_the_judge_hangs(
         hang.set()
         await asyncio.wait_for(run, 120)
         await server.aclose()
+
+
+def test_a_second_signal_stops_at_once_with_the_signal_exit_code(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "jobrl_async", "run", "--dry-run", "--config", str(config_file(tmp_path)),
+           "--checkpoints", str(tmp_path / "ckpt"), "--max-steps", "40"]
+    env = {**os.environ, "JOBRL_PIPELINE__SHUTDOWN_GRACE_S": "600", "JOBRL_JUDGE__STUB_LATENCY_MS": "400",
+           "JOBRL_JUDGE__MAX_CONCURRENCY": "2"}  # the grace alone would take minutes
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=env)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if orjson.loads(line)["event"] == "run_started":
+            break
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(1.0)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()
+    assert time.monotonic() - started < 60  # not the 600 s grace
+    assert b"Traceback" not in err
+    summary = json_lines(rest)[-1]
+    assert summary["event"] == "run_summary" and summary["stopped_by"] == "forced"

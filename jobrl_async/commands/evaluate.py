@@ -1,7 +1,8 @@
 """`jobrl-async eval --checkpoint URI`: the validation score of a saved adapter.
 
 The validation round is rebuilt exactly as the run drew it (same contexts, same requests, same
-sampling seeds for that step), so a deterministic judge reproduces the score the run reported.
+sampling seeds for that step), so a deterministic judge reproduces the score the run reported,
+given the run's data, validation and generation settings (pass the run's --config).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import orjson
 
 from ..config import Config, Secrets
 from ..device import configure_threads
+from ..errors import DataError
 from .pipeline import _run_loop
 
 
@@ -53,6 +55,8 @@ async def _evaluate(cfg: Config, uri: str) -> dict[str, Any]:
         policy = await anyio.to_thread.run_sync(load_policy, cfg, device.name)
         await device.run(load_adapter_state, policy, loaded.adapter)
         contexts = validation_contexts(cfg, split.validation)
+        if not contexts:
+            raise DataError(f"{dataset.source}: no validation contexts (data.validation_fraction, validation.max_contexts)")
         round_ = loaded.manifest.get("validation_round")
         step = loaded.step if round_ is None else round_  # the round that scored these weights
         work = validation_work(cfg, contexts, step)

@@ -79,13 +79,20 @@ async def _train(cfg: Config) -> int:
                  dataset=cfg.data.dataset, checkpoints=cfg.checkpoints.uri, start_step=progress.next_step,
                  total_steps=total, device=parts.device.name, train=len(parts.train),
                  validation=len(parts.validation))
+        stopped_by: str | None = None
         try:
             if cfg.pipeline.schedule == "sequential":
-                summary = await pipeline.run_sequential()
+                await pipeline.run_sequential()
             else:
-                summary = await pipeline.run()
+                await pipeline.run()
         except BaseExceptionGroup as group:
+            _log_summary(pipeline, "crash")
             raise _first_error(group) from None
+        except asyncio.CancelledError:  # a second signal: stop now, without the grace
+            if "signal" not in signals:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            stopped_by = "forced"
         finally:
             line.close()
             if tracker:
@@ -95,12 +102,18 @@ async def _train(cfg: Config) -> int:
                 await parts.generator.aclose()
             if server:
                 await server.aclose()
-    stopped_by = signals.get("signal")
-    log.info("run_summary", steps=summary.steps, last_step=progress.last_step,
-             trajectories=summary.tally.as_dict(), best_validation_score=summary.best_score,
-             wall_s=round(summary.wall_s, 2), device_busy_s=round(summary.device_busy_s, 2),
-             stage_busy_s=summary.stage_busy_s, stopped_by=stopped_by.name if stopped_by else None)
-    return SIGNAL_EXIT[stopped_by] if stopped_by else 0
+    sig = signals.get("signal")
+    _log_summary(pipeline, stopped_by or (sig.name if sig else None))
+    return SIGNAL_EXIT[sig] if sig else 0
+
+
+def _log_summary(pipeline: Any, stopped_by: str | None) -> None:
+    """`run_summary`: totals of the run, also after a crash or a forced stop."""
+    s = pipeline.summary
+    log.info("run_summary", steps=s.steps, last_step=pipeline.progress.last_step,
+             trajectories=pipeline.collector.tally.as_dict(), best_validation_score=s.best_score,
+             wall_s=round(s.wall_s, 2), device_busy_s=round(pipeline.p.device.busy_s, 2),
+             stage_busy_s=s.stage_busy_s, stopped_by=stopped_by)
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> dict[str, signal.Signals]:
@@ -172,7 +185,7 @@ async def build(cfg: Config, workdir: Path, *, checkpoints: bool = True,
     writer = CheckpointWriter(cfg.checkpoints.uri, cfg, on_result=on_checkpoint) if checkpoints else None
     progress = Progress()
     if checkpoints and cfg.pipeline.resume:
-        progress = await resume(cfg, policy, learner, workdir) or progress
+        progress = await resume(cfg, policy, learner, workdir) or Progress(best_score=await best_on_record(cfg))
     parts = Parts(cfg, policy, device, generator, judge, learner, writer, split.train, split.validation,
                   adapter_root)
     return parts, progress, total
@@ -199,8 +212,7 @@ async def _generator(cfg: Config, policy: Any, device: Any, workdir: Path) -> tu
 
 
 async def resume(cfg: Config, policy: Any, learner: Any, workdir: Path) -> Any:
-    from ..checkpoints import find_latest, load_checkpoint, read_pointer, restore_rng
-    from ..storage import open_store
+    from ..checkpoints import find_latest, load_checkpoint, restore_rng
     from ..model import load_adapter_state
     from ..pipeline import Progress
 
@@ -215,14 +227,28 @@ async def resume(cfg: Config, policy: Any, learner: Any, workdir: Path) -> Any:
     t = loaded.trainer
     policy.version = t.policy_version
     # A best written after this latest (then a crash) must not be beaten by a worse one later.
-    async with open_store(cfg.checkpoints.uri, cfg.storage) as store:
-        pointer = await read_pointer(store, "best")
-    best = max((s for s in (t.best_score, pointer and pointer.validation_score) if s is not None), default=None)
+    recorded = await best_on_record(cfg)
+    best = max((s for s in (t.best_score, recorded) if s is not None), default=None)
     if t.config_digest != cfg.digest():
         log.warning("resume_config_changed", checkpoint=uri, was=t.config_digest, now=cfg.digest())
     log.info("resumed", step=t.step, uri=uri, best_score=best, policy_version=t.policy_version)
     return Progress(next_step=t.step + 1, best_score=best, last_step=t.step,
                     last_epoch=t.epoch, last_position=t.position - 1)
+
+
+async def best_on_record(cfg: Config) -> float | None:
+    """The score `best.json` holds: a new best must beat it, with or without a `latest`."""
+    from ..checkpoints import read_pointer
+    from ..errors import CheckpointError
+    from ..storage import open_store
+
+    try:
+        async with open_store(cfg.checkpoints.uri, cfg.storage) as store:
+            pointer = await read_pointer(store, "best")
+    except CheckpointError as e:  # unreadable: as if there were none, said once
+        log.warning("checkpoint_invalid", uri=cfg.checkpoints.uri, reason=str(e))
+        return None
+    return pointer.validation_score if pointer else None
 
 
 # ---------------------------------------------------------------- bench pipeline
