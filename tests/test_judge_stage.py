@@ -105,7 +105,7 @@ async def test_injection_is_flagged_and_cannot_raise_an_exact_criterion(judge_se
 
 
 async def test_stub_with_latency_goes_through_the_shared_limiter():
-    cfg = config("stub", stub_latency_ms=20.0, rpm=600)
+    cfg = config("stub", stub_latency_ms=20.0, rpm=600, burst_s=1.0)  # a 10-request bucket
     async with Judge(cfg, Secrets()) as judge:  # no credentials needed
         verdict = await judge.score(SAMPLE_CONTEXT, OFFER)
         assert judge.stats.requests == 5 and len(judge.stats.latencies_ms) == 5
