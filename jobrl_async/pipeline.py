@@ -143,6 +143,8 @@ class Pipeline:
         self.ready: dict[int, StepBatch] = {}  # complete steps waiting for the ones before them
         self.next_to_learn = progress.next_step
         self.learned_here = 0  # steps learned by this process (no final `latest` without one)
+        self.learner_idle = asyncio.Event()  # the learner waits for a batch (not mid-step)
+        self.learner_idle.set()
         self.drained = asyncio.Event()
         self.summary = Summary(best_score=progress.best_score)
         self._judge_calls0 = 0
@@ -165,8 +167,13 @@ class Pipeline:
             ]
             writer = tg.create_task(self.p.writer.run(), name="checkpoints") if self.p.writer else None
             await self._until_done_or_stopped()
-            for task in stages:
+            *others, learner = stages
+            for task in others:
                 task.cancel()
+            # A step being learned finishes (one step at most): its weights and its progress
+            # are recorded together, so the final `latest` never holds one without the other.
+            await self.learner_idle.wait()
+            learner.cancel()
             await asyncio.gather(*stages, return_exceptions=True)
             await self._wind_down(writer)
         self._finish_summary(t0)
@@ -296,7 +303,10 @@ class Pipeline:
     async def _learn(self) -> None:
         device_user.set("learner")
         while True:
-            await self._learn_one(await self.learn_q.get())
+            self.learner_idle.set()
+            batch = await self.learn_q.get()
+            self.learner_idle.clear()
+            await self._learn_one(batch)
             self._check_drained()
 
     async def _learn_one(self, batch: StepBatch) -> None:
