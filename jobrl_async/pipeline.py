@@ -106,7 +106,6 @@ class Summary:
     best_score: float | None = None
     stopped_by: str | None = None
     wall_s: float = 0.0
-    device_busy_s: float = 0.0
     stage_busy_s: dict[str, float] = field(default_factory=dict)
     step_times: list[float] = field(default_factory=list)
     step_busy: list[dict[str, float]] = field(default_factory=list)  # busy fraction per stage, per step
@@ -189,7 +188,6 @@ class Pipeline:
     def _finish_summary(self, t0: float) -> None:
         self.summary.wall_s = time.perf_counter() - t0
         self.summary.tally = self.collector.tally
-        self.summary.device_busy_s = self.p.device.busy_s
         device = self.p.device
         self.summary.stage_busy_s = {"generator": round(device.busy_by["generator"], 3),
                                      "judge": round(self.meters["judge"].busy_s, 3),
