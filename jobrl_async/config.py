@@ -143,7 +143,7 @@ class JudgeConfig:
 @dataclass
 class CheckpointsConfig:
     uri: str = SEED_CHECKPOINTS
-    latest_every_steps: int = field(default=10, metadata=_check(lo=0))  # 0: only at shutdown
+    latest_every_steps: int = field(default=1, metadata=_check(lo=0))  # 0: only at shutdown
     keep_latest: int = field(default=2, metadata=_check(lo=1))
     max_pending: int = field(default=2, metadata=_check(lo=1))
 

@@ -16,6 +16,7 @@ from typing import Any, Callable, TypeVar
 
 import anyio.to_thread
 
+from .aio import finish_then_cancel
 from .config import ModelConfig
 
 T = TypeVar("T")
@@ -70,18 +71,9 @@ class Device:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         async with self._lock:
             start = time.perf_counter()
-            job = asyncio.ensure_future(anyio.to_thread.run_sync(fn, *args))
             try:
-                return await asyncio.shield(job)
-            except asyncio.CancelledError:
-                # A thread cannot be stopped: hold the device until it is done, however often
-                # we are cancelled meanwhile, then let the cancellation through.
-                while not job.done():
-                    try:
-                        await asyncio.wait({job})
-                    except asyncio.CancelledError:
-                        continue
-                raise
+                # A thread cannot be stopped: a cancelled caller holds the device until it is done.
+                return await finish_then_cancel(anyio.to_thread.run_sync(fn, *args))
             finally:
                 elapsed = time.perf_counter() - start
                 self.busy_s += elapsed

@@ -18,11 +18,14 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any, Iterator
 
-from .checkpoints import CheckpointWriter, SaveRequest, TrainerState, capture_rng
+from .aio import finish_then_cancel
+from .checkpoints import CheckpointWriter, SaveRequest, TrainerState, capture_rng, snapshot
 from .collector import Collector, StepBatch, Tally, ValidationResult
 from .config import Config
 from .device import Device, device_user
@@ -37,6 +40,8 @@ from .records import Context, ScoredTrajectory, Trajectory
 from .staleness import StalenessGate
 
 log = get_logger("pipeline")
+
+STEP_HISTORY = 1_000  # steps whose timings the summary keeps
 
 # Learner metrics repeated in the `step` event, so one event tells the whole story of a step.
 LEARNER_FIELDS = ("loss", "grad_norm", "ratio_mean", "ratio_max", "clipped_fraction", "capped_fraction",
@@ -107,8 +112,10 @@ class Summary:
     stopped_by: str | None = None
     wall_s: float = 0.0
     stage_busy_s: dict[str, float] = field(default_factory=dict)
-    step_times: list[float] = field(default_factory=list)
-    step_busy: list[dict[str, float]] = field(default_factory=list)  # busy fraction per stage, per step
+    # the most recent steps' wall time and busy fractions per stage (for `bench pipeline`);
+    # bounded, so a run of many epochs does not grow them without end
+    step_times: deque[float] = field(default_factory=lambda: deque(maxlen=STEP_HISTORY))
+    step_busy: deque[dict[str, float]] = field(default_factory=lambda: deque(maxlen=STEP_HISTORY))
 
 
 class Pipeline:
@@ -142,6 +149,8 @@ class Pipeline:
         self.ready: dict[int, StepBatch] = {}  # complete steps waiting for the ones before them
         self.next_to_learn = progress.next_step
         self.learned_here = 0  # steps learned by this process (no final `latest` without one)
+        self.learner_failed = False
+        self.stopping = False  # set once the stages wind down: the learner takes no new batch
         self.learner_idle = asyncio.Event()  # the learner waits for a batch (not mid-step)
         self.learner_idle.set()
         self.drained = asyncio.Event()
@@ -153,7 +162,40 @@ class Pipeline:
 
     async def run(self) -> Summary:
         """Start every stage, wait until the work is done (or a stop), then shut down cleanly."""
+        return await self._with_wind_down(self._run_stages)
+
+    async def run_sequential(self) -> Summary:
+        """The seed's loop, kept as the baseline: generate all, judge all, learn, one after another."""
+
+        async def steps() -> None:
+            for plan in self._plans():
+                if self.stop.is_set():
+                    break
+                await self._sequential_step(plan)
+
+        return await self._with_wind_down(steps)
+
+    async def _with_wind_down(self, body: Callable[[], Awaitable[None]]) -> Summary:
+        """Run `body` beside the checkpoint writer, then keep what was paid for: a final
+        `latest` and the pending uploads, also when a stage crashed. A forced stop (this task
+        cancelled: a second signal) skips both, and a crashed writer ends the run."""
         t0 = time.perf_counter()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                writer = tg.create_task(self.p.writer.run(), name="checkpoints") if self.p.writer else None
+                try:
+                    await body()
+                except asyncio.CancelledError:
+                    raise
+                except BaseException:
+                    await self._wind_down(writer, crashed=True)
+                    raise
+                await self._wind_down(writer)
+        finally:
+            self._finish_summary(t0)
+        return self.summary
+
+    async def _run_stages(self) -> None:
         await self._publish_weights()  # a resumed run's servers must sample from its adapter
         n_judges = max(1, self.cfg.judge.max_concurrency)
         async with asyncio.TaskGroup() as tg:
@@ -164,8 +206,8 @@ class Pipeline:
                 tg.create_task(self._collect(), name="collector"),
                 tg.create_task(self._learn(), name="learner"),
             ]
-            writer = tg.create_task(self.p.writer.run(), name="checkpoints") if self.p.writer else None
             await self._until_done_or_stopped()
+            self.stopping = True  # the learner takes no new batch from here on
             *others, learner = stages
             for task in others:
                 task.cancel()
@@ -173,15 +215,16 @@ class Pipeline:
             # are recorded together, so the final `latest` never holds one without the other.
             await self.learner_idle.wait()
             learner.cancel()
-            await asyncio.gather(*stages, return_exceptions=True)
-            await self._wind_down(writer)
-        self._finish_summary(t0)
-        return self.summary
 
-    async def _wind_down(self, writer: asyncio.Task | None) -> None:
+    async def _wind_down(self, writer: asyncio.Task | None, crashed: bool = False) -> None:
         """Count what was left as dropped, write the final `latest`, let the uploads finish."""
-        self._abandon_leftovers()
-        await self._final_checkpoint()
+        try:
+            self._abandon_leftovers()
+            await self._final_checkpoint()
+        except Exception as exc:  # never hide the crash being reported; still let uploads finish
+            if not crashed:
+                raise
+            log.error("wind_down_failed", error=f"{type(exc).__name__}: {exc}")
         if writer:
             await self.p.writer.close(timeout=max(self.cfg.pipeline.shutdown_grace_s, 60.0))
 
@@ -192,19 +235,6 @@ class Pipeline:
         self.summary.stage_busy_s = {"generator": round(device.busy_by["generator"], 3),
                                      "judge": round(self.meters["judge"].busy_s, 3),
                                      "learner": round(device.busy_by["learner"], 3)}
-
-    async def run_sequential(self) -> Summary:
-        """The seed's loop, kept as the baseline: generate all, judge all, learn, one after another."""
-        t0 = time.perf_counter()
-        async with asyncio.TaskGroup() as tg:
-            writer = tg.create_task(self.p.writer.run(), name="checkpoints") if self.p.writer else None
-            for plan in self._plans():
-                if self.stop.is_set():
-                    break
-                await self._sequential_step(plan)
-            await self._wind_down(writer)
-        self._finish_summary(t0)
-        return self.summary
 
     async def _sequential_step(self, plan: StepPlan) -> None:
         await self.gate.acquire()
@@ -302,7 +332,11 @@ class Pipeline:
         device_user.set("learner")
         while True:
             self.learner_idle.set()
+            if self.stopping:  # checked before taking a batch: a stop never starts a new step
+                return
             batch = await self.learn_q.get()
+            if self.stopping:  # woken with a batch after the stop: leave it unlearned
+                return
             self.learner_idle.clear()
             await self._learn_one(batch)
             self._check_drained()
@@ -311,12 +345,25 @@ class Pipeline:
         if batch.tally.dropped == batch.tally.total:  # abandoned at shutdown: not learned, not done
             self.reports.pop(batch.step, None)
         else:
-            async with self.policy_lock:  # weights and progress move together (for snapshots)
-                metrics = await self.p.learner.step(batch.groups)
-                self._on_learned(batch, metrics)
+            # Once started, a step is learned AND recorded, even if the run is cancelled
+            # meanwhile: new weights never exist without the progress that goes with them.
+            metrics = await finish_then_cancel(self._learn_and_record(batch))
             if metrics.stepped:
                 await self._publish_weights()  # before the gate lets the next step be sampled
         await self.gate.finish()
+
+    async def _learn_and_record(self, batch: StepBatch) -> StepMetrics:
+        async with self.policy_lock:  # weights and progress move together (for snapshots)
+            try:
+                metrics = await self.p.learner.step(batch.groups)
+            except BaseException:
+                self.learner_failed = True  # the weights may be half-updated: no final latest
+                raise
+            self._on_learned(batch, metrics)
+            if self._latest_due(batch.step):
+                await self._save_latest()
+        self._emit_ready_steps()
+        return metrics
 
     # ------------------------------------------------------------------ policy decisions
 
@@ -369,10 +416,11 @@ class Pipeline:
         self.learned_here += 1
         report = self.reports.setdefault(plan.step, _StepReport())
         report.metrics, report.batch = metrics, batch
+
+    def _latest_due(self, step: int) -> bool:
+        """A `latest` every `latest_every_steps` steps; the last step's is the final one."""
         every = self.cfg.checkpoints.latest_every_steps
-        if every and plan.step % every == 0 and plan.step < self.total_steps:
-            self._save_latest()
-        self._emit_ready_steps()
+        return bool(every) and step % every == 0 and step < self.total_steps
 
     async def _publish_weights(self) -> None:
         """Remote generation: save the adapter where the servers read it, then hot-load it there."""
@@ -406,20 +454,26 @@ class Pipeline:
             validation_round=validation_round,
         ))
 
-    def _save_latest(self) -> None:
-        """Snapshot weights and optimizer now (between learner steps, on the loop: cheap copies)."""
+    async def _save_latest(self) -> None:
+        """Hand the writer private copies of the weights and the optimizer state, made on the
+        device (between learner steps), so the next step cannot change them under the upload."""
         if self.p.writer is None or self.progress.last_step == 0:
             return
-        self._save("latest", adapter_state(self.p.policy), self.trainer_state(),
-                   learner_state=self.p.learner.state_dict())
+        weights, state = await self.p.device.run(self._copy_for_checkpoint)
+        self._save("latest", weights, self.trainer_state(), learner_state=state)
+
+    def _copy_for_checkpoint(self) -> tuple[dict, dict]:
+        return adapter_state(self.p.policy), snapshot(self.p.learner.state_dict())
 
     async def _final_checkpoint(self) -> None:
         if self.p.writer is None or self.learned_here == 0:  # nothing new since the last `latest`
             return
+        if self.learner_failed:
+            log.warning("final_checkpoint_skipped", reason="the learner failed during a step",
+                        last_step=self.progress.last_step)
+            return
         async with self.policy_lock:
-            weights = await self.p.device.run(adapter_state, self.p.policy)
-            state = await self.p.device.run(self.p.learner.state_dict)
-            self._save("latest", weights, self.trainer_state(), learner_state=state)
+            await self._save_latest()
 
     # ------------------------------------------------------------------ shutdown and reporting
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import io
-import threading
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import torch
 
 from jobrl_async import log
 from jobrl_async.commands.pipeline import build
@@ -133,25 +133,52 @@ async def test_every_trajectory_is_accounted_for(tmp_path: Path, events: list) -
                for e in steps)
 
 
-async def test_a_crashing_stage_stops_the_run_cleanly(tmp_path: Path, events: list) -> None:
-    cfg = small_config(tmp_path / "ckpt", **{"pipeline.max_steps": 10})
+def count_planned_work(pipeline: Pipeline) -> dict[str, int]:
+    """Count every trajectory the pipeline plans (training and validation), as it plans it."""
+    planned = {"n": 0}
+    for name in ("_training_work", "_validation_work"):
+        make = getattr(pipeline, name)
+
+        def counting(*args: Any, _make: Any = make) -> Any:
+            work = _make(*args)
+            planned["n"] += work.trajectories
+            return work
+
+        setattr(pipeline, name, counting)
+    return planned
+
+
+async def test_a_crashing_stage_still_writes_a_final_latest_and_a_summary_that_adds_up(
+    tmp_path: Path, events: list
+) -> None:
+    # latest only at shutdown: the one on disk can only come from the wind-down after the crash
+    cfg = small_config(tmp_path / "ckpt", **{"pipeline.max_steps": 10, "checkpoints.latest_every_steps": 0})
     pipeline = await make_pipeline(cfg, tmp_path)
+    planned = count_planned_work(pipeline)
     calls = {"n": 0}
     score = pipeline.p.judge.score_trajectory
 
     async def crash(t: Trajectory) -> ScoredTrajectory:
         calls["n"] += 1
-        if calls["n"] == 12:
+        if calls["n"] == 40:  # in step 3 or 4: at least one step learned by then
             raise RuntimeError("judge stage bug")
         return await score(t)
 
     pipeline.p.judge.score_trajectory = crash  # type: ignore[method-assign]
-    threads_before = threading.active_count()
     with pytest.raises(BaseExceptionGroup) as e:
         await asyncio.wait_for(pipeline.run(), timeout=120)
     assert e.group_contains(RuntimeError, match="judge stage bug")
     assert not pipeline.p.device.locked  # no device job left running
-    assert threading.active_count() <= threads_before + 1
+    last = pipeline.progress.last_step
+    assert last >= 1
+    latest = orjson.loads((tmp_path / "ckpt" / "latest.json").read_bytes())
+    assert latest["step"] == last
+    evs = events.refresh()
+    assert any(e["event"] == "checkpoint_saved" and e["kind"] == "best" for e in evs)
+    assert (tmp_path / "ckpt" / "best.json").exists()  # a pending best was not lost either
+    summary = pipeline.summary
+    assert summary.wall_s > 1.0
+    assert summary.tally.total == planned["n"] > 0  # every planned trajectory is accounted for
 
 
 async def test_best_is_written_only_when_validation_improves(tmp_path: Path, events: list) -> None:
@@ -234,11 +261,22 @@ async def test_steps_are_learned_in_order_even_when_judged_out_of_order(tmp_path
     cfg = small_config(tmp_path / "ckpt", **{"pipeline.max_steps": 4, "validation.every_steps": 0})
     pipeline = await make_pipeline(cfg, tmp_path)
     score = pipeline.p.judge.score_trajectory
+    per_step = BATCH_CONTEXTS * ATTEMPTS
+    judged = {2: 0, 3: 0}
+    completed: list[int] = []  # steps in the order their last trajectory was judged
+    step_three_judged = asyncio.Event()
 
-    async def slow_step_two(t: Trajectory) -> ScoredTrajectory:
+    async def hold_step_two(t: Trajectory) -> ScoredTrajectory:
         if t.step == 2 and t.group == 0 and t.attempt == 0:
-            await asyncio.sleep(1.5)  # step 3 is fully judged before step 2 is
-        return await score(t)
+            await asyncio.wait_for(step_three_judged.wait(), 60)  # step 3 is fully judged first
+        scored = await score(t)
+        if t.step in judged:
+            judged[t.step] += 1
+            if judged[t.step] == per_step:
+                completed.append(t.step)
+                if t.step == 3:
+                    step_three_judged.set()
+        return scored
 
     learned: list[int] = []
     step = pipeline.p.learner.step
@@ -247,9 +285,56 @@ async def test_steps_are_learned_in_order_even_when_judged_out_of_order(tmp_path
         learned.append(groups[0].step)
         return await step(groups)
 
-    pipeline.p.judge.score_trajectory = slow_step_two  # type: ignore[method-assign]
+    pipeline.p.judge.score_trajectory = hold_step_two  # type: ignore[method-assign]
     pipeline.p.learner.step = record  # type: ignore[method-assign]
     await pipeline.run()
-    assert learned == [1, 2, 3, 4]
+    assert completed == [3, 2]  # judged out of order...
+    assert learned == [1, 2, 3, 4]  # ...learned in order
     steps = [e for e in events.refresh() if e["event"] == "step"]
     assert max(e["policy_lag"] for e in steps) <= cfg.training.max_policy_lag
+
+
+async def test_a_batch_queued_at_shutdown_is_not_learned_after_the_last_recorded_step(
+    tmp_path: Path, events: list
+) -> None:
+    """The learner is busy with step 2 and step 3 waits in its queue when the stop comes: the
+    final `latest` must hold step 2's weights with step 2's progress, not step 3's weights."""
+    from jobrl_async.checkpoints import load_checkpoint
+    from jobrl_async.model import adapter_state
+
+    cfg = small_config(tmp_path / "ckpt", **{"pipeline.max_steps": 6, "pipeline.shutdown_grace_s": 0.0,
+                                            "validation.every_steps": 0, "checkpoints.latest_every_steps": 0})
+    stop = asyncio.Event()
+    pipeline = await make_pipeline(cfg, tmp_path, stop)
+    weights_after: dict[int, dict] = {}
+    step = pipeline.p.learner.step
+
+    async def slow_at_two(groups: Any) -> Any:
+        if groups[0].step == 2:  # hold step 2 until step 3 is judged and queued, then stop
+            while pipeline.learn_q.empty():
+                await asyncio.sleep(0.01)
+            stop.set()
+            await asyncio.sleep(0.05)  # the run starts its shutdown while this step is in progress
+        metrics = await step(groups)
+        weights_after[groups[0].step] = adapter_state(pipeline.p.policy)
+        return metrics
+
+    pipeline.p.learner.step = slow_at_two  # type: ignore[method-assign]
+    summary = await asyncio.wait_for(pipeline.run(), 120)
+    assert pipeline.progress.last_step == 2 and summary.steps == 2
+    assert 3 not in weights_after  # the queued step was left unlearned
+    saved = await load_checkpoint(str(tmp_path / "ckpt"), cfg, tmp_path / "loaded")
+    assert saved.trainer.step == 2
+    assert saved.trainer.policy_version == pipeline.p.policy.version == 2
+    for name, tensor in weights_after[2].items():
+        assert torch.equal(saved.adapter[name], tensor), name
+
+
+async def test_by_default_every_step_leaves_a_latest(tmp_path: Path, events: list) -> None:
+    """A crash loses at most one step of paid judge work: `latest` after every step by default."""
+    cfg = small_config(tmp_path / "ckpt", **{"validation.every_steps": 0})
+    cfg.checkpoints.latest_every_steps = load_config(env={}).checkpoints.latest_every_steps  # the default
+    pipeline = await make_pipeline(cfg, tmp_path)
+    await pipeline.run()
+    saved = [e["step"] for e in events.refresh() if e["event"] == "checkpoint_saved" and e["kind"] == "latest"]
+    assert saved == [1, 2, 3]

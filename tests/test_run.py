@@ -51,6 +51,16 @@ def start(tmp_path: Path, *args: str, stderr: int | None = subprocess.PIPE) -> s
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, cwd=tmp_path)
 
 
+def wait_for_event(proc: subprocess.Popen, name: str) -> dict:
+    """Read the run's stdout until the event `name` is logged (no fixed sleeps before signals)."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        event = orjson.loads(line)
+        if event["event"] == name:
+            return event
+    raise AssertionError(f"the run ended before logging {name!r}")
+
+
 def json_lines(raw: bytes) -> list[dict]:
     return [orjson.loads(line) for line in raw.splitlines()]  # raises on any non-JSON line
 
@@ -189,12 +199,9 @@ def test_a_second_signal_stops_at_once_with_the_signal_exit_code(tmp_path: Path)
            "JOBRL_JUDGE__MAX_CONCURRENCY": "2"}  # the grace alone would take minutes
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=env)
     assert proc.stdout is not None
-    for line in proc.stdout:
-        if orjson.loads(line)["event"] == "run_started":
-            break
-    time.sleep(2.0)
+    wait_for_event(proc, "run_started")
     proc.send_signal(signal.SIGINT)
-    time.sleep(1.0)
+    wait_for_event(proc, "shutdown_started")  # the first signal is in: the grace has begun
     started = time.monotonic()
     proc.send_signal(signal.SIGINT)
     rest, err = proc.communicate(timeout=120)

@@ -304,7 +304,7 @@ async def _bench(cfg: Config) -> dict[str, Any]:
 
 def _steady_state(summary: Any, wall_s: float) -> dict[str, Any]:
     """Figures over the steps after the first (the first pays for start-up and an empty pipeline)."""
-    times, busy = summary.step_times[1:], summary.step_busy[1:]
+    times, busy = list(summary.step_times)[1:], list(summary.step_busy)[1:]
     if not times:
         raise JobrlError("bench pipeline needs --steps >= 2 (the first step is excluded)")
     wall = sum(times)
