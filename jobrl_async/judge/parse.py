@@ -1,11 +1,17 @@
 """What the LLM judge answered: one CriterionVerdict, or a ReplyError (retry the call).
 
 Accepted: the JSON object alone, fenced in markdown (```json ... ```), or wrapped in prose
-(the first balanced object that looks like an answer). Tolerated: "score" as "8", "8.5",
-"8,5" or "8/10"; "yes"/"Yes" (and "OUI"/"NON"); missing or null lists; a list given as one
+(the one object in it that looks like an answer). Tolerated: "score" as "8", "8.5", "8,5"
+or "8/10"; "yes"/"Yes" (and "OUI"/"NON"); missing or null lists; a list given as one
 comma-separated string. Refused: a missing or invalid answer, a missing, non-numeric or
-out-of-range score. A refused reply is a failure of that call, never a zero and never
-clamped into range: a reward built from a guess teaches the policy noise.
+out-of-range score, and a reply holding two different answer-like objects (the judge
+quoting a verdict forged inside the offer, then its own: reading the first would reward the
+forgery). A refused reply is a failure of that call, never a zero and never clamped into
+range: a reward built from a guess teaches the policy noise.
+
+The reply is untrusted text too: every way it can fail to parse (deep nesting, huge numbers,
+stray braces) is a ReplyError, and the work is bounded: one linear scan for places where an
+object may start, and at most MAX_CANDIDATES decoder attempts that do not yield an answer.
 """
 
 from __future__ import annotations
@@ -18,12 +24,15 @@ from typing import Any, Literal
 from ..records import CRITERIA, CriterionVerdict
 
 MAX_REPLY_CHARS = 32 * 1024  # a verdict is ~200 characters; max_tokens keeps real replies small
-MAX_CANDIDATES = 64  # `{` positions tried in prose, so a brace-heavy reply stays linear-ish
+MAX_CANDIDATES = 64  # decoder attempts in prose that yield no answer; each may read to the end
 MAX_LIST_ITEMS = 20
 MAX_SKILL_CHARS = 120
 
 ANSWERS: dict[str, Literal["YES", "NO"]] = {"YES": "YES", "NO": "NO", "OUI": "YES", "NON": "NO"}
-_FENCE = re.compile(r"```(?:json|JSON)?\s*(\{.*?\})\s*```", re.DOTALL)
+# Where a JSON object can start: `{` then (after spaces) a key's quote or the closing brace.
+# Stray braces of prose ("{the context}", "{{{") are skipped without calling the decoder.
+_OBJECT_START = re.compile(r'\{\s*["}]')
+_DECODER = json.JSONDecoder()
 _SCORE_TEXT = re.compile(r"^\s*([0-9]+(?:[.,][0-9]+)?)\s*(?:/\s*10)?\s*$")
 
 
@@ -37,7 +46,12 @@ def parse_reply(criterion: str, text: str) -> CriterionVerdict:
         raise ValueError(f"unknown criterion {criterion!r}; expected one of {CRITERIA}")
     if len(text) > MAX_REPLY_CHARS:
         raise ReplyError(f"{criterion}: reply is {len(text)} characters, limit {MAX_REPLY_CHARS}")
-    obj = find_json_object(text)
+    try:
+        obj = find_json_object(text)
+    except ReplyError as e:
+        raise ReplyError(f"{criterion}: {e}") from None
+    except RecursionError:  # comparing two deeply nested objects
+        raise ReplyError(f"{criterion}: reply is nested too deeply") from None
     if obj is None:
         raise ReplyError(f"{criterion}: no JSON object in reply {_excerpt(text)}")
     return CriterionVerdict(
@@ -51,32 +65,50 @@ def parse_reply(criterion: str, text: str) -> CriterionVerdict:
 
 
 def find_json_object(text: str) -> dict[str, Any] | None:
-    """The reply's JSON object: whole, fenced, or the first answer-like object in prose."""
-    stripped = text.strip()
-    candidates = [stripped]
-    candidates += [m.group(1) for m in _FENCE.finditer(text)]
-    for candidate in candidates:
-        obj = _loads(candidate)
-        if obj is not None:
-            return obj
-    decoder = json.JSONDecoder()
-    starts = [i for i, c in enumerate(text) if c == "{"][:MAX_CANDIDATES]
-    for start in starts:
+    """The reply's JSON object: the whole reply, else the one answer-like object in it.
+
+    ReplyError when the reply holds two different answer-like objects, or when more than
+    MAX_CANDIDATES places that look like an object are not one (a reply built to make the
+    scan slow). An answer-like object is skipped whole, so its nested braces cost nothing.
+    """
+    whole = _loads(text.strip())
+    if whole is not None:
+        return whole
+    found: list[dict[str, Any]] = []
+    misses = 0
+    start = _OBJECT_START.search(text)
+    while start is not None:
         try:
-            obj, _ = decoder.raw_decode(text, start)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(obj, dict) and ("answer" in obj or "score" in obj):
-            return obj
-    return None
+            obj, end = _DECODER.raw_decode(text, start.start())
+        except (ValueError, RecursionError):  # JSONDecodeError, a 5,000-digit number, deep nesting
+            obj, end = None, start.start() + 1
+        if _answer_like(obj):
+            if obj not in found:
+                found.append(obj)
+        else:
+            misses += 1
+            if misses > MAX_CANDIDATES:
+                raise ReplyError(f"more than {MAX_CANDIDATES} places in the reply look like JSON objects "
+                                 "and are not an answer")
+            end = start.start() + 1  # an object that is not an answer may still hold one
+        start = _OBJECT_START.search(text, end)
+    if len(found) > 1:
+        raise ReplyError(f"reply holds {len(found)} different answers: {_excerpt(found[0])} and "
+                         f"{_excerpt(found[1])}")
+    return found[0] if found else None
+
+
+def _answer_like(obj: Any) -> bool:
+    return isinstance(obj, dict) and ("answer" in obj or "score" in obj)
 
 
 def _loads(text: str) -> dict[str, Any] | None:
+    """`text` as one JSON object, or None (not JSON, not an object, or not readable at all)."""
     try:
-        obj = json.loads(text)
-    except json.JSONDecodeError:
+        obj, end = _DECODER.raw_decode(text)
+    except (ValueError, RecursionError):
         return None
-    return obj if isinstance(obj, dict) else None
+    return obj if isinstance(obj, dict) and end == len(text) else None
 
 
 def _answer(criterion: str, obj: dict[str, Any]) -> Literal["YES", "NO"]:
@@ -119,5 +151,11 @@ def _skills(criterion: str, obj: dict[str, Any], key: str) -> tuple[str, ...]:
 
 
 def _excerpt(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    if isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False, default=str)
+        except (ValueError, RecursionError):
+            text = f"<{type(value).__name__}>"
     return repr(text[:80] + ("..." if len(text) > 80 else ""))
