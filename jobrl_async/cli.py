@@ -167,9 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         log.configure(cfg.logging.format, cfg.logging.level, stream=stream)
         return _handler(args.handler)(args, cfg)
     except JobrlError as e:
-        print(f"jobrl-async: {log.redact(str(e))}", file=sys.stderr)
+        print(f"jobrl-async: {log.one_line(str(e))}", file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `jobrl-async data count | head`
         return EXIT_OK
+    except Exception as e:  # a bug: one redacted line here, the traceback (redacted) in the log
+        print(f"jobrl-async: {log.report_crash(e)}", file=sys.stderr)
+        return EXIT_INPUT

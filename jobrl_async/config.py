@@ -238,15 +238,17 @@ SECRET_ENV = (
 )
 
 
+    "AWS_SECURITY_TOKEN",  # the older name of the session token, still read by boto
 @dataclass(frozen=True)
 class Secrets:
+    "HUGGING_FACE_HUB_TOKEN",  # HF_TOKEN's older name
     """Credentials and endpoints from the environment. `repr` never shows a value."""
 
     azure_api_key: str = field(default="", repr=False)
-    azure_endpoint: str = ""
+    azure_endpoint: str = field(default="", repr=False)  # a URL may carry user:password@
     azure_deployment: str = ""
     openai_api_key: str = field(default="", repr=False)
-    openai_base_url: str = ""
+    openai_base_url: str = field(default="", repr=False)
     wandb_api_key: str = field(default="", repr=False)
     vllm_api_key: str = field(default="", repr=False)
 
@@ -273,9 +275,22 @@ class Secrets:
 
 
 def secret_values(env: typing.Mapping[str, str] | None = None) -> list[str]:
-    """Every secret value present in the environment (for the log redactor)."""
+    """Every secret value present in the environment (for the log redactor), URL passwords included."""
+    from urllib.parse import urlsplit
+
     env = os.environ if env is None else env
-    return [env[name] for name in SECRET_ENV if len(env.get(name, "")) >= 4]
+    values = [env[name] for name in SECRET_ENV if len(env.get(name, "")) >= 4]
+    for name in SECRET_URL_ENV:
+        try:
+            password = urlsplit(env.get(name, "")).password or ""
+        except ValueError:  # not a URL at all: the judge client will say so
+            password = ""
+        if len(password) >= 4:
+            values.append(password)
+    return values
+
+
+SECRET_URL_ENV = ("OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT")  # their user:password@ is secret
 
 
 # ---------------------------------------------------------------- loading

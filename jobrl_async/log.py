@@ -1,16 +1,20 @@
 """The one place for logging: structlog + orjson, one JSON object per line on stdout.
 
 Every event has `event`, `level` and `timestamp` (ISO 8601 UTC). A redaction processor replaces
-any secret value from the environment (judge keys, AWS secret, W&B key) and anything that looks
-like a bearer token, wherever it appears: in a field, nested, or inside an exception's text.
+any secret value from the environment (judge keys, AWS secret, W&B key), the user-info part of
+URLs (`https://user:password@host`) and anything that looks like a bearer token, wherever it
+appears: in a field of any type, nested, or inside an exception's text.
 Warnings and stdlib logging from libraries are routed into the same stream.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import logging
 import re
 import sys
+import uuid
 import warnings
 from typing import Any
 
@@ -20,43 +24,75 @@ import structlog
 from .config import secret_values
 
 REDACTED = "[REDACTED]"
-_BEARER = re.compile(r"(?i)(bearer\s+|api[-_]?key[\"'=:\s]+)([A-Za-z0-9._\-]{8,})")
+MIN_SECRET_CHARS = 4  # shorter values would blank out ordinary words
+# "Bearer <token>", "Authorization: Basic <token>", "api-key: <token>": the token, base64 included.
+_BEARER = re.compile(
+    r"(?i)(bearer\s+|authorization[\"']?\s*[:=]\s*[\"']?basic\s+|api[-_]?key[\"'=:\s]+)([A-Za-z0-9._~+/=\-]{8,})"
+)
+# scheme://user:password@host: the whole user-info part (a token is often the user name).
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#@]+@")
 
 _secrets: list[str] = []
 
 
 def refresh_secrets(extra: list[str] | None = None) -> None:
-    """Re-read the secret values to redact (call after the environment changes)."""
-    values = set(secret_values()) | set(extra or [])
+    """Add the environment's secret values, and `extra`, to those redacted.
+
+    Never removes one: a key that a client registered (the judge's, the generator's) stays
+    redacted after a later `configure()`.
+    """
+    values = {*_secrets, *secret_values(), *(v for v in extra or [] if len(v) >= MIN_SECRET_CHARS)}
     _secrets[:] = sorted(values, key=len, reverse=True)  # longest first: no partial leftovers
 
 
 def redact(text: str) -> str:
-    """`text` with every known secret and bearer-looking token replaced."""
+    """`text` with every known secret, URL credentials and bearer-looking tokens replaced."""
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
+    text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
     return _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
 
 
-def _redact_value(value: Any) -> Any:
+def one_line(text: str, limit: int = 1000) -> str:
+    """`text` redacted, on one line, at most `limit` characters: what the CLI prints on stderr."""
+    text = " ".join(redact(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_PLAIN = (bool, int, float, datetime.date, datetime.time, uuid.UUID)  # nothing to hide in these
+
+
+def redact_value(value: Any) -> Any:
+    """`value` as JSON-ready data with secrets redacted, whatever its type.
+
+    orjson would serialise a dataclass field by field (repr=False fields too) and anything
+    unknown through `str()`: both would bypass `redact`, so every type is handled here.
+    """
+    if value is None or isinstance(value, _PLAIN):
+        return value
     if isinstance(value, str):
         return redact(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return redact(bytes(value).decode("utf-8", "replace"))
     if isinstance(value, dict):
-        return {k: _redact_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_redact_value(v) for v in value]
+        return {redact(k) if isinstance(k, str) else k: redact_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [redact_value(v) for v in value]
     if isinstance(value, BaseException):
         return redact(f"{type(value).__name__}: {value}")
-    return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        # repr=False marks what must not be shown (Secrets' keys): leave it out here too.
+        return {f.name: redact_value(getattr(value, f.name)) for f in dataclasses.fields(value) if f.repr}
+    return redact(str(value))
 
 
 def _redact_processor(_logger: Any, _name: str, event_dict: dict) -> dict:
-    return {k: _redact_value(v) for k, v in event_dict.items()}
+    return {k: redact_value(v) for k, v in event_dict.items()}
 
 
 def _orjson_default(value: Any) -> Any:
-    return str(value)
+    return redact(str(value))  # unreachable after the redaction processor: a second guard
 
 
 def _render_json(_logger: Any, _name: str, event_dict: dict) -> bytes:
@@ -117,3 +153,12 @@ def get_logger(stage: str | None = None, **fields: Any) -> Any:
     if stage:
         fields = {"stage": stage, **fields}
     return structlog.get_logger(**fields)
+
+
+def report_crash(exc: BaseException) -> str:
+    """A bug reached the CLI: its traceback goes to the log at error level (redacted, like every
+    event) and one redacted line comes back for stderr."""
+    if not structlog.is_configured():  # it failed before `configure`: the log is stderr
+        configure("json", "info", stream=sys.stderr)
+    get_logger("cli").error("unexpected_error", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+    return one_line(f"unexpected error: {type(exc).__name__}: {exc} (traceback in the log)")

@@ -11,6 +11,7 @@ from typing import Any
 
 from .config import Config, Secrets
 from .errors import ConfigError
+from .log import redact_value
 
 
 class WandbSink:
@@ -31,7 +32,8 @@ class WandbSink:
                               "pip install 'jobrl-async[wandb]'") from None
         run = wandb.init(
             project=cfg.wandb.project, entity=cfg.wandb.entity or None, name=cfg.wandb.run_name or None,
-            mode=mode, dir=directory, config=cfg.as_dict(),  # the config holds no secrets
+            # No keys live in the config, but a URL in it may carry user:password@: redacted.
+            mode=mode, dir=directory, config=redact_value(cfg.as_dict()),
         )
         return cls(run)
 

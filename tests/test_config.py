@@ -135,3 +135,15 @@ def test_secrets_only_from_env_and_never_in_repr() -> None:
     assert Secrets.from_env({"OPENAI_API_KEY": "k"}).judge_backend == "openai"
     assert Secrets.from_env({}).judge_backend == "none"
     assert "api_key" not in {f for f in Config().as_dict()["judge"]}
+
+
+def test_endpoint_urls_may_carry_passwords_so_repr_hides_them() -> None:
+    from jobrl_async.config import secret_values
+
+    env = {"OPENAI_BASE_URL": "https://svc:url-password-1@llm.internal/v1", "OPENAI_API_KEY": "sk-key-0001",
+           "AZURE_OPENAI_ENDPOINT": "http://[not a url", "HUGGING_FACE_HUB_TOKEN": "hf_old_name_token",
+           "AWS_SECURITY_TOKEN": "aws-old-session-token"}
+    s = Secrets.from_env(env)
+    assert "url-password-1" not in repr(s) and s.openai_base_url.endswith("@llm.internal/v1")
+    assert sorted(secret_values(env)) == sorted(["sk-key-0001", "hf_old_name_token", "aws-old-session-token",
+                                                 "url-password-1"])

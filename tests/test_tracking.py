@@ -32,3 +32,15 @@ def test_offline_run_logs_step_metrics(tmp_path: Path, monkeypatch: pytest.Monke
     assert sink.run.config["training"]["batch_contexts"] == 10
     sink.finish()
     assert list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+
+
+def test_url_credentials_never_reach_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = load_config(env={"JOBRL_WANDB__MODE": "offline",
+                           "JOBRL_GENERATOR__URLS": '["http://bob:wandb-leak-1234@gpu:8000"]'})
+    sink = WandbSink.start(cfg, Secrets(), directory=str(tmp_path))
+    assert sink is not None
+    assert sink.run.config["generator"]["urls"] == ["http://[REDACTED]@gpu:8000"]
+    sink.finish()
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert files and not any(b"wandb-leak-1234" in p.read_bytes() for p in files)
