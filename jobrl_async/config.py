@@ -280,6 +280,9 @@ def secret_values(env: typing.Mapping[str, str] | None = None) -> list[str]:
 
     env = os.environ if env is None else env
     values = [env[name] for name in SECRET_ENV if len(env.get(name, "")) >= 4]
+SECRET_URL_ENV = ("OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT")  # their user:password@ is secret
+
+
     for name in SECRET_URL_ENV:
         try:
             password = urlsplit(env.get(name, "")).password or ""
@@ -288,9 +291,6 @@ def secret_values(env: typing.Mapping[str, str] | None = None) -> list[str]:
         if len(password) >= 4:
             values.append(password)
     return values
-
-
-SECRET_URL_ENV = ("OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT")  # their user:password@ is secret
 
 
 # ---------------------------------------------------------------- loading
