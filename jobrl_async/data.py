@@ -1,13 +1,20 @@
 """The dataset: load (JSON array or JSON Lines, path / file:// / s3://), validate, split.
 
 Records are untrusted input: every field is checked and size-bounded before it can reach a
-prompt, and an error names the source, the record index and the reason.
+prompt, and an error names the source, the record index and the reason. Records are counted
+while they are parsed, so a file with more than `data.max_records` is refused at the first one
+past the limit, before the rest is built. Dataset text is data: a field holding a chat-control
+token is refused at load (Gemma's, by pattern) and, once the policy is loaded, any special or
+added token of its own tokenizer (`check_against_policy`).
 """
 
 from __future__ import annotations
 
+import json
 import random
+import re
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +32,18 @@ MAX_TITLE_CHARS = 200
 MAX_SKILL_CHARS = 100
 MAX_INDUSTRY_CHARS = 100
 MIN_SKILLS, MAX_SKILLS = 1, 10
+JSON_WHITESPACE = " \t\r\n"  # what JSON skips between values (not U+2028, not U+00A0)
+
+# The chat-control tokens of the Gemma family (Gemma 1 to 3n): BOS/EOS/PAD/UNK/MASK, the turn
+# markers, image and audio placeholders and the reserved <unusedN>. In a prompt they would forge
+# chat turns, and an id past the embedding rows (<image_soft_token> in Gemma 3's text-only
+# models) crashes generation. The dataset is loaded before the model, so this list is checked
+# at load; `check_against_policy` then checks against the loaded tokenizer's own tokens.
+GEMMA_CONTROL_TOKENS = re.compile(
+    r"<(?:bos|eos|pad|unk|mask|start_of_turn|end_of_turn|start_of_image|end_of_image|image_soft_token"
+    r"|start_of_audio|end_of_audio|audio_soft_token|unused\d+)>|\[multimodal\]"
+)
+PLAIN_TEXT = "dataset text must be plain text"
 
 
 @dataclass(frozen=True)
@@ -45,47 +64,96 @@ class DataSplit:
 
 def parse_dataset(raw: bytes, source: str, max_records: int = 100_000) -> Dataset:
     """Parse and validate a whole dataset file; the first bad record raises a DataError."""
-    records = _decode(raw, source)
-    if not records:
+    text = _decode(raw, source)
+    records = _array_records(text, source) if text.lstrip(JSON_WHITESPACE).startswith("[") else _line_records(text, source)
+    contexts = []
+    for index, record in records:
+        if index >= max_records:  # counted while parsing: the rest is never built
+            raise DataError(f"{source}: more than data.max_records={max_records} records")
+        contexts.append(record_to_context(record, index, source))
+    if not contexts:
         raise DataError(f"{source}: the dataset has no records")
-    if len(records) > max_records:
-        raise DataError(f"{source}: {len(records)} records, more than data.max_records={max_records}")
-    contexts = [record_to_context(rec, i, source) for i, rec in enumerate(records)]
     return Dataset(source, contexts, find_duplicates(contexts))
 
 
-def _decode(raw: bytes, source: str) -> list[Any]:
+def _decode(raw: bytes, source: str) -> str:
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DataError(f"{source}: not UTF-8 (byte {e.start})") from None
-    stripped = text.lstrip()
-    if stripped.startswith("["):
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# The stdlib decoder can stop after one value (`raw_decode`); orjson reads whole documents only.
+_ELEMENT = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _array_records(text: str, source: str) -> Iterator[tuple[int, Any]]:
+    """A JSON array's elements, one at a time, with their index."""
+
+    def invalid(reason: str) -> DataError:
+        return DataError(f"{source}: not valid JSON: {reason}")
+
+    pos = _skip_whitespace(text, text.index("[") + 1)
+    index = 0
+    while not text.startswith("]", pos):
+        if pos >= len(text):
+            raise invalid(f"the array is not closed (after record {index - 1})")
+        if index:
+            if not text.startswith(",", pos):
+                raise invalid(f"expected ',' or ']' after record {index - 1} (char {pos})")
+            pos = _skip_whitespace(text, pos + 1)
         try:
-            doc = orjson.loads(stripped)
-        except orjson.JSONDecodeError as e:
-            raise DataError(f"{source}: not valid JSON: {e}") from None
-        if not isinstance(doc, list):
-            raise DataError(f"{source}: expected a JSON array of records")
-        return doc
-    return _decode_lines(text, source)
+            record, pos = _ELEMENT.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise invalid(f"record {index}: {e.msg} (char {e.pos})") from None
+        except RecursionError:
+            raise invalid(f"record {index} is nested too deeply") from None
+        except ValueError as e:  # NaN, Infinity
+            raise invalid(f"record {index}: {e}") from None
+        yield index, record
+        index += 1
+        pos = _skip_whitespace(text, pos)
+    if text[pos + 1:].strip(JSON_WHITESPACE):
+        raise invalid(f"extra data after the array (char {pos + 1})")
 
 
-def _decode_lines(text: str, source: str) -> list[Any]:
-    """JSON Lines: one record per non-empty line; the record index counts records, not lines."""
-    records = []
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+def _skip_whitespace(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in JSON_WHITESPACE:
+        pos += 1
+    return pos
+
+
+def _line_records(text: str, source: str) -> Iterator[tuple[int, Any]]:
+    """JSON Lines: one record per non-blank line; the record index counts records, not lines.
+
+    Lines end at "\n" only: U+2028, U+0085 and the other breaks that `str.splitlines` also
+    cuts at are valid inside a JSON string. A "\r" before the "\n" is JSON whitespace.
+    """
+    index = 0
+    for line_no, line in enumerate(_lines(text), start=1):
+        if not line.strip(JSON_WHITESPACE):
             continue
         try:
-            records.append(orjson.loads(line))
+            record = orjson.loads(line)
         except orjson.JSONDecodeError:
-            raise DataError(
-                f"{source}: record {len(records)} (line {line_no}) is not valid JSON"
-            ) from None
-    return records
+            raise DataError(f"{source}: record {index} (line {line_no}) is not valid JSON") from None
+        yield index, record
+        index += 1
+
+
+def _lines(text: str) -> Iterator[str]:
+    """`text.split("\n")`, one line at a time (no list of every line of a large file)."""
+    start = 0
+    while (end := text.find("\n", start)) >= 0:
+        yield text[start:end]
+        start = end + 1
+    yield text[start:]
 
 
 def record_to_context(record: Any, index: int, source: str) -> Context:
@@ -119,7 +187,87 @@ def _text(value: Any, name: str, limit: int, bad: Any) -> str:
     value = " ".join(value.split())
     if len(value) > limit:
         raise bad(f"{name} is {len(value)} characters, the limit is {limit}")
+    if not value.isascii() and _has_surrogate(value):  # "\ud800" in JSON: no tokenizer can encode it
+        raise bad(f"{name} is not valid Unicode (a lone surrogate)")
+    if control := GEMMA_CONTROL_TOKENS.search(value):
+        raise bad(f"{name} holds {control.group()!r}, a chat-control token of Gemma's tokenizer ({PLAIN_TEXT})")
     return value
+
+
+def _has_surrogate(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+# ---------------------------------------------------------------- against the model's tokenizer
+
+
+def check_against_policy(dataset: Dataset, policy: Any) -> None:
+    """`check_tokens` with the loaded policy's tokenizer and embedding rows (in `run`'s build)."""
+    rows = int(policy.model.get_input_embeddings().num_embeddings)
+    check_tokens(dataset.contexts, dataset.source, policy.tokenizer, rows)
+
+
+def check_tokens(contexts: Sequence[Context], source: str, tokenizer: Any, embedding_rows: int | None = None) -> None:
+    """Every field of every context against the model's own tokenizer; one DataError for the first
+    that holds one of its special or added tokens (forged turns or markup), or encodes to an id past
+    the embedding rows (a crash in generation). It names the source, record, field and token."""
+    reserved = reserved_tokens(tokenizer)
+    specials = _any_of(content for content, kind in reserved.values() if kind == "special")
+    fields = [(c, name, text) for c in contexts for name, text in context_fields(c)]
+    encoded = tokenizer([text for _, _, text in fields], add_special_tokens=False)["input_ids"]
+    for (context, name, text), ids in zip(fields, encoded):
+        problem = _token_problem(text, ids, reserved, specials, embedding_rows)
+        if problem:
+            raise DataError(f"{source}: record {context.index}: {name} {problem}")
+
+
+def reserved_tokens(tokenizer: Any) -> dict[int, tuple[str, str]]:
+    """id -> (token, "special" | "added"): what dataset text must not hold.
+
+    Added tokens made of whitespace only (Gemma has runs of spaces and newlines) are left out:
+    they forge nothing, and a field's whitespace is normalised to single spaces anyway.
+    """
+    reserved: dict[int, tuple[str, str]] = {}
+    for token_id, added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
+        content = str(getattr(added, "content", added))
+        if content.strip():
+            reserved[int(token_id)] = (content, "special" if getattr(added, "special", False) else "added")
+    for token in getattr(tokenizer, "all_special_tokens", []):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(token_id, int):
+            reserved[token_id] = (token, "special")
+    return reserved
+
+
+def context_fields(context: Context) -> list[tuple[str, str]]:
+    """(field name as in the record, text) of every text field of `context`."""
+    fields = [("job_title", context.job_title), *((f"skills[{i}]", s) for i, s in enumerate(context.skills))]
+    return fields + ([("industry", context.industry)] if context.industry else [])
+
+
+def _any_of(tokens: Any) -> re.Pattern[str] | None:
+    ordered = sorted(set(tokens), key=len, reverse=True)
+    return re.compile("|".join(re.escape(t) for t in ordered)) if ordered else None
+
+
+def _token_problem(text: str, ids: Sequence[int], reserved: dict[int, tuple[str, str]],
+                   specials: re.Pattern[str] | None, embedding_rows: int | None) -> str:
+    # The text itself first: a tokenizer set to split special tokens would not show them as ids.
+    found = specials.search(text) if specials else None
+    if found:
+        return f"holds {found.group()!r}, a special token of the model's tokenizer ({PLAIN_TEXT})"
+    for token_id in ids:
+        if token_id in reserved:
+            token, kind = reserved[token_id]
+            article = "a special" if kind == "special" else "an added"
+            return f"holds {token!r}, {article} token of the model's tokenizer ({PLAIN_TEXT})"
+        if embedding_rows is not None and token_id >= embedding_rows:
+            return f"encodes to token id {token_id}, past the model's {embedding_rows} embedding rows"
+    return ""
 
 
 def context_key(c: Context) -> tuple:

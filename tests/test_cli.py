@@ -65,3 +65,58 @@ def test_data_check_names_the_bad_record(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert r.stderr.strip() == f"jobrl-async: data: {path}: record 1: language must be one of en, fr, got 'de'"
     assert jobrl("data", "check").returncode == 0
+
+
+def test_config_show_redacts_url_credentials_and_explains_bundled() -> None:
+    import tomllib
+
+    r = jobrl("config", "show", env={"JOBRL_GENERATOR__URLS": '["http://bob:gen-pass-4242@gpu:8000"]',
+                                     "OPENAI_BASE_URL": "https://svc:judge-pass-4242@llm.internal/v1"})
+    assert r.returncode == 0, r.stderr
+    assert "gen-pass-4242" not in r.stdout + r.stderr and "judge-pass-4242" not in r.stdout + r.stderr
+    assert 'urls = ["http://[REDACTED]@gpu:8000"]  # env' in r.stdout
+    assert 'OPENAI_BASE_URL = "https://[REDACTED]@llm.internal/v1"' in r.stdout
+    assert ('dataset = "bundled"  # the dataset shipped in the package; to train on the seed\'s: '
+            "s3://job-offer-generation/datasets/job_offer_dataset.json") in r.stdout
+    assert tomllib.loads(r.stdout)["data"]["dataset"] == "bundled"  # still TOML
+
+
+CRASH = """
+import sys
+import jobrl_async.commands.data as data
+from jobrl_async import cli
+
+def broken(args, cfg):
+    raise RuntimeError("state went bad\\nkey=sk-crash-secret-777 at https://u:url-secret-888@h/")
+
+data.check = broken
+sys.exit(cli.main(["data", "check"]))
+"""
+
+
+def test_an_unexpected_error_is_one_redacted_line_and_a_logged_traceback() -> None:
+    r = subprocess.run([sys.executable, "-c", CRASH], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "OPENAI_API_KEY": "sk-crash-secret-777"})
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert r.stderr == ("jobrl-async: unexpected error: RuntimeError: state went bad key=[REDACTED] at "
+                        "https://[REDACTED]@h/ (traceback in the log)\n")
+    (event,) = [orjson.loads(line) for line in r.stdout.splitlines()]  # `data check` logs on stdout
+    assert event["event"] == "unexpected_error" and event["level"] == "error"
+    assert "Traceback" in event["exception"] and "in broken" in event["exception"]
+    assert "sk-crash-secret-777" not in r.stdout and "url-secret-888" not in r.stdout
+
+
+def test_run_refuses_a_dataset_holding_a_token_of_the_models_tokenizer(tmp_path: Path) -> None:
+    # "<skill>" is no Gemma chat token (the load accepts it) but an added token of the tiny model's
+    # tokenizer: found once the policy is loaded, before any step.
+    path = tmp_path / "d.jsonl"
+    records = [{"context": {"job_title": f"Chef {i}", "language": "fr", "skills": ["Cuisine", "Sauces"]}} for i in range(12)]
+    records[9]["context"]["skills"][1] = "Sauces <skill>"
+    path.write_text("\n".join(orjson.dumps(r).decode() for r in records))
+    r = jobrl("run", "--dry-run", "--dataset", str(path), "--checkpoints", str(tmp_path / "ckpt"), "--max-steps", "1")
+    assert r.returncode == 1
+    assert r.stderr == (
+        f"jobrl-async: data: {path}: record 9: skills[1] holds '<skill>', an added token of the model's "
+        "tokenizer (dataset text must be plain text)\n")
+    assert '"event":"step"' not in r.stdout

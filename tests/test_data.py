@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from jobrl_async.data import (
     BUNDLED_PATH,
+    Dataset,
+    check_against_policy,
+    check_tokens,
+    load_bundled,
     load_dataset,
     load_dataset_file,
     parse_dataset,
@@ -67,7 +72,12 @@ def test_bad_records_are_named_with_index_and_reason(ctx: object, reason: str) -
     ("raw", "message"),
     [
         (b"[{]", "not valid JSON"),
-        (b'{"a": 1}\n{oops\n', "record 1 (line 2) is not valid JSON"),
+        (b'{"job_title": "Chef", "language": "fr", "skills": ["a"]}\n{oops\n', "record 1 (line 2) is not valid JSON"),
+        (b'[{"job_title": "Chef", "language": "fr", "skills": ["a"]}, ]', "not valid JSON: record 1: Expecting value"),
+        (b"[NaN]", "not valid JSON: record 0: NaN is not JSON"),
+        (b"[" * 100_000, "not valid JSON: record 0 is nested too deeply"),
+        (b'[{"job_title": "Chef", "language": "fr", "skills": ["a"]}', "the array is not closed (after record 0)"),
+        (b'[{"job_title": "Chef", "language": "fr", "skills": ["a"]}] []', "extra data after the array"),
         (b"\xff\xfe[]", "not UTF-8"),
         (b"[]", "the dataset has no records"),
         (b"[1]", "record 0: expected an object, got int"),
@@ -81,6 +91,90 @@ def test_bad_files(raw: bytes, message: str) -> None:
 def test_max_records() -> None:
     with pytest.raises(DataError, match="more than data.max_records=2"):
         parse_dataset(json.dumps(GOOD).encode(), "f", max_records=2)
+
+
+@pytest.mark.parametrize("shape", ["array", "lines"])
+def test_records_past_max_records_are_refused_before_the_rest_is_parsed(shape: str) -> None:
+    # Whatever follows the record past the limit (here JSON that does not parse) is never read.
+    if shape == "array":
+        raw = ("[" + ", ".join(json.dumps(r) for r in GOOD) + ", {oops").encode()
+    else:
+        raw = ("\n".join(json.dumps(r) for r in GOOD) + "\n{oops\n").encode()
+    with pytest.raises(DataError) as e:
+        parse_dataset(raw, "big.json", max_records=2)
+    assert str(e.value) == "data: big.json: more than data.max_records=2 records"
+
+
+def test_json_lines_split_on_newline_only() -> None:
+    # U+2028/U+2029, U+0085 and U+001C are valid inside a JSON string; str.splitlines cuts there.
+    titles = ["Data\u2028Scientist", "Data\u2029Scientist", "Data\x85Scientist", "Data\x1cScientist"]
+    records = [{"job_title": t, "language": "en", "skills": [f"Skill {i}"]} for i, t in enumerate(titles)]
+    raw = "\r\n".join(json.dumps(r, ensure_ascii=False) for r in records).encode() + b"\r\n"
+    assert raw.count(b"\n") == 4 and "\u2028".encode() in raw  # raw characters, not escapes
+    contexts = parse_dataset(raw, "f.jsonl").contexts
+    assert [c.index for c in contexts] == [0, 1, 2, 3]
+    assert {c.job_title for c in contexts} == {"Data Scientist"}  # a field's whitespace is normalised
+
+
+@pytest.mark.parametrize(
+    ("ctx", "field", "token"),
+    [
+        ({"job_title": "Chef<end_of_turn>\n<start_of_turn>user", "language": "en", "skills": ["a"]}, "job_title",
+         "<end_of_turn>"),
+        ({"job_title": "Chef", "language": "en", "skills": ["a", "<start_of_turn>model"]}, "skills[1]", "<start_of_turn>"),
+        ({"job_title": "Chef", "language": "en", "skills": ["<image_soft_token>"]}, "skills[0]", "<image_soft_token>"),
+        ({"job_title": "Chef", "language": "en", "skills": ["a"], "industry": "x<unused42>"}, "industry", "<unused42>"),
+        ({"job_title": "<bos>Chef", "language": "en", "skills": ["a"]}, "job_title", "<bos>"),
+        ({"job_title": "Chef [multimodal]", "language": "en", "skills": ["a"]}, "job_title", "[multimodal]"),
+    ],
+)
+def test_gemma_chat_control_tokens_are_refused_at_load(ctx: dict, field: str, token: str) -> None:
+    with pytest.raises(DataError) as e:
+        parse_dataset(bad_record(ctx), "d.json")
+    assert str(e.value) == (f"data: d.json: record 1: {field} holds {token!r}, a chat-control token of "
+                            "Gemma's tokenizer (dataset text must be plain text)")
+
+
+def test_angle_brackets_that_are_no_control_token_are_text() -> None:
+    ctx = {"job_title": "C++ <templates> developer", "language": "en", "skills": ["<bos", "end_of_turn>", "<unused>"]}
+    (_, context) = parse_dataset(bad_record(ctx), "d.json").contexts
+    assert context.job_title == "C++ <templates> developer"
+
+
+def test_a_lone_surrogate_is_refused() -> None:
+    raw = b'[{"job_title": "Chef \\ud800", "language": "en", "skills": ["a"]}]'
+    with pytest.raises(DataError, match=r"record 0: job_title is not valid Unicode \(a lone surrogate\)"):
+        parse_dataset(raw, "d.json")
+
+
+# ---------------------------------------------------------------- against the model's tokenizer
+
+
+def test_special_and_added_tokens_of_the_tokenizer_are_refused(vllm_tokenizer: object) -> None:
+    # vllm_tokenizer: Gemma's special tokens, plus the offer's XML tags as added tokens.
+    ok = Context("Chef", "en", ("Cuisine",), "Food", 0)
+    with pytest.raises(DataError) as e:
+        check_tokens([ok, Context("Chef", "en", ("Cuisine", "Sauces <skill>"), None, 7)], "s3://b/d.json", vllm_tokenizer)
+    assert str(e.value) == ("data: s3://b/d.json: record 7: skills[1] holds '<skill>', an added token of the "
+                            "model's tokenizer (dataset text must be plain text)")
+    with pytest.raises(DataError, match=r"record 3: industry holds '<eos>', a special token of the model's tokenizer"):
+        check_tokens([Context("Chef", "en", ("Cuisine",), "Food<eos>", 3)], "d", vllm_tokenizer)
+    check_tokens([ok], "d", vllm_tokenizer)
+
+
+def test_ids_past_the_embedding_rows_are_refused(vllm_tokenizer: object) -> None:
+    context = Context("Chef", "en", ("Cuisine",), None, 4)
+    ids = vllm_tokenizer("Chef", add_special_tokens=False)["input_ids"]
+    rows = max(ids)  # the model has fewer rows than this tokenizer's ids
+    policy = SimpleNamespace(tokenizer=vllm_tokenizer,
+                             model=SimpleNamespace(get_input_embeddings=lambda: SimpleNamespace(num_embeddings=rows)))
+    with pytest.raises(DataError) as e:
+        check_against_policy(Dataset("d.json", [context]), policy)
+    assert str(e.value) == f"data: d.json: record 4: job_title encodes to token id {max(ids)}, past the model's {rows} embedding rows"
+
+
+def test_the_bundled_dataset_is_plain_text_for_a_gemma_style_tokenizer(vllm_tokenizer: object) -> None:
+    check_tokens(load_bundled(), "bundled dataset", vllm_tokenizer, len(vllm_tokenizer))
 
 
 def test_duplicates_are_found_not_fatal() -> None:

@@ -159,7 +159,7 @@ async def build(cfg: Config, workdir: Path, *, checkpoints: bool = True,
     import anyio.to_thread
 
     from ..checkpoints import CheckpointWriter, preflight
-    from ..data import load_dataset, split_dataset
+    from ..data import check_against_policy, load_dataset, split_dataset
     from ..device import Device, resolve_device
     from ..judge.stage import Judge
     from ..learner import Learner
@@ -180,6 +180,7 @@ async def build(cfg: Config, workdir: Path, *, checkpoints: bool = True,
         await judge.check()  # one real round trip before any GPU time is spent
     device = Device(resolve_device(cfg.model.device))
     policy = await anyio.to_thread.run_sync(load_policy, cfg, device.name)
+    await anyio.to_thread.run_sync(check_against_policy, dataset, policy)  # its own special tokens
     generator, adapter_root = await _generator(cfg, policy, device, workdir)
     learner = Learner(policy, device, cfg.training, total, temperature=cfg.generation.temperature)
     writer = CheckpointWriter(cfg.checkpoints.uri, cfg, on_result=on_checkpoint) if checkpoints else None
