@@ -17,7 +17,7 @@ completes a stop string (kept, `include_stop_str_in_output`), else at `max_token
 Faults are scriptable per route (`inject`): 429 with Retry-After, 500, 400, hang, malformed
 JSON, too few choices, log-prob lists of the wrong length, an oversized reply. `hold()` keeps
 completions waiting until `release()`; `restart()` forgets every adapter, as a restarted server
-does. Every request is recorded (never the API key). Runs on 127.0.0.1, port 0, in its own
+does; `outage()` answers every route with 503 until `recover()`. Every request is recorded (never the API key). Runs on 127.0.0.1, port 0, in its own
 thread and event loop, so a test's loop and the server's never block each other.
 
     python -m jobrl_async.fake_vllm [--port 8000] [--model tiny] [--served-model-name NAME]
@@ -104,6 +104,7 @@ class FakeVLLM:
         self._lock = threading.Lock()
         self._open = threading.Event()
         self._open.set()
+        self._down = threading.Event()  # set during an outage
         self._sampler: Sampler = self.sampler or canned_sampler(self.tokenizer)
         self._stop_ids = stop_token_ids(self.tokenizer)
         self._server: ThreadedServer | None = None
@@ -121,6 +122,13 @@ class FakeVLLM:
 
     def release(self) -> None:
         self._open.set()
+
+    def outage(self) -> None:
+        """Every request is answered 503 until `recover()`, as by a server that is down or restarting."""
+        self._down.set()
+
+    def recover(self) -> None:
+        self._down.clear()
 
     def restart(self) -> None:
         """Forget every loaded adapter, as a restarted server does."""
@@ -162,6 +170,8 @@ class FakeVLLM:
         if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
             sent = request.headers.get("Authorization", "")
             return _error(401, f"Unauthorized: {sent}", "Unauthorized")  # echoed: the client must not repeat it
+        if self._down.is_set():
+            return _error(503, "Service Unavailable: the engine is restarting.", "ServiceUnavailableError")
         fault = self._next_fault(route)
         if fault and fault.kind == "429":
             response = _error(429, "Too many requests, retry later.", "RateLimitError")

@@ -6,11 +6,21 @@ nothing; `n` is the number of attempts; the reply carries every sampled token as
 (`return_tokens_as_token_ids`) with its log-prob, so the learner gets exact ids and the
 behaviour log-probs of the engine that sampled them.
 
-Requests take turns over the servers (round robin), at most `max_concurrency` at a time.
-Transient failures (429, 408/409, 5xx, timeouts, connection errors, malformed or oversized
+Requests take turns over the servers in rotation (round robin), at most `max_concurrency` at a
+time. Transient failures (429, 408/409, 5xx, timeouts, connection errors, malformed or oversized
 replies) are retried with the judge's rules: exponential backoff with full jitter, at least what
-`retry-after-ms` / `Retry-After` asks, each retry on the next server in turn. Anything else
-(a 400, a 401, an unknown model) is a `RemoteGeneratorError` that names the server.
+`retry-after-ms` / `Retry-After` asks, each retry on the next server in turn.
+
+Outages never end the run and never lose a trajectory (a breaker like the judge's): a server
+leaves the rotation after `max_retries + 1` failed attempts in a row, at once when it refuses us
+(an adapter it will not load, a 401 mid-run), and its share goes to the others
+(`generator_server_down`). With none left, generation pauses (`generator_paused`, with the
+reason and the server): requests wait. Every `backoff_max_s` a probe loads the current adapter on
+each server out of rotation and asks it for one token; one that answers rejoins
+(`generator_server_up`, or `generator_resumed` with `paused_s`), and waiting requests are sent
+again. What no waiting can fix is a `RemoteGeneratorError` that names the server: at start-up
+(`check()`: no answer, a 401, a model the servers do not serve) and a request a server rejects
+as such (HTTP 400: a prompt too long for the server, say).
 
 Weights: `load_weights(version, folder)` loads the adapter as `policy-v{version}` on every server
 (`/v1/load_lora_adapter`); requests sent after that name it, and each trajectory records the
@@ -38,7 +48,7 @@ import re
 import time
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -70,17 +80,26 @@ def log() -> Any:
 
 
 class RemoteGeneratorError(ModelError):
-    """A generator server refused, or kept failing after its retries; names the server."""
+    """A generator server refused us (at start-up, or a request as such); names the server."""
 
     kind = "generator"
+
+    def __init__(self, text: str, status: int = 0) -> None:
+        super().__init__(text)
+        self.status = status  # the HTTP status of the refusal, 0 when there was none
 
 
 class Transient(Exception):
     """A failure worth retrying (on the next server): a 429/5xx, a timeout, a bad reply."""
 
-    def __init__(self, text: str, retry_after: float | None = None) -> None:
+    def __init__(self, text: str, retry_after: float | None = None, server: str = "") -> None:
         super().__init__(text)
         self.retry_after = retry_after  # seconds the server asked us to wait, if it did
+        self.server = server  # the URL that failed
+
+
+class NoServer(Exception):
+    """Every server is out of rotation: the request waits for the probe, then starts again."""
 
 
 class ReplyError(ValueError):
@@ -145,6 +164,8 @@ class RemoteStats:
     loads: int = 0  # adapters loaded on every server
     load_retries: int = 0
     reloads: int = 0  # adapters loaded again on a server that had lost them
+    paused: bool = False  # no server in rotation: requests wait for the probe
+    pauses: int = 0
     per_server: Counter[str] = field(default_factory=Counter)
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
 
@@ -178,6 +199,11 @@ def prune_adapter_folders(root: str | Path, keep: int = 3) -> list[Path]:
     for path in doomed:
         shutil.rmtree(path, ignore_errors=True)
     return doomed
+
+
+async def prune_old_adapters(root: str | Path, keep: int = 3) -> list[Path]:
+    """`prune_adapter_folders` in a worker thread: deleting folders is blocking file I/O."""
+    return await asyncio.to_thread(prune_adapter_folders, root, keep)
 
 
 def normalise_url(url: str) -> str:
@@ -235,7 +261,7 @@ def reply_limit(n: int, max_tokens: int) -> int:
     return REPLY_OVERHEAD_BYTES + n * max_tokens * REPLY_BYTES_PER_TOKEN
 
 
-def parse_completions(reply: Any, n: int, max_tokens: int, vocab_size: int) -> list[Completion]:
+def parse_completions(reply: Any, n: int, max_tokens: int, embedding_rows: int) -> list[Completion]:
     """The `n` completions of a reply, in index order; `ReplyError` on anything inconsistent."""
     if not isinstance(reply, dict):
         raise ReplyError("the reply is not a JSON object")
@@ -250,11 +276,11 @@ def parse_completions(reply: Any, n: int, max_tokens: int, vocab_size: int) -> l
         index = choice.get("index", position)
         if not isinstance(index, int) or not 0 <= index < n or out[index] is not None:
             raise ReplyError(f"choice {position} has a bad or repeated index {index!r}")
-        out[index] = _parse_choice(choice, index, max_tokens, vocab_size)
+        out[index] = _parse_choice(choice, index, max_tokens, embedding_rows)
     return out  # type: ignore[return-value]
 
 
-def _parse_choice(choice: dict, index: int, max_tokens: int, vocab_size: int) -> Completion:
+def _parse_choice(choice: dict, index: int, max_tokens: int, embedding_rows: int) -> Completion:
     finish = choice.get("finish_reason")
     if finish not in ("stop", "length"):
         raise ReplyError(f"choice {index} finished with {finish!r}, not 'stop' or 'length'")
@@ -266,12 +292,12 @@ def _parse_choice(choice: dict, index: int, max_tokens: int, vocab_size: int) ->
         raise ReplyError(f"choice {index}: tokens and token_logprobs are missing or differ in length")
     if not 1 <= len(tokens) <= max_tokens:
         raise ReplyError(f"choice {index} has {len(tokens)} tokens, outside 1..max_tokens={max_tokens}")
-    ids = tuple(_token_id(t, index, vocab_size) for t in tokens)
+    ids = tuple(_token_id(t, index, embedding_rows) for t in tokens)
     logprobs = tuple(_logprob(v, index) for v in values)
     return Completion(ids, logprobs, finish)
 
 
-def _token_id(token: Any, index: int, vocab_size: int) -> int:
+def _token_id(token: Any, index: int, embedding_rows: int) -> int:
     match = _TOKEN_ID.fullmatch(token) if isinstance(token, str) else None
     if match is None:
         raise ReplyError(
@@ -279,8 +305,8 @@ def _token_id(token: Any, index: int, vocab_size: int) -> int:
             "(the server must support return_tokens_as_token_ids, as vLLM does)"
         )
     value = int(match.group(1))
-    if value >= vocab_size:
-        raise ReplyError(f"choice {index}: token id {value} is outside the vocabulary ({vocab_size})")
+    if value >= embedding_rows:
+        raise ReplyError(f"choice {index}: token id {value} is past the model's {embedding_rows} embedding rows")
     return value
 
 
@@ -313,6 +339,54 @@ def server_message(body: bytes) -> str:
     return str(parsed)[:300]
 
 
+# ---------------------------------------------------------------- which servers take requests
+
+
+class Rotation:
+    """The servers that take requests, in turn (round robin), and those out of rotation (pure).
+
+    A server leaves after `max_failures` failed attempts in a row, or when the generator takes
+    it out (it refused us); only `bring_back` (the probe) returns it.
+    """
+
+    def __init__(self, urls: Sequence[str], max_failures: int) -> None:
+        self.urls = tuple(urls)
+        self.max_failures = max_failures
+        self.out: dict[str, str] = {}  # url -> why it left
+        self._turn = itertools.cycle(self.urls)
+        self._failures: Counter[str] = Counter()  # failed attempts in a row
+
+    @property
+    def serving(self) -> int:
+        return len(self.urls) - len(self.out)
+
+    def next(self) -> str | None:
+        """The next server in rotation; None when every one is out."""
+        for _ in self.urls:
+            url = next(self._turn)
+            if url not in self.out:
+                return url
+        return None
+
+    def succeeded(self, url: str) -> None:
+        self._failures.pop(url, None)
+
+    def failed(self, url: str) -> bool:
+        """Count a failed attempt on `url`; True when that makes `max_failures` in a row."""
+        self._failures[url] += 1
+        return self._failures[url] >= self.max_failures and url not in self.out
+
+    def take_out(self, url: str, reason: str) -> bool:
+        """True when `url` was in rotation until now (the reason is updated either way)."""
+        was_serving = url not in self.out
+        self.out[url] = reason
+        return was_serving
+
+    def bring_back(self, url: str) -> None:
+        self.out.pop(url, None)
+        self._failures.pop(url, None)
+
+
 # ---------------------------------------------------------------- the generator
 
 
@@ -326,19 +400,24 @@ class RemoteGenerator:
         options: RemoteOptions,
         *,
         api_key: str = "",
-        vocab_size: int | None = None,
+        embedding_rows: int | None = None,
     ) -> None:
         self.tokenizer, self.gen, self.opts = tokenizer, gen, options
-        self.vocab_size = vocab_size or len(tokenizer)
+        self.embedding_rows = embedding_rows or len(tokenizer)  # tests without a model: the tokenizer
         self.stats = RemoteStats()
         self.current = Adapter(options.model, 0)
         self._key = api_key
-        if api_key:
-            logging_.refresh_secrets([api_key])
-        self._turn = itertools.cycle(options.urls)
+        # The key, and any password in a server URL (http://user:password@host), never reach a log.
+        logging_.refresh_secrets([api_key, *(urlsplit(u).password or "" for u in options.urls)])
+        self.rotation = Rotation(options.urls, max_failures=options.max_retries + 1)
+        self._serving = asyncio.Event()  # set while a server is in rotation: requests flow
+        self._serving.set()
+        self._paused_at = 0.0
+        self._out_since: dict[str, float] = {}
+        self._probe: asyncio.Task | None = None
         self._slots = asyncio.Semaphore(options.max_concurrency)
         self._weights = asyncio.Lock()  # one load at a time; requests never wait on it
-        self._in_flight: Counter[str] = Counter()  # adapter name -> requests naming it
+        self._in_flight: Counter[str] = Counter()  # adapter name -> requests naming it (> 0)
         self._stale: dict[str, Adapter] = {}  # replaced adapters, unloaded once idle
         self._session: aiohttp.ClientSession | None = None
         self._prompts: dict[Context, tuple[int, ...]] = {}
@@ -346,15 +425,30 @@ class RemoteGenerator:
     @classmethod
     def for_policy(cls, policy: Any, gen: GenerationConfig, options: RemoteOptions, *,
                    api_key: str = "") -> RemoteGenerator:
-        """For the trainer's `Policy`: its tokenizer, and ids bounded by its output layer."""
-        rows = int(policy.model.get_output_embeddings().weight.shape[0])
-        return cls(policy.tokenizer, gen, options, api_key=api_key,
-                   vocab_size=max(rows, len(policy.tokenizer)))
+        """For the trainer's `Policy`: its tokenizer, and ids bounded by its embedding rows.
+
+        Not by `len(tokenizer)`: a tokenizer may hold ids the model has no row for (added tokens
+        without a resize), and one of those in a completion would crash the learner's forward pass.
+        """
+        rows = int(policy.model.get_input_embeddings().num_embeddings)
+        return cls(policy.tokenizer, gen, options, api_key=api_key, embedding_rows=rows)
 
     # ------------------------------------------------------------ Generator protocol
 
+    @property
+    def paused(self) -> bool:
+        return not self._serving.is_set()
+
+    @property
+    def adapters_in_flight(self) -> dict[str, int]:
+        """Adapter name -> requests in flight naming it (only names with some)."""
+        return dict(self._in_flight)
+
     async def generate(self, requests: Sequence[SampleRequest]) -> list[Trajectory]:
-        """Every request's attempts, in request order; raises `RemoteGeneratorError` if one fails."""
+        """Every request's attempts, in request order; waits out outages (see the module's doc).
+
+        Raises `RemoteGeneratorError` only for a request a server rejects as such (HTTP 400).
+        """
         try:
             async with asyncio.TaskGroup() as tg:
                 tasks = [tg.create_task(self._sample(r)) for r in requests]
@@ -365,8 +459,10 @@ class RemoteGenerator:
     async def load_weights(self, policy_version: int, adapter_dir: str | Path | None) -> None:
         """Load the adapter in `adapter_dir` on every server; later requests name it.
 
-        Raises `RemoteGeneratorError` when a server still refuses after its retries; requests
-        then keep naming the previous adapter (the caller decides whether to go on).
+        A server that still refuses after its retries leaves the rotation until the probe has
+        loaded the adapter there; with none left generation pauses. Requests never name an
+        older adapter than the trainer's (the staleness bound holds). Raises only for a bug or
+        a folder outside `generator.adapter_root` (ConfigError).
         """
         if adapter_dir is None:
             if policy_version != 0:
@@ -387,14 +483,17 @@ class RemoteGenerator:
             results = await asyncio.gather(
                 *(self._load_retrying(url, adapter) for url in self.opts.urls), return_exceptions=True
             )
-            failed = [(url, r) for url, r in zip(self.opts.urls, results) if isinstance(r, BaseException)]
-            if failed:
-                self._stale[adapter.name] = adapter  # loaded on some servers maybe: unload it later
-                raise _load_error(adapter, failed)
+            for result in results:
+                if isinstance(result, BaseException) and not isinstance(result, (Transient, RemoteGeneratorError)):
+                    raise result  # a bug or a cancellation: not ours to reword
             self._switch(adapter)
-            self.stats.loads += 1
-            log().info("adapter_loaded", adapter=adapter.name, version=policy_version, path=path,
-                       servers=len(self.opts.urls), seconds=round(time.monotonic() - started, 3))
+            refused = [(url, r) for url, r in zip(self.opts.urls, results) if isinstance(r, BaseException)]
+            for url, error in refused:
+                self._take_out(url, f"adapter {adapter.name} from {adapter.path} not loaded: {_text(error)}")
+            if len(refused) < len(self.opts.urls):
+                self.stats.loads += 1
+                log().info("adapter_loaded", adapter=adapter.name, version=policy_version, path=path,
+                           servers=len(self.opts.urls) - len(refused), seconds=round(time.monotonic() - started, 3))
             if self.opts.unload_stale:
                 await self._unload_idle()
 
@@ -424,6 +523,10 @@ class RemoteGenerator:
                 )
 
     async def aclose(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            await asyncio.gather(self._probe, return_exceptions=True)
+            self._probe = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -438,21 +541,26 @@ class RemoteGenerator:
 
     async def _sample(self, request: SampleRequest) -> list[Trajectory]:
         prompt = self._prompt(request.context)
-        retrying = self._retrying(counter="retries")
-        try:
-            return await retrying(self._attempt, request, prompt)
-        except Transient as e:
-            raise RemoteGeneratorError(
-                f"generation failed after {self.opts.max_retries + 1} attempts "
-                f"({request.split} step {request.step}, group {request.group}): {e}"
-            ) from None
+        while True:
+            await self._serving.wait()  # paused: until the probe brings a server back
+            try:
+                return await self._retrying(counter="retries")(self._attempt, request, prompt)
+            except NoServer:
+                continue  # the last server left while this request waited for a slot
+            except Transient as e:
+                # Never dropped, never a zero: said, then sent again with a fresh set of retries.
+                log().warning("generator_request_failed", split=request.split, step=request.step,
+                              group=request.group, attempts=self.opts.max_retries + 1,
+                              server=host_of(e.server), reason=self._scrub(str(e)))
 
     async def _attempt(self, request: SampleRequest, prompt: tuple[int, ...]) -> list[Trajectory]:
         limit = reply_limit(request.attempts, self.gen.max_new_tokens)
         async with self._slots:
             # The adapter is chosen once a slot is ours and counted in flight at once (no await
             # between): a load that completes meanwhile cannot unload it under this request.
-            url, adapter = next(self._turn), self.current
+            url, adapter = self.rotation.next(), self.current
+            if url is None:
+                raise NoServer()
             body = completion_request(prompt, request.attempts, adapter.name, self.gen)
             self._in_flight[adapter.name] += 1
             try:
@@ -461,24 +569,48 @@ class RemoteGenerator:
                 started = time.monotonic()
                 status, raw, headers = await self._http("POST", url, "/v1/completions", body, limit)
                 self.stats.latencies_ms.append((time.monotonic() - started) * 1000)
+            except Transient as e:
+                self._attempt_failed(url, e)
+                raise
             finally:
                 self._in_flight[adapter.name] -= 1
+                if self._in_flight[adapter.name] <= 0:
+                    del self._in_flight[adapter.name]
+        try:
+            completions = await self._completions(url, adapter, request, status, raw, headers)
+        except Transient as e:
+            self._attempt_failed(url, e)
+            raise
+        except RemoteGeneratorError as e:
+            if e.status == 400:
+                raise  # the request itself is refused (e.g. too long for the server): waiting cannot fix it
+            self._take_out(url, _text(e))  # a 401 or an unknown model mid-run: that server's state
+            raise Transient(_text(e), server=url) from None
+        self.rotation.succeeded(url)
+        self.stats.completions += len(completions)
+        self.stats.tokens += sum(len(c.token_ids) for c in completions)
+        return [self._trajectory(request, prompt, i, c, adapter.version) for i, c in enumerate(completions)]
+
+    async def _completions(self, url: str, adapter: Adapter, request: SampleRequest, status: int,
+                           raw: bytes, headers: Mapping[str, str]) -> list[Completion]:
         if status == 404 and adapter.path:
             # The server lost the adapter (a restart): load it there again if it is still the
             # current one; the retry names whatever is current by then.
             if adapter == self.current:
                 await self._reload(url, adapter)
-            raise Transient(f"HTTP 404 from {host_of(url)}: adapter {adapter.name} was not loaded there")
+            raise Transient(f"HTTP 404 from {host_of(url)}: adapter {adapter.name} was not loaded there",
+                            server=url)
         if status >= 400:
             self._raise_for_status(url, "/v1/completions", status, raw, headers)
         try:
-            completions = parse_completions(orjson.loads(raw), request.attempts, self.gen.max_new_tokens,
-                                            self.vocab_size)
+            return parse_completions(orjson.loads(raw), request.attempts, self.gen.max_new_tokens,
+                                     self.embedding_rows)
         except (orjson.JSONDecodeError, ReplyError) as e:
-            raise Transient(f"malformed reply from {host_of(url)}: {e}") from None
-        self.stats.completions += len(completions)
-        self.stats.tokens += sum(len(c.token_ids) for c in completions)
-        return [self._trajectory(request, prompt, i, c, adapter.version) for i, c in enumerate(completions)]
+            raise Transient(f"malformed reply from {host_of(url)}: {e}", server=url) from None
+
+    def _attempt_failed(self, url: str, error: Transient) -> None:
+        if self.rotation.failed(url):
+            self._take_out(url, f"{self.rotation.max_failures} attempts in a row failed, the last: {error}")
 
     def _prompt(self, context: Context) -> tuple[int, ...]:
         if context not in self._prompts:
@@ -523,7 +655,7 @@ class RemoteGenerator:
             # vLLM's "No adapter found": the folder is not (yet) visible on the server's side
             # of a shared volume. Worth a few retries, then the hint says what to fix.
             raise Transient(f"HTTP 404 from {host_of(url)}: {message} (can the server read {adapter.path}? "
-                            "see generator.adapter_root / server_adapter_root)")
+                            "see generator.adapter_root / server_adapter_root)", server=url)
         self._raise_for_status(url, "/v1/load_lora_adapter", status, raw, headers)
 
     async def _reload(self, url: str, adapter: Adapter) -> None:
@@ -531,7 +663,8 @@ class RemoteGenerator:
         try:
             await self._load_on(url, adapter)
         except (Transient, RemoteGeneratorError) as e:
-            raise Transient(f"{host_of(url)} lost adapter {adapter.name} and did not take it back: {e}") from None
+            raise Transient(f"{host_of(url)} lost adapter {adapter.name} and did not take it back: {e}",
+                            server=url) from None
         self.stats.reloads += 1
         log().warning("adapter_reloaded", adapter=adapter.name, server=host_of(url))
 
@@ -553,6 +686,68 @@ class RemoteGenerator:
                                           {"lora_name": adapter.name}, ERROR_BYTES)
         if status >= 400 and status != 404:  # 404: not there, which is what we wanted
             raise RemoteGeneratorError(f"HTTP {status} from {host_of(url)}: {server_message(raw)}")
+
+    # ------------------------------------------------------------ servers out of rotation, the probe
+
+    def _take_out(self, url: str, reason: str) -> None:
+        """`url` takes no requests until the probe brings it back; with none left, generation pauses."""
+        reason = self._scrub(reason)
+        if not self.rotation.take_out(url, reason):
+            return
+        self._out_since[url] = time.monotonic()
+        if self.rotation.serving == 0:
+            self._serving.clear()
+            self._paused_at = time.monotonic()
+            self.stats.paused, self.stats.pauses = True, self.stats.pauses + 1
+            log().warning("generator_paused", reason=reason, server=host_of(url),
+                          probe_interval_s=self.opts.backoff_max_s)
+        else:
+            log().warning("generator_server_down", server=host_of(url), reason=reason,
+                          serving=self.rotation.serving)
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._probe_until_back(), name="generator-probe")
+
+    def _bring_back(self, url: str) -> None:
+        self.rotation.bring_back(url)
+        down_s = time.monotonic() - self._out_since.pop(url, time.monotonic())
+        if self.paused:
+            self._serving.set()
+            self.stats.paused = False
+            log().info("generator_resumed", paused_s=round(time.monotonic() - self._paused_at, 3),
+                       server=host_of(url))
+        else:
+            log().info("generator_server_up", server=host_of(url), down_s=round(down_s, 3))
+
+    async def _probe_until_back(self) -> None:
+        """Every `backoff_max_s`, each server out of rotation is probed; one that answers rejoins."""
+        while self.rotation.out:
+            await asyncio.sleep(self.opts.backoff_max_s)
+            for url in list(self.rotation.out):
+                try:
+                    await self._probe_server(url)
+                except Exception as e:  # whatever it is (a restart, a rotated key), keep probing and say why
+                    log().warning("generator_probe_failed", server=host_of(url), reason=self._scrub(_text(e)))
+                else:
+                    self._bring_back(url)
+
+    async def _probe_server(self, url: str) -> None:
+        """The current adapter loaded there (again), then one completion of one token naming it."""
+        async with self._weights:
+            adapter = self.current
+            if adapter.path:
+                await self._load_on(url, adapter)
+        body = completion_request(self._probe_prompt(), 1, adapter.name, replace(self.gen, max_new_tokens=1))
+        status, raw, headers = await self._http("POST", url, "/v1/completions", body, reply_limit(1, 1),
+                                                timeout_s=min(self.opts.timeout_s, 30.0))
+        if status >= 400:
+            self._raise_for_status(url, "/v1/completions", status, raw, headers)
+        parse_completions(orjson.loads(raw), 1, 1, self.embedding_rows)
+        if adapter != self.current:
+            raise Transient(f"adapter {self.current.name} was published during the probe: probing again")
+
+    def _probe_prompt(self) -> list[int]:
+        ids = [self.tokenizer.bos_token_id, self.tokenizer.eos_token_id, 0]
+        return [next(i for i in ids if i is not None)]
 
     # ------------------------------------------------------------ HTTP and retries
 
@@ -589,29 +784,30 @@ class RemoteGenerator:
                 raw = await _read_bounded(resp, limit if resp.status < 400 else ERROR_BYTES)
                 return resp.status, raw, resp.headers
         except ReplyError as e:
-            raise Transient(f"oversized reply from {host_of(url)}: {e}") from None
+            raise Transient(f"oversized reply from {host_of(url)}: {e}", server=url) from None
         except TimeoutError:
-            raise Transient(f"no answer from {host_of(url)} within {timeout.total:g} s") from None
+            raise Transient(f"no answer from {host_of(url)} within {timeout.total:g} s", server=url) from None
         except aiohttp.ClientError as e:
-            raise Transient(f"cannot reach {host_of(url)}: {self._scrub(str(e) or type(e).__name__)}") from None
+            raise Transient(f"cannot reach {host_of(url)}: {self._scrub(str(e) or type(e).__name__)}",
+                            server=url) from None
 
     def _raise_for_status(self, url: str, path: str, status: int, raw: bytes, headers: Mapping[str, str]) -> None:
         if status == 429:
             self.stats.http_429 += 1
         if status in RETRYABLE_STATUS or status >= 500:
             raise Transient(f"HTTP {status} from {host_of(url)}: {self._scrub(server_message(raw))}",
-                            retry_after=retry_after_s(headers))
+                            retry_after=retry_after_s(headers), server=url)
         raise self._refused(url, path, status, raw)
 
     def _refused(self, url: str, path: str, status: int, raw: bytes) -> RemoteGeneratorError:
         where = f"{host_of(url)}{path}"
         message = self._scrub(server_message(raw))
         if status == 401:
-            return RemoteGeneratorError(f"authentication failed at {where} (HTTP 401): check VLLM_API_KEY")
+            return RemoteGeneratorError(f"authentication failed at {where} (HTTP 401): check VLLM_API_KEY", 401)
         if status == 404 and path == "/v1/completions":
             return RemoteGeneratorError(f"model '{self.opts.model}' not found at {where} (HTTP 404): "
-                                        f"{message}; check generator.model")
-        return RemoteGeneratorError(f"request rejected by {where} (HTTP {status}): {message}")
+                                        f"{message}; check generator.model", 404)
+        return RemoteGeneratorError(f"request rejected by {where} (HTTP {status}): {message}", status)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -650,12 +846,9 @@ def _model_ids(body: bytes) -> set[str]:
         return set()
 
 
-def _load_error(adapter: Adapter, failed: list[tuple[str, BaseException]]) -> BaseException:
-    for _, exc in failed:
-        if not isinstance(exc, (Transient, RemoteGeneratorError)):
-            return exc  # a bug or a cancellation: not ours to reword
-    more = f" ({len(failed)} servers failed; the first)" if len(failed) > 1 else ""
-    return RemoteGeneratorError(f"adapter {adapter.name} from {adapter.path} not loaded{more}: {failed[0][1]}")
+def _text(error: BaseException) -> str:
+    """An error's message without the "generator: " kind prefix (it goes inside another message)."""
+    return str(error.args[0]) if isinstance(error, RemoteGeneratorError) and error.args else str(error)
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:

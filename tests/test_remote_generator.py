@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,11 @@ from typing import Any
 import orjson
 import pytest
 import torch
+from structlog.testing import capture_logs
 
 from jobrl_async.config import GenerationConfig
 from jobrl_async.data import load_bundled
-from jobrl_async.errors import ConfigError, JobrlError, ModelError
+from jobrl_async.errors import ConfigError
 from jobrl_async.fake_vllm import FakeVLLM, cut, stop_token_ids, token_logprob
 from jobrl_async.generator import STOP_TEXT, SampleRequest
 from jobrl_async.prompts import prompt_ids
@@ -23,12 +25,14 @@ from jobrl_async.remote import (
     RemoteGeneratorError,
     RemoteOptions,
     ReplyError,
+    Rotation,
     adapter_folder,
     adapter_name,
     completion_request,
     normalise_url,
     parse_completions,
     prune_adapter_folders,
+    prune_old_adapters,
     retry_wait,
     server_message,
     server_path,
@@ -155,16 +159,73 @@ async def test_an_unreachable_server_is_skipped(fake_vllm: FakeVLLM, vllm_tokeni
     assert len(out) == 2 and gen.stats.retries >= 1
 
 
-async def test_persistent_failure_is_one_clear_error_naming_the_server(fake_vllm: FakeVLLM, vllm_tokenizer: Any) -> None:
-    fake_vllm.inject("500", times=10)
-    async with make(vllm_tokenizer, fake_vllm.url, max_retries=2) as gen:
-        with pytest.raises(RemoteGeneratorError) as info:
-            await gen.generate(requests(n=1, attempts=2))
-    message = str(info.value)
-    assert message.startswith("generator: generation failed after 3 attempts")
-    assert fake_vllm.url.removeprefix("http://") in message and "HTTP 500" in message
-    assert isinstance(info.value, ModelError) and isinstance(info.value, JobrlError)
-    assert len(fake_vllm.completions()) == 3
+async def until(condition: Any) -> None:
+    """Wait for a condition the generator reaches by itself (a pause, a server back)."""
+    while not condition():
+        await asyncio.sleep(0.005)
+
+
+async def test_a_server_down_for_a_while_pauses_generation_and_loses_nothing(
+    fake_vllm: FakeVLLM, vllm_tokenizer: Any
+) -> None:
+    fake_vllm.outage()
+    with capture_logs() as events:
+        async with make(vllm_tokenizer, fake_vllm.url, max_retries=2) as gen:
+            sampling = asyncio.create_task(gen.generate(requests(n=3, attempts=2)))
+            await until(lambda: gen.paused)
+            await until(lambda: any(e["event"] == "generator_probe_failed" for e in events))
+            assert not sampling.done()  # waiting, not failed: nothing dropped, nothing scored zero
+            fake_vllm.recover()
+            out = await sampling
+            assert not gen.paused and gen.stats.pauses == 1
+    assert [(t.group, t.attempt) for t in out] == [(g, a) for g in range(3) for a in range(2)]
+    assert all(t.completion_ids and t.logprobs for t in out)
+    names = [e["event"] for e in events]
+    paused = events[names.index("generator_paused")]
+    host = fake_vllm.url.removeprefix("http://")
+    assert paused["server"] == host and paused["log_level"] == "warning"
+    assert paused["reason"].startswith("3 attempts in a row failed, the last: HTTP 503 from")
+    (resumed,) = [e for e in events if e["event"] == "generator_resumed"]
+    assert names.index("generator_paused") < names.index("generator_resumed") and resumed["paused_s"] > 0
+    statuses = [c.status for c in fake_vllm.completions()]
+    assert statuses.count(200) == 3 + 1 and set(statuses) == {200, 503}  # three requests and the probe
+
+
+async def test_a_request_that_fails_after_its_retries_is_sent_again(
+    fake_vllm_pair: tuple[FakeVLLM, FakeVLLM], vllm_tokenizer: Any
+) -> None:
+    a, b = fake_vllm_pair
+    a.inject("500")
+    b.inject("500")
+    with capture_logs() as events:
+        async with make(vllm_tokenizer, a.url, b.url, max_retries=1) as gen:
+            out = await gen.generate(requests(n=1, attempts=3))
+            assert not gen.rotation.out  # one failure each: no server had two in a row
+    assert len(out) == 3
+    (failed,) = [e for e in events if e["event"] == "generator_request_failed"]
+    assert failed["attempts"] == 2 and failed["server"] == b.url.removeprefix("http://")
+    assert [c.status for c in a.completions()] == [500, 200] and [c.status for c in b.completions()] == [500]
+
+
+async def test_a_failing_server_leaves_the_rotation_and_its_share_goes_to_the_others(
+    fake_vllm_pair: tuple[FakeVLLM, FakeVLLM], vllm_tokenizer: Any
+) -> None:
+    a, b = fake_vllm_pair
+    a.outage()
+    with capture_logs() as events:
+        async with make(vllm_tokenizer, a.url, b.url, max_retries=1, max_concurrency=1) as gen:
+            first = await gen.generate(requests(n=4, attempts=1))
+            tried_on_a = len(a.completions())
+            await until(lambda: any(e["event"] == "generator_probe_failed" for e in events))
+            second = await gen.generate(requests(n=4, attempts=1))
+            assert not gen.paused and list(gen.rotation.out) == [a.url]
+    assert len(first) == len(second) == 4
+    assert tried_on_a == 2  # two failures in a row (max_retries + 1), then no more requests
+    assert len([c for c in a.completions() if c.status == 503]) >= tried_on_a + 1  # + the probe's
+    assert [c.status for c in b.completions()] == [200] * 8
+    (down,) = [e for e in events if e["event"] == "generator_server_down"]
+    assert down["server"] == a.url.removeprefix("http://") and down["serving"] == 1
+    assert "generator_paused" not in [e["event"] for e in events]
 
 
 async def test_a_rejected_request_is_not_retried(fake_vllm: FakeVLLM, vllm_tokenizer: Any) -> None:
@@ -175,14 +236,21 @@ async def test_a_rejected_request_is_not_retried(fake_vllm: FakeVLLM, vllm_token
     assert len(fake_vllm.completions()) == 1
 
 
-async def test_a_wrong_key_fails_clearly_and_is_never_repeated(vllm_tokenizer: Any) -> None:
+async def test_a_wrong_key_stops_at_start_up_and_pauses_mid_run(vllm_tokenizer: Any) -> None:
     secret = "sk-vllm-test-key-0f3a9c2b7d-must-not-leak"
     with FakeVLLM(vllm_tokenizer, model=BASE_MODEL, api_key="the-right-key") as server:
-        gen = RemoteGenerator(vllm_tokenizer, GEN, RemoteOptions(urls=(server.url,), model=BASE_MODEL), api_key=secret)
-        async with gen:
-            with pytest.raises(RemoteGeneratorError, match="HTTP 401") as info:
-                await gen.generate(requests(n=1))
-        assert secret not in str(info.value)
+        options = RemoteOptions(urls=(server.url,), model=BASE_MODEL, backoff_first_s=0.005, backoff_max_s=0.02)
+        async with RemoteGenerator(vllm_tokenizer, GEN, options, api_key=secret) as gen:
+            with pytest.raises(RemoteGeneratorError, match=r"authentication failed at .* \(HTTP 401\): check VLLM_API_KEY") as info:
+                await gen.check()  # at start-up: the run stops with this line
+            assert secret not in str(info.value)
+            with capture_logs() as events:
+                sampling = asyncio.create_task(gen.generate(requests(n=1)))
+                await until(lambda: gen.paused)  # mid-run (a rotated key): the server leaves, generation waits
+                sampling.cancel()
+        (paused,) = [e for e in events if e["event"] == "generator_paused"]
+        assert "HTTP 401" in paused["reason"] and secret not in str(events)
+        assert [r.status for r in server.completions()] == [401]  # a refusal is not retried
     with FakeVLLM(vllm_tokenizer, model=BASE_MODEL, api_key=secret) as server:
         gen = RemoteGenerator(vllm_tokenizer, GEN, RemoteOptions(urls=(server.url,), model=BASE_MODEL), api_key=secret)
         async with gen:
@@ -236,39 +304,59 @@ async def test_an_adapter_in_flight_is_unloaded_only_once_idle(
             await asyncio.sleep(0.005)
         await gen.load_weights(2, adapter_dirs(2))
         assert fake_vllm.unloads == []  # policy-v1 is still sampling
+        assert gen.adapters_in_flight == {"policy-v1": 1}
         fake_vllm.release()
         out = await sampling
+        assert gen.adapters_in_flight == {}  # a name whose count reached zero is dropped
         await gen.load_weights(3, adapter_dirs(3))
     assert {t.policy_version for t in out} == {1}
     assert sorted(fake_vllm.unloads) == ["policy-v1", "policy-v2"]
     assert set(fake_vllm.adapters) == {"policy-v3"}
 
 
-async def test_adapter_load_failures_are_retried_then_surfaced(
+async def test_a_server_refusing_an_adapter_is_skipped_until_the_probe_loads_it(
     fake_vllm_pair: tuple[FakeVLLM, FakeVLLM], vllm_tokenizer: Any, adapter_dirs: Any
 ) -> None:
     a, b = fake_vllm_pair
     b.inject("500", times=2, route="load")
-    async with make(vllm_tokenizer, a.url, b.url, max_retries=2) as gen:
-        await gen.load_weights(1, adapter_dirs(1))
-        assert gen.stats.load_retries == 2 and set(b.adapters) == {"policy-v1"}
+    with capture_logs() as events:
+        async with make(vllm_tokenizer, a.url, b.url, max_retries=2) as gen:
+            await gen.load_weights(1, adapter_dirs(1))
+            assert gen.stats.load_retries == 2 and set(b.adapters) == {"policy-v1"}  # retried: fine
 
-        b.inject("500", times=3, route="load")
-        with pytest.raises(RemoteGeneratorError, match=r"adapter policy-v2 from .* not loaded: HTTP 500 from 127\.0\.0\.1:\d+"):
-            await gen.load_weights(2, adapter_dirs(2))
-        out = await gen.generate(requests(n=2, attempts=1))
-        assert {t.policy_version for t in out} == {1}  # still the last adapter every server has
-        assert {c.body["model"] for c in a.completions() + b.completions()} == {"policy-v1"}
+            b.outage()
+            await gen.load_weights(2, adapter_dirs(2))  # b refuses: out of rotation, no error
+            assert list(gen.rotation.out) == [b.url] and not gen.paused
+            served_by_b = len(b.completions())
+            out = await gen.generate(requests(n=4, attempts=1))
+            assert {t.policy_version for t in out} == {2}  # never an older adapter than the trainer's
+            assert len(b.completions()) == served_by_b  # b's share went to a
 
-        await gen.load_weights(2, adapter_dirs(2))  # the caller tries again: a's earlier load is fine
-    assert set(a.adapters) == set(b.adapters) == {"policy-v2"}
+            b.recover()
+            await until(lambda: not gen.rotation.out)
+            assert set(b.adapters) == {"policy-v1", "policy-v2"}  # the probe loaded the current one
+            out = await gen.generate(requests(n=4, attempts=1))
+    assert {t.policy_version for t in out} == {2}
+    answered_by_b = [c.body["model"] for c in b.completions() if c.status == 200]
+    assert len(answered_by_b) >= 2 and set(answered_by_b) == {"policy-v2"}  # the probe's, then its share
+    assert [c.body["model"] for c in a.completions()][-6:] == ["policy-v2"] * 6
+    (down,) = [e for e in events if e["event"] == "generator_server_down"]
+    assert down["server"] == b.url.removeprefix("http://")
+    assert re.match(r"adapter policy-v2 from .*policy-v2 not loaded: HTTP 503 from 127\.0\.0\.1:\d+", down["reason"])
+    (up,) = [e for e in events if e["event"] == "generator_server_up"]
+    assert up["server"] == down["server"] and up["down_s"] > 0
 
 
-async def test_a_folder_the_server_cannot_see_is_named(fake_vllm: FakeVLLM, vllm_tokenizer: Any, tmp_path: Path) -> None:
-    async with make(vllm_tokenizer, fake_vllm.url, max_retries=1) as gen:
-        with pytest.raises(RemoteGeneratorError, match=r"not loaded: HTTP 404 from 127\.0\.0\.1:\d+: No adapter found .*can the server read .*generator.adapter_root"):
+async def test_a_folder_no_server_can_see_pauses_generation_with_the_hint(
+    fake_vllm: FakeVLLM, vllm_tokenizer: Any, tmp_path: Path
+) -> None:
+    with capture_logs() as events:
+        async with make(vllm_tokenizer, fake_vllm.url, max_retries=1) as gen:
             await gen.load_weights(1, tmp_path / "nowhere")
-        assert gen.current.version == 0
+            assert gen.paused and gen.current.version == 1
+    (paused,) = [e for e in events if e["event"] == "generator_paused"]
+    assert re.search(r"not loaded: HTTP 404 from 127\.0\.0\.1:\d+: No adapter found .*can the server read "
+                     r".*generator.adapter_root", paused["reason"])
 
 
 async def test_a_restarted_server_gets_the_adapter_back(fake_vllm: FakeVLLM, vllm_tokenizer: Any, adapter_dirs: Any) -> None:
@@ -311,7 +399,7 @@ def _choice(index: int, tokens: list[Any], logps: list[Any], finish: Any = "stop
 
 def test_parse_completions_orders_by_index_and_reads_ids() -> None:
     out = parse_completions(_reply(_choice(1, ["token_id:7"], [-0.5], "length"), _choice(0, ["token_id:3", "token_id:4"], [-1.0, 0.0])),
-                            n=2, max_tokens=4, vocab_size=10)
+                            n=2, max_tokens=4, embedding_rows=10)
     assert [c.token_ids for c in out] == [(3, 4), (7,)]
     assert [c.finish_reason for c in out] == ["stop", "length"] and out[0].logprobs == (-1.0, 0.0)
 
@@ -324,7 +412,7 @@ def test_parse_completions_orders_by_index_and_reads_ids() -> None:
         (_reply(_choice(0, ["token_id:1"], [-1.0]), _choice(0, ["token_id:1"], [-1.0])), "repeated index"),
         (_reply(_choice(0, ["token_id:1"], [-1.0, -2.0]), _choice(1, ["token_id:1"], [-1.0])), "differ in length"),
         (_reply(_choice(0, ["hello"], [-1.0]), _choice(1, ["token_id:1"], [-1.0])), "return_tokens_as_token_ids"),
-        (_reply(_choice(0, ["token_id:99"], [-1.0]), _choice(1, ["token_id:1"], [-1.0])), "outside the vocabulary"),
+        (_reply(_choice(0, ["token_id:10"], [-1.0]), _choice(1, ["token_id:1"], [-1.0])), "past the model's 10 embedding rows"),
         (_reply(_choice(0, ["token_id:1"], [0.5]), _choice(1, ["token_id:1"], [-1.0])), "not a finite log-probability"),
         (_reply(_choice(0, ["token_id:1"], [None]), _choice(1, ["token_id:1"], [-1.0])), "not a number"),
         (_reply(_choice(0, [], []), _choice(1, ["token_id:1"], [-1.0])), "0 tokens"),
@@ -335,7 +423,7 @@ def test_parse_completions_orders_by_index_and_reads_ids() -> None:
 )
 def test_parse_completions_rejects_inconsistent_replies(reply: Any, reason: str) -> None:
     with pytest.raises(ReplyError, match=reason):
-        parse_completions(reply, n=2, max_tokens=4, vocab_size=10)
+        parse_completions(reply, n=2, max_tokens=4, embedding_rows=10)
 
 
 def test_small_helpers() -> None:
@@ -421,13 +509,46 @@ def test_reply_bytes_are_bounded_by_n_and_max_tokens() -> None:
     assert len(body) < reply_limit(10, 512)
 
 
-def test_for_policy_bounds_ids_by_the_output_layer(vllm_tokenizer: Any) -> None:
+def test_for_policy_bounds_ids_by_the_embedding_rows(vllm_tokenizer: Any) -> None:
     from types import SimpleNamespace
 
-    head = SimpleNamespace(weight=torch.zeros(len(vllm_tokenizer) + 24, 2))
-    policy = SimpleNamespace(tokenizer=vllm_tokenizer, model=SimpleNamespace(get_output_embeddings=lambda: head))
+    # A tokenizer with ids past the model's rows (added tokens, no resize); the head is larger.
+    rows = len(vllm_tokenizer) - 8
+    model = SimpleNamespace(get_input_embeddings=lambda: torch.nn.Embedding(rows, 2),
+                            get_output_embeddings=lambda: torch.nn.Linear(2, len(vllm_tokenizer) + 24))
+    policy = SimpleNamespace(tokenizer=vllm_tokenizer, model=model)
     gen = RemoteGenerator.for_policy(policy, GEN, RemoteOptions(urls=("gpu:8000",), model=BASE_MODEL))
-    assert gen.vocab_size == len(vllm_tokenizer) + 24 and gen.opts.urls == ("http://gpu:8000",)
+    assert gen.embedding_rows == rows and gen.opts.urls == ("http://gpu:8000",)
+    reply = _reply(_choice(0, [f"token_id:{rows}"], [-1.0]))
+    with pytest.raises(ReplyError, match=f"token id {rows} is past the model's {rows} embedding rows"):
+        parse_completions(reply, n=1, max_tokens=4, embedding_rows=gen.embedding_rows)
+
+
+def test_rotation_takes_turns_over_the_servers_in_rotation() -> None:
+    r = Rotation(["a", "b", "c"], max_failures=2)
+    assert [r.next() for _ in range(4)] == ["a", "b", "c", "a"]
+    assert r.failed("b") is False
+    r.succeeded("b")  # a success breaks the run of failures
+    assert r.failed("b") is False and r.failed("b") is True
+    assert r.take_out("b", "two failures") is True and r.take_out("b", "again") is False
+    assert [r.next() for _ in range(4)] == ["c", "a", "c", "a"] and r.out == {"b": "again"} and r.serving == 2
+    r.take_out("a", "x"), r.take_out("c", "y")
+    assert r.next() is None and r.serving == 0
+    r.bring_back("c")
+    assert r.next() == "c" and r.failed("c") is False  # back with a clean count
+
+
+async def test_old_adapter_folders_are_pruned_off_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    import threading
+
+    for version in (1, 2, 3, 4):
+        adapter_folder(tmp_path, version).mkdir()
+    threads = []
+    real = shutil.rmtree
+    monkeypatch.setattr(shutil, "rmtree", lambda *a, **k: (threads.append(threading.get_ident()), real(*a, **k)))
+    assert await prune_old_adapters(tmp_path, keep=2) == [tmp_path / "policy-v1", tmp_path / "policy-v2"]
+    assert len(threads) == 2 and threading.get_ident() not in threads  # blocking I/O ran in a worker thread
 
 
 # ---------------------------------------------------------------- with the tiny model as the engine
