@@ -107,7 +107,10 @@ class TrainingConfig:
     loss_aggregation: Literal["token_mean", "sequence_mean"] = "token_mean"
     beta: float = field(default=0.0, metadata=_check(lo=0.0))  # KL to the base model
     truncated: Literal["keep", "mask"] = "keep"
-    tis_cap: float = field(default=2.0, metadata=_check(lo=0.0))  # truncated IS weight cap; 0: off
+    # decoupled: PPO ratio against the trainer's own log-probs, sampler mismatch and lag in a
+    # truncated importance weight; behaviour: the ratio against the sampler (see grpo.py)
+    off_policy_correction: Literal["decoupled", "behaviour"] = "decoupled"
+    tis_cap: float = field(default=2.0, metadata=_check(lo=0.0))  # C of the weight (dual clip in behaviour); 0: none
     seed: int = 7
 
 

@@ -11,16 +11,35 @@ Advantages (one group = one context's attempts at one step):
 or that has a single scored member, has no baseline to beat: it carries no signal, and the
 learner spends no work on it (`group_stats(...).advantages is None`).
 
-Loss, per completion token t of trajectory i, with the importance ratio between the current
-policy and the behaviour policy that sampled the token (up to `max_policy_lag` versions old):
+Loss, per completion token t of trajectory i. Three policies take part:
+- π_behaviour: the sampler that drew the token (up to `max_policy_lag` versions old, and maybe
+  another engine: vLLM, bf16 kernels); its log-probs travel with the trajectory;
+- π_old: the trainer's own view of the weights this optimizer step updates (AReaL's proximal
+  policy);
+- π_θ: the same weights, with gradient.
 
-    ρ_it = exp(logπ_θ(y_it) - logπ_behaviour(y_it))
-    l_it = -min(ρ_it A_i, clip(ρ_it, 1 - ε_low, 1 + ε_high) A_i) + β k3_it
+`training.off_policy_correction = "decoupled"` (default; AReaL's decoupled PPO, TRL's and verl's
+importance-sampling corrections, Yao et al. 2025):
+
+    ρ_it = exp(logπ_θ(y_it) - logπ_old(y_it))                      the PPO ratio: policy change
+    w_it = min(exp(logπ_old(y_it) - logπ_behaviour(y_it)), C)       no gradient: lag + sampler mismatch
+    l_it = -w_it · min(ρ_it A_i, clip(ρ_it, 1 - ε_low, 1 + ε_high) A_i) + β k3_it
+
+A batch is learned in ONE optimizer step, so π_old is π_θ before that step: its log-probs are
+those of the step's own forward pass, detached (as TRL does with one iteration per batch). No
+second pass is needed, and ρ = 1 exactly on every micro-batch, in any precision: the clip fires
+on policy change only, never on the sampler's numerical noise, which the weight carries instead.
+C is `training.tis_cap` (0: no cap, the plain importance weight).
+
+`"behaviour"` (the first build's loss, kept for comparison): the ratio is taken against the
+sampler itself, ρ_it = exp(logπ_θ - logπ_behaviour), with no weight; `tis_cap` then truncates
+large ratios on negative advantages (the dual clip: -C·A and no gradient), which PPO's clip never
+bounds. In bf16 or with another engine ρ ≠ 1 even on-policy, and the clip reacts to noise.
+
     k3_it = exp(logπ_ref - logπ_θ) - (logπ_ref - logπ_θ) - 1     (Schulman's k3 KL estimator)
 
 ε_high > ε_low is DAPO's "clip-higher": it leaves room for unlikely tokens with a positive
-advantage to grow, which keeps entropy from collapsing. On the step that sampled with the
-current policy ρ = 1 exactly and the loss is plain REINFORCE with a group baseline.
+advantage to grow, which keeps entropy from collapsing.
 
 Aggregation (how the per-token losses become one number):
 - `token_mean` (default): Σ_i Σ_t l_it / Σ_i |y_i|, over the whole optimizer step. Every token
@@ -50,6 +69,7 @@ import torch
 Scale = Literal["group", "none"]
 Aggregation = Literal["token_mean", "sequence_mean"]
 Schedule = Literal["constant", "linear", "cosine"]
+Correction = Literal["decoupled", "behaviour"]
 
 STD_EPS = 1e-4  # added to the group std, as in TRL: bounds advantages of near-equal groups
 EQUAL_TOL = 1e-6  # rewards closer than this are "all equal" (judge scores are coarse)
@@ -115,9 +135,11 @@ class LossStats:
     ratio_max: float = 0.0
     clipped_tokens: int = 0
     kl_sum: float = 0.0
-    capped_tokens: int = 0  # ratio above the TIS cap (negative advantage): no gradient
+    capped_tokens: int = 0  # truncated at tis_cap (the weight, or the dual clip in behaviour mode)
+    weight_sum: float = 0.0  # of the importance weights w (decoupled only)
+    weighted: bool = False  # whether a weight was applied (decoupled)
     fresh_tokens: int = 0  # tokens sampled by the current policy
-    mismatch_sum: float = 0.0  # sum of |logp - behaviour| over those
+    mismatch_sum: float = 0.0  # sum of |logp_trainer - logp_sampler| over those
 
     def merge(self, other: "LossStats") -> "LossStats":
         return LossStats(
@@ -128,13 +150,21 @@ class LossStats:
             clipped_tokens=self.clipped_tokens + other.clipped_tokens,
             kl_sum=self.kl_sum + other.kl_sum,
             capped_tokens=self.capped_tokens + other.capped_tokens,
+            weight_sum=self.weight_sum + other.weight_sum,
+            weighted=self.weighted or other.weighted,
             fresh_tokens=self.fresh_tokens + other.fresh_tokens,
             mismatch_sum=self.mismatch_sum + other.mismatch_sum,
         )
 
     @property
     def capped_fraction(self) -> float:
+        """Share of tokens truncated at `tis_cap`."""
         return self.capped_tokens / self.tokens if self.tokens else 0.0
+
+    @property
+    def weight_mean(self) -> float | None:
+        """Mean importance weight w over tokens (decoupled); None when no weight was applied."""
+        return self.weight_sum / self.tokens if self.weighted and self.tokens else None
 
     @property
     def logprob_mismatch(self) -> float | None:
@@ -164,6 +194,28 @@ def loss_denominator(lengths: Sequence[int], aggregation: Aggregation) -> float:
     raise ValueError(f"aggregation must be 'token_mean' or 'sequence_mean', got {aggregation!r}")
 
 
+@dataclass(frozen=True, slots=True)
+class ImportanceWeight:
+    """w = min(exp(logπ_old - logπ_behaviour), C) per token, without gradient."""
+
+    values: torch.Tensor
+    capped: torch.Tensor  # bool: the tokens whose weight was truncated at C
+
+
+def importance_weight(old_logp: torch.Tensor, behaviour_logp: torch.Tensor, cap: float) -> ImportanceWeight:
+    """The decoupled loss's truncated importance weight (see the module docstring); cap 0: none."""
+    if old_logp.shape != behaviour_logp.shape:
+        raise ValueError(f"shapes differ: old {tuple(old_logp.shape)}, behaviour {tuple(behaviour_logp.shape)}")
+    log_w = (old_logp.detach() - behaviour_logp.detach().to(old_logp.dtype)).clamp(-LOG_RATIO_CAP, LOG_RATIO_CAP)
+    capped = torch.zeros_like(log_w, dtype=torch.bool)
+    if cap > 0.0:
+        # compare and clamp in log space: exp of a large difference would overflow before the cap
+        log_cap = math.log(cap)
+        capped = log_w > log_cap
+        log_w = log_w.clamp(max=log_cap)
+    return ImportanceWeight(torch.exp(log_w), capped)
+
+
 def policy_loss(
     logp: torch.Tensor,
     behaviour_logp: torch.Tensor,
@@ -173,41 +225,49 @@ def policy_loss(
     clip_high: float,
     aggregation: Aggregation = "token_mean",
     *,
+    correction: Correction = "behaviour",
+    tis_cap: float = 0.0,
     denominator: float | None = None,
     ref_logp: torch.Tensor | None = None,
     beta: float = 0.0,
-    ratio_cap: float = 0.0,
     fresh: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, LossStats]:
     """The clipped, importance-weighted policy loss of a (micro-)batch, and its token stats.
 
-    `logp` (with grad), `behaviour_logp`, `mask` (1 on completion tokens, 0 on padding) and
-    `ref_logp` are [B, T]; `advantages` is [B]. `denominator` is the whole step's
+    `logp` (π_θ, with grad), `behaviour_logp` (the sampler's), `mask` (1 on completion tokens, 0
+    on padding) and `ref_logp` are [B, T]; `advantages` is [B]. `denominator` is the whole step's
     (`loss_denominator`); by default this batch's own, i.e. the batch is the whole step.
-
-    `ratio_cap` (> 1, 0 = off) truncates the importance weight from above, as truncated
-    importance sampling does: PPO's clip never bounds a large ratio on a negative advantage,
-    and a sampler whose log-probs differ from ours (another engine, bf16) can make such ratios.
-    A token whose ratio passes the cap with a negative advantage contributes -cap x A and no
-    gradient (the dual clip). `fresh` ([B] bool) marks sequences sampled by the current policy:
-    over their tokens |logp - behaviour| is pure numerical mismatch, reported in the stats.
+    `correction` picks the loss of the module docstring (the learner passes
+    `training.off_policy_correction`; plain PPO against `behaviour_logp` is the default here),
+    `tis_cap` its C. `fresh` ([B] bool) marks sequences sampled by the current weights: over
+    their tokens |logp - behaviour| is pure numerical mismatch, reported in the stats.
     """
     if logp.shape != behaviour_logp.shape or logp.shape != mask.shape:
         raise ValueError(f"shapes differ: logp {tuple(logp.shape)}, behaviour "
                          f"{tuple(behaviour_logp.shape)}, mask {tuple(mask.shape)}")
     if advantages.shape != logp.shape[:1]:
         raise ValueError(f"advantages {tuple(advantages.shape)} do not match batch {logp.shape[0]}")
+    if correction not in ("decoupled", "behaviour"):
+        raise ValueError(f"correction must be 'decoupled' or 'behaviour', got {correction!r}")
     mask = mask.to(logp.dtype)
+    on = mask > 0
     adv = advantages.to(logp.dtype).unsqueeze(1)
-    log_ratio = (logp - behaviour_logp.to(logp.dtype)).clamp(-LOG_RATIO_CAP, LOG_RATIO_CAP)
-    ratio = torch.exp(log_ratio)
+    behaviour_logp = behaviour_logp.to(logp.dtype)
+    old_logp = logp.detach() if correction == "decoupled" else behaviour_logp
+    ratio = torch.exp((logp - old_logp).clamp(-LOG_RATIO_CAP, LOG_RATIO_CAP))
     unclipped = ratio * adv
     clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high) * adv
     per_token = -torch.minimum(unclipped, clipped)
-    capped = torch.zeros_like(mask, dtype=torch.bool)
-    if ratio_cap > 0.0:
-        capped = (adv < 0) & (ratio > ratio_cap)
-        per_token = torch.where(capped, -ratio_cap * adv, per_token)
+    weight = None
+    if correction == "decoupled":
+        weight = importance_weight(old_logp, behaviour_logp, tis_cap)
+        per_token = weight.values * per_token
+        capped = weight.capped
+    elif tis_cap > 0.0:  # the dual clip on the behaviour ratio
+        capped = (adv < 0) & (ratio > tis_cap)
+        per_token = torch.where(capped, -tis_cap * adv, per_token)
+    else:
+        capped = torch.zeros_like(on)
 
     kl = None
     if beta > 0.0:
@@ -219,11 +279,14 @@ def policy_loss(
 
     loss = _aggregate(per_token, mask, aggregation, denominator)
     stats = _token_stats(ratio.detach(), adv.detach(), mask, clip_low, clip_high, kl)
-    stats.capped_tokens = int((capped & (mask > 0)).sum().item())
+    stats.capped_tokens = int((capped & on).sum().item())
+    if weight is not None:
+        stats.weighted = True
+        stats.weight_sum = float(weight.values[on].sum().item())
     if fresh is not None:
-        on = (mask > 0) & fresh.to(mask.device).unsqueeze(1)
-        stats.fresh_tokens = int(on.sum().item())
-        stats.mismatch_sum = float((logp.detach() - behaviour_logp.to(logp.dtype)).abs()[on].sum().item())
+        on_fresh = on & fresh.to(mask.device).unsqueeze(1)
+        stats.fresh_tokens = int(on_fresh.sum().item())
+        stats.mismatch_sum = float((logp.detach() - behaviour_logp).abs()[on_fresh].sum().item())
     return loss, stats
 
 

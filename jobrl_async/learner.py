@@ -7,10 +7,12 @@
 
 The step runs in the device's worker thread, behind the lock it shares with the generator, so
 the event loop keeps serving judge and S3 I/O. Log-probs are recomputed with the model in eval
-mode (LoRA dropout off, as TRL's `disable_dropout`): the importance ratio then measures the
-policy change only, and it is 1 on a step that sampled with the current weights (within ~1e-5
-in fp32; in bf16 on a GPU the sampler's and the recompute's kernels differ, and a few tokens'
-ratios drift by a few percent: `ratio_min` / `ratio_max` show it).
+mode (LoRA dropout off, as TRL's `disable_dropout`). With the default decoupled correction
+(grpo.py) the PPO ratio is taken against this very forward pass (π_old, the weights the step
+updates), so it is 1 in any precision and clips on policy change only; the sampler's numerical
+mismatch (bf16 kernels, another engine) and the policy lag go into the truncated importance
+weight (`tis_weight_mean`, `tis_capped_fraction`). `logprob_mismatch` reports how far sampler and
+trainer disagree on tokens sampled by the current weights.
 A step with nothing to learn from (every group without signal) does no device work, makes no
 optimizer step and leaves the policy version unchanged.
 """
@@ -118,7 +120,8 @@ class StepMetrics:
     ratio_min: float | None
     ratio_max: float | None
     clipped_fraction: float | None
-    capped_fraction: float | None  # share of tokens over the TIS cap (training.tis_cap)
+    tis_weight_mean: float | None  # mean importance weight w (decoupled correction)
+    tis_capped_fraction: float | None  # share of tokens truncated at training.tis_cap
     logprob_mismatch: float | None  # mean |logp_sampler - logp_trainer| on tokens of this version
     kl: float | None  # only when beta > 0
     grad_norm: float | None  # before clipping
@@ -225,8 +228,8 @@ class Learner:
         return policy_loss(
             logp, behaviour.to(dev), advantages.to(dev), mask.to(dev),
             self.cfg.clip_eps_low, self.cfg.clip_eps_high, self.cfg.loss_aggregation,
-            denominator=denominator, ref_logp=ref, beta=self.cfg.beta,
-            ratio_cap=self.cfg.tis_cap, fresh=fresh,
+            correction=self.cfg.off_policy_correction, tis_cap=self.cfg.tis_cap,
+            denominator=denominator, ref_logp=ref, beta=self.cfg.beta, fresh=fresh,
         )
 
     # ------------------------------------------------------------ metrics and state
@@ -260,7 +263,8 @@ class Learner:
             ratio_min=stats.ratio_min if trained else None,
             ratio_max=stats.ratio_max if trained else None,
             clipped_fraction=stats.clipped_fraction if trained else None,
-            capped_fraction=stats.capped_fraction if trained else None,
+            tis_weight_mean=stats.weight_mean if trained else None,
+            tis_capped_fraction=stats.capped_fraction if trained else None,
             logprob_mismatch=stats.logprob_mismatch if trained else None,
             kl=stats.kl_mean if trained and self.cfg.beta > 0 else None,
             grad_norm=grad_norm,

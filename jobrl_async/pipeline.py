@@ -44,8 +44,8 @@ log = get_logger("pipeline")
 STEP_HISTORY = 1_000  # steps whose timings the summary keeps
 
 # Learner metrics repeated in the `step` event, so one event tells the whole story of a step.
-LEARNER_FIELDS = ("loss", "grad_norm", "ratio_mean", "ratio_max", "clipped_fraction", "capped_fraction",
-                  "logprob_mismatch", "kl", "zero_variance_share", "tokens", "lr")
+LEARNER_FIELDS = ("loss", "grad_norm", "ratio_mean", "ratio_max", "clipped_fraction", "logprob_mismatch",
+                  "tis_weight_mean", "tis_capped_fraction", "kl", "zero_variance_share", "tokens", "lr")
 
 
 @dataclass(frozen=True)

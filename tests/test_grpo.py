@@ -12,6 +12,7 @@ from jobrl_async.grpo import (
     LossStats,
     group_advantages,
     group_stats,
+    importance_weight,
     loss_denominator,
     lr_factor,
     policy_loss,
@@ -220,12 +221,12 @@ def test_lr_schedules() -> None:
         lr_factor(5, schedule="step", **kw)  # type: ignore[arg-type]
 
 
-def test_tis_cap_truncates_large_ratios_on_negative_advantages() -> None:
+def test_behaviour_mode_tis_cap_truncates_large_ratios_on_negative_advantages() -> None:
     behaviour = torch.log(torch.tensor([[0.1, 0.1, 0.1]]))
     logp = torch.log(torch.tensor([[0.5, 0.15, 0.1]])).requires_grad_()  # ratios 5, 1.5, 1
     mask = torch.ones(1, 3)
     neg = torch.tensor([-1.0])
-    loss, stats = policy_loss(logp, behaviour, neg, mask, 0.2, 0.28, "token_mean", ratio_cap=2.0)
+    loss, stats = policy_loss(logp, behaviour, neg, mask, 0.2, 0.28, "token_mean", tis_cap=2.0)
     loss.backward()
     assert stats.capped_tokens == 1 and stats.capped_fraction == pytest.approx(1 / 3)
     assert logp.grad[0, 0] == 0.0  # the capped token gets no gradient
@@ -234,7 +235,7 @@ def test_tis_cap_truncates_large_ratios_on_negative_advantages() -> None:
     uncapped, stats0 = policy_loss(logp.detach(), behaviour, neg, mask, 0.2, 0.28, "token_mean")
     assert uncapped.item() == pytest.approx((5.0 + 1.5 + 1.0) / 3) and stats0.capped_tokens == 0
     pos, stats_pos = policy_loss(logp.detach(), behaviour, torch.tensor([1.0]), mask, 0.2, 0.28,
-                                 "token_mean", ratio_cap=2.0)
+                                 "token_mean", tis_cap=2.0)
     assert stats_pos.capped_tokens == 0  # a positive advantage is already bounded by the clip
 
 
@@ -249,3 +250,39 @@ def test_mismatch_is_measured_on_fresh_sequences_only() -> None:
     _, none = policy_loss(logp, behaviour, torch.tensor([1.0, 1.0]), mask, 0.2, 0.28,
                           fresh=torch.tensor([False, False]))
     assert none.logprob_mismatch is None
+
+
+# ---------------------------------------------------------------- decoupled correction
+
+
+def test_decoupled_ratio_is_one_and_the_gradient_is_the_weighted_policy_gradient() -> None:
+    behaviour = torch.log(torch.tensor([[0.1, 0.2, 0.4]]))
+    logp = torch.log(torch.tensor([[0.5, 0.2, 0.1]])).requires_grad_()  # sampler ratios 5, 1, 0.25
+    mask = torch.ones(1, 3)
+    adv = torch.tensor([2.0])
+    loss, stats = policy_loss(logp, behaviour, adv, mask, 0.2, 0.28, "token_mean",
+                              correction="decoupled", tis_cap=2.0)
+    loss.backward()
+    assert stats.ratio_min == stats.ratio_max == 1.0 and stats.clipped_tokens == 0
+    weights = [2.0, 1.0, 0.25]  # min(exp(logp_old - behaviour), 2): the first one capped
+    assert logp.grad[0].tolist() == pytest.approx([-w * 2.0 / 3 for w in weights])
+    assert loss.item() == pytest.approx(-sum(w * 2.0 for w in weights) / 3)
+    assert stats.weight_mean == pytest.approx(sum(weights) / 3)
+    assert stats.capped_tokens == 1 and stats.capped_fraction == pytest.approx(1 / 3)
+    _, behaviour_stats = policy_loss(logp.detach(), behaviour, adv, mask, 0.2, 0.28, "token_mean", tis_cap=2.0)
+    assert behaviour_stats.ratio_max == pytest.approx(5.0) and behaviour_stats.weight_mean is None
+
+
+@pytest.mark.parametrize("shift", [-0.7, -0.05, 0.0, 0.3, 1.5])
+def test_importance_weight_is_the_capped_exponential_of_a_known_shift(shift: float) -> None:
+    old = torch.tensor([[-1.0, -2.5, -0.3]])
+    weight = importance_weight(old, old - shift, cap=2.0)
+    assert weight.values.tolist()[0] == pytest.approx([min(math.exp(shift), 2.0)] * 3)
+    assert bool(weight.capped.all()) == (math.exp(shift) > 2.0)
+    assert importance_weight(old, old - shift, cap=0.0).values.tolist()[0] == pytest.approx([math.exp(shift)] * 3)
+
+
+def test_importance_weight_of_a_huge_shift_stays_finite() -> None:
+    old = torch.tensor([[-0.1]])
+    assert importance_weight(old, torch.tensor([[-90.0]]), cap=0.0).values.isfinite().all()
+    assert importance_weight(old, torch.tensor([[-90.0]]), cap=2.0).values.item() == pytest.approx(2.0)

@@ -124,9 +124,11 @@ def short_config(tiny_config: Config) -> Config:
     return tiny_config
 
 
+@pytest.mark.parametrize("correction", ["decoupled", "behaviour"])
 async def test_ratio_is_one_on_the_step_that_sampled_with_the_current_policy(
-    tiny_policy, short_config: Config
+    tiny_policy, short_config: Config, correction: str
 ) -> None:
+    short_config.training.off_policy_correction = correction  # type: ignore[assignment]
     device = Device("cpu")
     learner = Learner(tiny_policy, device, short_config.training, total_steps=4)
     groups = await _sampled_groups(tiny_policy, short_config, device)
@@ -139,10 +141,42 @@ async def test_ratio_is_one_on_the_step_that_sampled_with_the_current_policy(
     assert metrics.trajectories == 8 and metrics.tokens == sum(
         len(m.trajectory.completion_ids) for g in groups for m in g.members)
 
-    # The same trajectories one optimizer step later: now one version stale, and corrected.
+    # The same trajectories one optimizer step later: now one version stale, and corrected:
+    # by the PPO ratio (behaviour), or by the importance weight with the ratio still 1 (decoupled).
     stale = await learner.step(groups)
     assert stale.policy_lag_max == 1 and stale.version == 2
-    assert abs(stale.ratio_max - 1.0) > 1e-4 or abs(stale.ratio_min - 1.0) > 1e-4
+    ratio_moved = abs(stale.ratio_max - 1.0) > 1e-4 or abs(stale.ratio_min - 1.0) > 1e-4
+    if correction == "behaviour":
+        assert ratio_moved and stale.tis_weight_mean is None
+    else:
+        assert not ratio_moved and abs(stale.tis_weight_mean - 1.0) > 1e-4
+
+
+async def test_in_bf16_the_decoupled_ratio_stays_one_where_the_behaviour_ratio_does_not(
+    tiny_config: Config
+) -> None:
+    """bf16: the sampler's and the trainer's kernels disagree on log-probs; only the decoupled
+    loss keeps that numerical noise out of the PPO ratio (it goes into the weight instead)."""
+    from jobrl_async.model import load_policy
+
+    tiny_config.model.dtype = "bfloat16"
+    tiny_config.generation.max_new_tokens = 48
+    tiny_config.training.learning_rate = 1e-3
+    results = {}
+    for correction in ("decoupled", "behaviour"):
+        tiny_config.training.off_policy_correction = correction  # type: ignore[assignment]
+        policy = load_policy(tiny_config)
+        device = Device("cpu")
+        learner = Learner(policy, device, tiny_config.training, total_steps=4)
+        groups = await _sampled_groups(policy, tiny_config, device, n_groups=4)
+        results[correction] = await learner.step(groups)  # on-policy: sampled by these weights
+    decoupled, behaviour = results["decoupled"], results["behaviour"]
+    assert decoupled.policy_lag_max == behaviour.policy_lag_max == 0
+    assert abs(decoupled.ratio_max - 1.0) <= 1e-6 and abs(decoupled.ratio_min - 1.0) <= 1e-6
+    assert decoupled.clipped_fraction == 0.0
+    assert decoupled.logprob_mismatch > 1e-4  # the noise is real...
+    assert abs(decoupled.tis_weight_mean - 1.0) > 1e-5  # ...and carried by the weight
+    assert max(abs(behaviour.ratio_max - 1.0), abs(behaviour.ratio_min - 1.0)) > 1e-3  # in the ratio
 
 
 async def test_a_step_changes_only_the_lora_weights(tiny_policy, short_config: Config) -> None:
@@ -299,9 +333,11 @@ def learning_config(tiny_config: Config) -> Config:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2])
-async def test_a_few_steps_raise_the_reward(tiny_policy, learning_config: Config, seed: int) -> None:
+@pytest.mark.parametrize(("seed", "correction"), [(1, "decoupled"), (2, "decoupled"), (1, "behaviour")])
+async def test_a_few_steps_raise_the_reward(tiny_policy, learning_config: Config, seed: int,
+                                            correction: str) -> None:
     learning_config.generation.seed = seed
+    learning_config.training.off_policy_correction = correction  # type: ignore[assignment]
     history = await _train(tiny_policy, learning_config, steps=14, stale=False)
     start, end = _start_end(history)
     assert end - start > 3.0, [round(m.reward_mean, 1) for m in history]
@@ -313,9 +349,11 @@ async def test_a_few_steps_raise_the_reward(tiny_policy, learning_config: Config
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("correction", ["decoupled", "behaviour"])
 async def test_learning_from_one_version_stale_samples_stays_stable(
-    tiny_policy, learning_config: Config
+    tiny_policy, learning_config: Config, correction: str
 ) -> None:
+    learning_config.training.off_policy_correction = correction  # type: ignore[assignment]
     history = await _train(tiny_policy, learning_config, steps=14, stale=True)
     stepped = [m for m in history if m.stepped]
     assert len(stepped) >= 12
@@ -323,7 +361,11 @@ async def test_learning_from_one_version_stale_samples_stays_stable(
     # one version stale, except right after a skipped (no-signal) step, which bumps no version
     assert all(m.policy_lag_max in (0, 1) for m in stepped)
     assert sum(m.policy_lag_max == 1 for m in stepped) >= 10
-    assert max(m.ratio_max for m in stepped) > 1.01  # the lag was real, and corrected
+    if correction == "behaviour":  # the lag was real, and corrected: by the ratio...
+        assert max(m.ratio_max for m in stepped) > 1.01
+    else:  # ...or by the importance weight, the PPO ratio staying 1
+        assert all(m.ratio_max == pytest.approx(1.0, abs=1e-6) for m in stepped)
+        assert max(abs(m.tis_weight_mean - 1.0) for m in stepped) > 0.005
     start, end = _start_end(history)
     assert end - start > 2.0, [round(m.reward_mean, 1) for m in history]
 
@@ -340,4 +382,9 @@ def test_bench_learn_prints_one_json_object_last(tiny_model_dir, capsys: pytest.
     assert 9 * 20 <= result["tokens"] <= 12 * 20  # completions of 3/4 to all of max_new_tokens
     assert result["trajectories_per_s"] > 0 and result["tokens_per_s"] > 0
     steps = [json.loads(line) for line in lines[:-1] if '"learner_step"' in line]
-    assert [s["stepped"] for s in steps] == [True, True]  # the warm-up, then the timed step
+    # the warm-up, the timed step, then two steps under each correction
+    assert [s["stepped"] for s in steps] == [True] * 6
+    assert [s["tis_weight_mean"] is None for s in steps[2:]] == [False, True, False, True]
+    assert result["step_s_decoupled"] > 0 and result["step_s_behaviour"] > 0
+    assert result["decoupled_overhead"] == pytest.approx(
+        result["step_s_decoupled"] / result["step_s_behaviour"] - 1.0)

@@ -3,18 +3,21 @@
 Builds `--trajectories` trajectories (groups of `training.attempts`, 10 x 10 by default) on real
 prompts of the bundled dataset, with completions of about `--max-new-tokens` random tokens,
 behaviour log-probs from the current policy and varied rewards (every group carries signal),
-then times one learner step after a small warm-up step. Logs are JSON lines; the last stdout
-line is one JSON object with the figures.
+then times one learner step after a small warm-up step, and the same step under each
+`training.off_policy_correction` (`step_s_decoupled`, `step_s_behaviour`: the decoupled loss's
+cost). Logs are JSON lines; the last stdout line is one JSON object with the figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import random
 import resource
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -80,9 +83,32 @@ async def _bench(args: argparse.Namespace, cfg: Config) -> int:
     }
     if cuda:
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    result.update(await _correction_cost(learner, groups, cuda))
     sys.stdout.flush()
     sys.stdout.buffer.write(orjson.dumps(result) + b"\n")
     return 0
+
+
+async def _correction_cost(learner: Any, groups: list[Group], cuda: bool) -> dict[str, Any]:
+    """Seconds per step with each off-policy correction on the same batch (best of two, the
+    modes interleaved): what the decoupled loss's π_old and importance weight cost."""
+    import torch
+
+    configured = learner.cfg
+    best: dict[str, float] = {}
+    for correction in ("decoupled", "behaviour") * 2:
+        learner.cfg = replace(configured, off_policy_correction=correction)
+        start = time.perf_counter()
+        await learner.step(groups)
+        if cuda:
+            torch.cuda.synchronize()
+        best[correction] = min(best.get(correction, math.inf), time.perf_counter() - start)
+    learner.cfg = configured
+    return {
+        "step_s_decoupled": best["decoupled"],
+        "step_s_behaviour": best["behaviour"],
+        "decoupled_overhead": best["decoupled"] / best["behaviour"] - 1.0,
+    }
 
 
 def _groups(policy: Any, contexts: list[Context], n: int, attempts: int, max_tokens: int,
