@@ -9,6 +9,10 @@ Both stores behave the same: `list` is recursive and sorted, deleting a missing 
 error (as in S3), a missing object is a `StorageError` naming it. Local writes are atomic
 (temp file in the same folder, fsync, `os.replace`), so a reader never sees half a file.
 
+Reads take an optional `max_bytes` and never hold more than one chunk past it (the size a
+store reports is not trusted). `read_tagged` / `write_if` are a compare-and-swap on one small
+object (S3's conditional writes, a lock file locally): what the checkpoint lease is built on.
+
 S3 goes through aioboto3 and honours the standard AWS environment (`AWS_ENDPOINT_URL_S3` /
 `AWS_ENDPOINT_URL`, `AWS_REGION` / `AWS_DEFAULT_REGION`, `AWS_PROFILE`, the credential chain).
 Retries on throttling and 5xx are botocore's own ("standard" mode). Errors are built from the
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import os
 import shutil
@@ -33,6 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aioboto3
 import aiohttp
+import filelock
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotocoreConfig
 from botocore.exceptions import (
@@ -50,8 +56,15 @@ from .errors import StorageError
 MiB = 1024 * 1024
 DEFAULT_MAX_BYTES = 1024 * MiB  # read_uri's bound when the caller gives none
 TMP_PREFIX = ".jobrl-tmp-"  # local temp files; never listed
+LOCK_PREFIX = ".jobrl-lock-"  # local lock files of write_if; never listed
 PROBE_PREFIX = ".jobrl-write-probe-"
+LOCK_TIMEOUT_S = 30.0
 _CHUNK = 1 * MiB
+MAX_TAGGED_BYTES = 16 * MiB  # what write_if reads back of the object it replaces
+
+
+class StorageConflict(StorageError):
+    """A conditional write found the object changed (or there, or gone) since it was read."""
 
 
 @dataclass(frozen=True)
@@ -76,8 +89,10 @@ class Store(Protocol):
     def uri(self, key: str = "") -> str: ...
     async def read_bytes(self, key: str, max_bytes: int | None = None) -> bytes: ...
     async def write_bytes(self, key: str, data: bytes) -> None: ...
+    async def read_tagged(self, key: str, max_bytes: int) -> tuple[bytes, str] | None: ...
+    async def write_if(self, key: str, data: bytes, expected: str | None) -> str: ...
     async def upload_file(self, key: str, local_path: str | os.PathLike) -> None: ...
-    async def download_file(self, key: str, local_path: str | os.PathLike) -> None: ...
+    async def download_file(self, key: str, local_path: str | os.PathLike, max_bytes: int | None = None) -> None: ...
     async def exists(self, key: str) -> bool: ...
     async def list(self, prefix: str = "") -> list[ObjectInfo]: ...
     async def delete(self, key: str) -> None: ...
@@ -170,11 +185,20 @@ class LocalStore:
     async def write_bytes(self, key: str, data: bytes) -> None:
         await asyncio.to_thread(_atomic_write, self._path(key), lambda f: f.write(data))
 
+    async def read_tagged(self, key: str, max_bytes: int) -> tuple[bytes, str] | None:
+        """The object's bytes and a tag that changes whenever they do (their sha256), or None."""
+        return await asyncio.to_thread(_read_tagged, self._path(key), max_bytes)
+
+    async def write_if(self, key: str, data: bytes, expected: str | None) -> str:
+        """Write only if the object's tag is still `expected` (None: only if there is none);
+        else StorageConflict. Processes on this host agree through a lock file beside it."""
+        return await asyncio.to_thread(_write_if, self._path(key), data, expected)
+
     async def upload_file(self, key: str, local_path: str | os.PathLike) -> None:
         await asyncio.to_thread(_copy_file, Path(local_path), self._path(key))
 
-    async def download_file(self, key: str, local_path: str | os.PathLike) -> None:
-        await asyncio.to_thread(_copy_file, self._path(key), Path(local_path))
+    async def download_file(self, key: str, local_path: str | os.PathLike, max_bytes: int | None = None) -> None:
+        await asyncio.to_thread(_copy_file, self._path(key), Path(local_path), max_bytes)
 
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self._path(key).is_file)
@@ -183,7 +207,8 @@ class LocalStore:
         return await asyncio.to_thread(_list_files, self.root, check_prefix(prefix))
 
     async def delete(self, key: str) -> None:
-        await asyncio.to_thread(_unlink, self._path(key))
+        """Delete the file, then the folders it leaves empty (an S3 prefix ends with its last key)."""
+        await asyncio.to_thread(_unlink_and_prune, self._path(key), self.root)
 
     async def delete_prefix(self, prefix: str) -> None:
         if not check_prefix(prefix):
@@ -270,13 +295,57 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def _copy_file(src: Path, dst: Path) -> None:
+def _copy_file(src: Path, dst: Path, max_bytes: int | None = None) -> None:
     try:
         source = src.open("rb")
     except OSError as exc:
         raise _local_error(src, "read", exc) from None
     with source:
-        _atomic_write(dst, lambda f: shutil.copyfileobj(source, f, _CHUNK))
+        if max_bytes is None:
+            _atomic_write(dst, lambda f: shutil.copyfileobj(source, f, _CHUNK))
+        else:
+            _atomic_write(dst, lambda f: _copy_bounded(source, f, max_bytes, src))
+
+
+def _copy_bounded(source: BinaryIO, out: BinaryIO, max_bytes: int, where: object) -> None:
+    copied = 0
+    while chunk := source.read(_CHUNK):
+        copied += len(chunk)
+        if copied > max_bytes:
+            raise StorageError(f"{where} is over the {max_bytes}-byte limit")
+        out.write(chunk)
+
+
+def _tag(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read_tagged(path: Path, max_bytes: int) -> tuple[bytes, str] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = _read_file(path, max_bytes)
+    except StorageError:
+        if not path.exists():  # replaced between the two calls: as good as absent
+            return None
+        raise
+    return data, _tag(data)
+
+
+def _write_if(path: Path, data: bytes, expected: str | None) -> str:
+    lock = path.with_name(LOCK_PREFIX + path.name)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with filelock.FileLock(lock, timeout=LOCK_TIMEOUT_S):
+            current = _read_tagged(path, MAX_TAGGED_BYTES)
+            if (current[1] if current else None) != expected:
+                raise StorageConflict(f"{path} changed since it was read")
+            _atomic_write(path, lambda f: f.write(data))
+    except filelock.Timeout:
+        raise StorageError(f"cannot write {path}: {lock} stayed locked for {LOCK_TIMEOUT_S:.0f} s") from None
+    except OSError as exc:
+        raise _local_error(path, "write", exc) from None
+    return _tag(data)
 
 
 def _unlink(path: Path) -> None:
@@ -286,6 +355,17 @@ def _unlink(path: Path) -> None:
         raise _local_error(path, "delete", exc) from None
 
 
+def _unlink_and_prune(path: Path, root: Path) -> None:
+    _unlink(path)
+    folder = path.parent
+    while folder != root and root in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or not ours to remove): the folders above are not empty either
+            return
+        folder = folder.parent
+
+
 def _walk_files(root: Path, prefix: str) -> list[tuple[str, Path]]:
     """(key, path) of every file whose key starts with `prefix`, temp files left out."""
     # start at the deepest folder the prefix names, then filter by the string prefix (S3's rule)
@@ -293,7 +373,7 @@ def _walk_files(root: Path, prefix: str) -> list[tuple[str, Path]]:
     found: list[tuple[str, Path]] = []
     for folder, _dirs, files in os.walk(base):
         for name in files:
-            if name.startswith(TMP_PREFIX):
+            if name.startswith((TMP_PREFIX, LOCK_PREFIX)):
                 continue
             path = Path(folder, name)
             key = path.relative_to(root).as_posix()
@@ -329,6 +409,8 @@ def _delete_tree_prefix(root: Path, prefix: str) -> None:
 # ---------------------------------------------------------------- S3
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+# a conditional write lost: the object changed (412), or a concurrent write to it is under way (409)
+_CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 # codes botocore's standard mode retries: when one reaches us, the attempts are spent
 _RETRIED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
             "RequestTimeout", "InternalError", "ServiceUnavailable"}
@@ -401,18 +483,56 @@ class S3Store:
         full = self._key(key)
         async with self._request("read", full) as s3:
             resp = await s3.get_object(Bucket=self.bucket, Key=full)
-            body = resp["Body"]
-            async with body:  # `as` would give the raw aiohttp response, not botocore's checks
-                size = resp.get("ContentLength", 0)
-                if max_bytes is not None and size > max_bytes:
-                    raise StorageError(f"{self.uri(key)} is {size} bytes, over the {max_bytes}-byte limit")
+            return await self._bounded_body(resp, key, max_bytes)
+
+    async def _bounded_body(self, resp: dict, key: str, max_bytes: int | None) -> bytes:
+        """The body, refused as soon as it is over `max_bytes`: whatever ContentLength says."""
+        body = resp["Body"]
+        async with body:  # `as` would give the raw aiohttp response, not botocore's checks
+            size = resp.get("ContentLength", 0)
+            if max_bytes is None:
                 return await body.read()
+            if size > max_bytes:
+                raise StorageError(f"{self.uri(key)} is {size} bytes, over the {max_bytes}-byte limit")
+            chunks, total = [], 0
+            async for chunk in body.iter_chunks(_CHUNK):
+                total += len(chunk)
+                if total > max_bytes:
+                    raise StorageError(f"{self.uri(key)} is over the {max_bytes}-byte limit")
+                chunks.append(chunk)
+            return b"".join(chunks)
 
     async def write_bytes(self, key: str, data: bytes) -> None:
         full = self._key(key)
         async with self._request("write", full) as s3:
             # the managed transfer switches to multipart above the threshold
             await s3.upload_fileobj(io.BytesIO(data), self.bucket, full, Config=self._transfer)
+
+    async def read_tagged(self, key: str, max_bytes: int) -> tuple[bytes, str] | None:
+        """The object's bytes and its ETag, or None when there is none."""
+        full = self._key(key)
+        async with self._request("read", full) as s3:
+            try:
+                resp = await s3.get_object(Bucket=self.bucket, Key=full)
+            except ClientError as exc:
+                if _code(exc) in _NOT_FOUND:
+                    return None
+                raise
+            return await self._bounded_body(resp, key, max_bytes), str(resp.get("ETag", ""))
+
+    async def write_if(self, key: str, data: bytes, expected: str | None) -> str:
+        """Write only if the ETag is still `expected` (None: only if there is no object), with
+        S3's conditional writes (If-Match / If-None-Match); else StorageConflict. The new ETag."""
+        full = self._key(key)
+        condition = {"IfNoneMatch": "*"} if expected is None else {"IfMatch": expected}
+        async with self._request("write", full) as s3:
+            try:
+                resp = await s3.put_object(Bucket=self.bucket, Key=full, Body=data, **condition)
+            except ClientError as exc:
+                if _code(exc) in _CONFLICT or _code(exc) in _NOT_FOUND:
+                    raise StorageConflict(f"{self.uri(key)} changed since it was read") from None
+                raise
+        return str(resp.get("ETag", ""))
 
     async def upload_file(self, key: str, local_path: str | os.PathLike) -> None:
         full, path = self._key(key), Path(local_path)
@@ -421,16 +541,19 @@ class S3Store:
         async with self._request("upload to", full) as s3:
             await s3.upload_file(str(path), self.bucket, full, Config=self._transfer)
 
-    async def download_file(self, key: str, local_path: str | os.PathLike) -> None:
+    async def download_file(self, key: str, local_path: str | os.PathLike, max_bytes: int | None = None) -> None:
         full, path = self._key(key), Path(local_path)
         async with self._request("download", full) as s3:
             resp = await s3.get_object(Bucket=self.bucket, Key=full)
             # streamed into a temp file: a failed download never leaves a partial file behind
             out = await asyncio.to_thread(_AtomicFile, path)
             try:
-                body = resp["Body"]
+                body, received = resp["Body"], 0
                 async with body:
                     async for chunk in body.iter_chunks(_CHUNK):
+                        received += len(chunk)
+                        if max_bytes is not None and received > max_bytes:
+                            raise StorageError(f"{self.uri(key)} is over the {max_bytes}-byte limit")
                         await asyncio.to_thread(out.file.write, chunk)
             except BaseException as exc:
                 await asyncio.to_thread(out.discard)

@@ -21,6 +21,7 @@ from jobrl_async.storage import (
     LocalStore,
     Location,
     S3Store,
+    StorageConflict,
     Store,
     open_store,
     parse_uri,
@@ -152,6 +153,47 @@ async def test_read_uri_with_a_size_bound(store: Store, root_uri: str) -> None:
         await store.read_bytes("data.json", max_bytes=8)
 
 
+async def test_download_stops_at_its_bound_and_leaves_no_file(store: Store, tmp_path: Path) -> None:
+    await store.write_bytes("step-000001/adapter_model.safetensors", b"x" * 4096)
+    dest = tmp_path / "dl"
+    await store.download_file("step-000001/adapter_model.safetensors", dest / "ok", max_bytes=4096)
+    assert (dest / "ok").read_bytes() == b"x" * 4096
+    with pytest.raises(StorageError, match="over the 4095-byte limit") as err:
+        await store.download_file("step-000001/adapter_model.safetensors", dest / "big", max_bytes=4095)
+    assert "step-000001/adapter_model.safetensors" in str(err.value)
+    assert sorted(p.name for p in dest.iterdir()) == ["ok"]  # no partial file, no temp file
+
+
+async def test_write_if_is_a_compare_and_swap(store: Store) -> None:
+    assert await store.read_tagged("lease.json", 1024) is None
+    first = await store.write_if("lease.json", b"run-a", None)  # create only
+    with pytest.raises(StorageConflict):
+        await store.write_if("lease.json", b"run-b", None)  # someone created it first
+    assert await store.read_tagged("lease.json", 1024) == (b"run-a", first)
+    second = await store.write_if("lease.json", b"run-a again", first)
+    assert second != first
+    with pytest.raises(StorageConflict):
+        await store.write_if("lease.json", b"run-b", first)  # a stale tag: it changed since
+    assert (await store.read_tagged("lease.json", 1024))[0] == b"run-a again"
+    await store.delete("lease.json")
+    with pytest.raises(StorageConflict):
+        await store.write_if("lease.json", b"run-b", second)  # gone since it was read
+    assert keys(await store.list()) == []  # no lock file or temp file shows in a listing
+
+
+async def test_read_tagged_is_bounded(store: Store) -> None:
+    await store.write_bytes("lease.json", b"x" * 100)
+    with pytest.raises(StorageError, match="over the 99-byte limit"):
+        await store.read_tagged("lease.json", 99)
+
+
+async def test_racing_writers_exactly_one_wins(store: Store) -> None:
+    results = await asyncio.gather(*(store.write_if("lease.json", f"run-{i}".encode(), None) for i in range(6)),
+                                   return_exceptions=True)
+    assert sum(isinstance(r, str) for r in results) == 1
+    assert all(isinstance(r, (str, StorageConflict)) for r in results)
+
+
 async def test_uri_of_a_key_is_readable_by_read_uri(store: Store) -> None:
     await store.write_bytes("step-000001/manifest.json", b"{}")
     assert store.uri("step-000001/manifest.json").startswith(store.uri())
@@ -174,6 +216,17 @@ async def test_local_check_writable_fails_clearly(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "a-file" / "sub")  # a root under a regular file
     with pytest.raises(StorageError, match="a-file/sub"):
         await store.check_writable()
+
+
+async def test_local_delete_removes_the_folders_it_empties(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "root")
+    await store.write_bytes("step-000001/a", b"1")
+    await store.write_bytes("step-000001/sub/b", b"1")
+    await store.delete("step-000001/sub/b")
+    assert sorted(p.name for p in (tmp_path / "root" / "step-000001").iterdir()) == ["a"]
+    await store.delete("step-000001/a")
+    assert list((tmp_path / "root").iterdir()) == []  # as on S3: a prefix ends with its last key
+    assert (tmp_path / "root").is_dir()  # the root itself stays
 
 
 async def test_local_upload_of_a_missing_file_names_it(tmp_path: Path) -> None:
@@ -316,6 +369,29 @@ async def test_s3_gives_up_after_max_attempts(monkeypatch: pytest.MonkeyPatch) -
             with pytest.raises(StorageError, match=r"s3://jobrl-test/k: SlowDown \(HTTP 503\) after 2 attempts"):
                 await store.read_bytes("k")
     assert len(fake.paths) == 2
+
+
+async def test_s3_read_stops_at_its_bound_whatever_the_length_header_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def endless(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"ETag": '"abc"'})  # chunked: no Content-Length at all
+        await resp.prepare(request)
+        for _ in range(64):
+            await resp.write(b"x" * 65536)
+        return resp
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", endless)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:%d" % site._server.sockets[0].getsockname()[1])
+    try:
+        async with S3Store("jobrl-test", "", StorageConfig(max_attempts=1)) as store:
+            with pytest.raises(StorageError, match="over the 1024-byte limit"):
+                await store.read_bytes("latest.json", max_bytes=1024)
+    finally:
+        await runner.cleanup()
 
 
 async def test_s3_calls_are_bounded_by_max_concurrency(monkeypatch: pytest.MonkeyPatch) -> None:
