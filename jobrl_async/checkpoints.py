@@ -4,10 +4,12 @@ Layout under the checkpoints URI (a path, file:// or s3://):
 
     step-000123/adapter_model.safetensors   LoRA weights, peft naming (PeftModel.from_pretrained)
     step-000123/adapter_config.json         peft LoraConfig
-    step-000123/learner_state.pt            optimizer + scheduler (resumable checkpoints only)
+    step-000123/learner_state.safetensors   optimizer + scheduler tensors  } resumable checkpoints
+    step-000123/learner_state.json          the rest of their state        } only (tensor_json.py)
     step-000123/trainer_state.json          step, epoch, position, policy version, best score, RNG
     step-000123/manifest.json               written LAST: sha256 and size of every file above
     best.json, latest.json                  pointers: {"step", "path", "validation_score", "time"}
+    lease.json                              the run writing here (lease.py)
 
 Commit protocol, per checkpoint: files -> size check -> manifest -> read-back -> pointers ->
 retention. A folder is complete only once its manifest is there, and a pointer moves only after
@@ -15,13 +17,18 @@ that, so a reader (or a resume after `kill -9`) never sees a partial checkpoint.
 folder is never rewritten: the writer may only add files to a folder it wrote itself (a latest
 after its step's best), then replace the manifest; a new run meeting a complete folder of the
 same step writes beside it (`step-000123-1`). Readers verify every file's sha256 against the
-manifest before anything is deserialised (safetensors; `torch.load(weights_only=True)`).
+manifest before anything is deserialised, and deserialise safetensors and JSON only: nothing is
+unpickled (checkpoints of the first format, with a pickled `learner_state.pt`, are refused).
+Every read is bounded: pointers and manifests by fixed caps, files by their manifest's size.
+The writer deletes only names it writes itself: anything else under the URI is left alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -30,46 +37,65 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
+import unicodedata
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import aiohttp
 import anyio
 import anyio.to_thread
 import orjson
+from botocore.exceptions import BotoCoreError, ClientError
 
 from . import __version__
 from .config import Config
 from .errors import CheckpointError, StorageError
 from .log import get_logger
 from .storage import ObjectInfo, Store, open_store
+from .tensor_json import join_tensors, split_tensors
 
 if TYPE_CHECKING:  # torch is imported lazily: `checkpoints list` never pays for it
     import torch
+
+    from .lease import CheckpointLease
 
 Kind = Literal["best", "latest"]
 KINDS: tuple[Kind, ...] = ("best", "latest")
 
 ADAPTER = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
-LEARNER_STATE = "learner_state.pt"
+LEARNER_TENSORS = "learner_state.safetensors"
+LEARNER_JSON = "learner_state.json"
 TRAINER_STATE = "trainer_state.json"
 MANIFEST = "manifest.json"
+PICKLED_LEARNER_STATE = "learner_state.pt"  # the first format's: never loaded, only cleaned up
 REQUIRED_FILES = (ADAPTER, ADAPTER_CONFIG, TRAINER_STATE)
-ALLOWED_FILES = frozenset((*REQUIRED_FILES, LEARNER_STATE))
+LEARNER_FILES = (LEARNER_TENSORS, LEARNER_JSON)
+ALLOWED_FILES = frozenset((*REQUIRED_FILES, *LEARNER_FILES))
+OWN_FILES = frozenset((*ALLOWED_FILES, MANIFEST, PICKLED_LEARNER_STATE))  # what retention may delete
 
 # Read-back bounds: everything read from the store is untrusted until verified.
+MiB = 1024 * 1024
 MAX_POINTER_BYTES = 64 * 1024
-MAX_MANIFEST_BYTES = 1024 * 1024
-MAX_JSON_FILE_BYTES = 16 * 1024 * 1024  # adapter_config.json, trainer_state.json
-MAX_FILE_BYTES = 64 * 1024**3  # a manifest entry claiming more is not ours
+MAX_MANIFEST_BYTES = 1 * MiB
+MAX_JSON_FILE_BYTES = 16 * MiB  # adapter_config.json, trainer_state.json, learner_state.json
+DEFAULT_MAX_FILE_BYTES = 4096 * MiB  # checkpoints.max_file_mb's default
 
-FOLDER_RE = re.compile(r"^step-(\d{6,12})(?:-(\d{1,6}))?$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# \A...\Z and re.ASCII: `$` would accept a trailing newline and `\d` non-ASCII digits
+FOLDER_RE = re.compile(r"\Astep-(\d{6,12})(?:-(\d{1,6}))?\Z", re.ASCII)
+SHA256_RE = re.compile(r"\A[0-9a-f]{64}\Z", re.ASCII)
+TIME_RE = re.compile(r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)\Z", re.ASCII)
 RETRY_BASE_S = 1.0
 RETRY_MAX_S = 60.0
+# What a checkpoint write may retry: the store or the local disk failing, never a bug of ours.
+RETRYABLE = (StorageError, OSError, BotoCoreError, ClientError, aiohttp.ClientError, asyncio.TimeoutError)
+
+
+class ObsoleteCheckpoint(CheckpointError):
+    """A checkpoint of the first format (a pickled learner state): this version refuses it."""
 
 
 # ---------------------------------------------------------------- trainer state and RNG
@@ -192,14 +218,15 @@ class SaveRequest:
     validation_score: float | None
     adapter: dict[str, torch.Tensor]  # CPU LoRA weights, get_peft_model_state_dict naming
     adapter_config: dict  # peft LoraConfig.to_dict(), base_model_name_or_path = the model id
-    learner_state: dict | None  # optimizer + scheduler; None for a weights-only best
+    learner_state: dict | None  # Learner.state_dict(): optimizer + scheduler; None for a weights-only best
     trainer: TrainerState
     # a best: the step whose validation round sampled these weights; `eval` redraws that round
     validation_round: int | None = None
 
 
 def snapshot(value: Any) -> Any:
-    """A private CPU copy of every tensor in a nest of dicts, lists and tuples."""
+    """A private CPU copy of every tensor in a nest of dicts, lists and tuples: what a caller
+    of `CheckpointWriter.submit` hands over (the learner changes its own tensors in place)."""
     import torch
 
     if isinstance(value, torch.Tensor):
@@ -243,12 +270,8 @@ class Job:
         if other.validation_score is not None:
             self.validation_score = other.validation_score
             self.validation_round = other.validation_round
-        keep_other = other.request.learner_state is not None and self.request.learner_state is None
-        dropped = self.staged if keep_other else other.staged
-        if dropped is not None:
-            dropped.discard()
-        if keep_other:
-            self.request, self.staged = other.request, other.staged
+        if other.request.learner_state is not None and self.request.learner_state is None:
+            self.request, self.staged = other.request, other.staged  # the writer sweeps the other folder
 
 
 class PendingQueue:
@@ -324,27 +347,49 @@ class PendingQueue:
 
 @dataclass
 class Staged:
-    """A checkpoint's files, serialised into a local temp folder, with their sha256 and size."""
+    """A checkpoint's files, serialised into a local scratch folder, with their sha256 and size."""
 
     folder: Path
     files: dict[str, dict[str, Any]]  # name -> {"sha256", "size"}
 
-    def discard(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-
 
 def stage(req: SaveRequest, folder: Path) -> dict[str, dict[str, Any]]:
     """Serialise `req` into `folder`; the files' sha256 and size (blocking: a worker thread)."""
-    import torch
     from safetensors.torch import save_file
 
+    folder.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in req.adapter.items()}
     save_file(tensors, folder / ADAPTER, metadata={"format": "pt"})  # what peft writes
     (folder / ADAPTER_CONFIG).write_bytes(adapter_config_json(req.adapter_config))
     (folder / TRAINER_STATE).write_bytes(orjson.dumps(req.trainer.to_dict(), option=orjson.OPT_INDENT_2))
     if req.learner_state is not None:
-        torch.save(req.learner_state, folder / LEARNER_STATE)
+        doc, tensors = learner_state_files(req.learner_state)
+        save_file(tensors, folder / LEARNER_TENSORS)
+        (folder / LEARNER_JSON).write_bytes(doc)
     return {p.name: file_entry(p) for p in sorted(folder.iterdir())}
+
+
+def learner_state_files(state: dict) -> tuple[bytes, dict[str, torch.Tensor]]:
+    """(learner_state.json, learner_state.safetensors' tensors): no pickle anywhere."""
+    import torch
+
+    doc, tensors = split_tensors(state, lambda v: isinstance(v, torch.Tensor))
+    # safetensors refuses tensors that share memory; each gets its own contiguous CPU copy
+    owned = {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
+    return orjson.dumps({"format": 1, "state": doc}), owned
+
+
+def read_learner_state(folder: Path, where: str) -> dict:
+    """The learner state `learner_state_files` wrote: safetensors + JSON, checked as it is rebuilt."""
+    from safetensors.torch import load_file
+
+    doc = json_object((folder / LEARNER_JSON).read_bytes(), f"{where}: {LEARNER_JSON}")
+    if doc.get("format") != 1:
+        raise CheckpointError(f"{where}: {LEARNER_JSON} has an unknown format {doc.get('format')!r}")
+    state = join_tensors(doc.get("state"), load_file(folder / LEARNER_TENSORS), f"{where}: {LEARNER_JSON}")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{where}: {LEARNER_JSON} does not hold a learner state object")
+    return state
 
 
 def adapter_config_json(config: dict) -> bytes:
@@ -371,10 +416,10 @@ def utc_now() -> str:
 def build_manifest(step: int, score: float | None, config_digest: str, files: dict[str, dict],
                    validation_round: int | None = None) -> dict:
     return {
-        "format": 1,
+        "format": 2,  # 2: the learner state as safetensors + JSON (1 pickled it)
         "step": step,
         # "latest" = resumable (carries the learner state); a weights-only best is "best"
-        "kind": "latest" if LEARNER_STATE in files else "best",
+        "kind": "latest" if LEARNER_JSON in files else "best",
         "validation_score": score,
         "validation_round": validation_round,
         "time": utc_now(),
@@ -398,9 +443,14 @@ def json_object(raw: bytes, where: str) -> dict:
     return value
 
 
-def parse_manifest(raw: bytes, where: str) -> dict:
+def parse_manifest(raw: bytes, where: str, max_file: int = DEFAULT_MAX_FILE_BYTES) -> dict:
     """A manifest read back, checked field by field (it is untrusted until then)."""
     m = json_object(raw, f"{where}: manifest.json")
+    if isinstance(m.get("files"), dict) and PICKLED_LEARNER_STATE in m["files"]:
+        raise ObsoleteCheckpoint(
+            f"{where} is of the first checkpoint format (a pickled {PICKLED_LEARNER_STATE}), which this "
+            "version refuses to load: start fresh with --no-resume or another --checkpoints"
+        )
     step, score, files = m.get("step"), m.get("validation_score"), m.get("files")
     if not is_count(step):
         raise CheckpointError(f"{where}: manifest 'step' must be an integer >= 0, got {step!r}")
@@ -414,12 +464,14 @@ def parse_manifest(raw: bytes, where: str) -> dict:
     for name in REQUIRED_FILES:
         if name not in files:
             raise CheckpointError(f"{where}: manifest lists no {name}")
+    if (LEARNER_TENSORS in files) != (LEARNER_JSON in files):
+        raise CheckpointError(f"{where}: manifest lists one of {LEARNER_TENSORS} and {LEARNER_JSON} without the other")
     for name, entry in files.items():
-        _check_entry(name, entry, where)
+        _check_entry(name, entry, where, max_file)
     return m
 
 
-def _check_entry(name: str, entry: Any, where: str) -> None:
+def _check_entry(name: str, entry: Any, where: str, max_file: int) -> None:
     if name not in ALLOWED_FILES:  # also keeps names like "../x" out of the download folder
         raise CheckpointError(f"{where}: manifest lists an unexpected file {name!r}")
     if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
@@ -427,9 +479,10 @@ def _check_entry(name: str, entry: Any, where: str) -> None:
     if not SHA256_RE.match(entry["sha256"]):
         raise CheckpointError(f"{where}: manifest sha256 of {name} is not 64 hex digits")
     size = entry.get("size")
-    limit = MAX_JSON_FILE_BYTES if name.endswith(".json") else MAX_FILE_BYTES
+    limit = MAX_JSON_FILE_BYTES if name.endswith(".json") else max_file
     if not is_count(size) or size > limit:
-        raise CheckpointError(f"{where}: manifest size of {name} must be 0..{limit} bytes, got {size!r}")
+        hint = " (checkpoints.max_file_mb)" if limit == max_file else ""
+        raise CheckpointError(f"{where}: manifest size of {name} must be 0..{limit} bytes, got {size!r}{hint}")
 
 
 def check_sizes(manifest: dict, sizes: dict[str, int], where: str) -> None:
@@ -497,7 +550,12 @@ class Folder:
 
     @property
     def resumable(self) -> bool:
-        return self.complete and LEARNER_STATE in self.files
+        return self.complete and all(name in self.files for name in LEARNER_FILES)
+
+    @property
+    def own_files(self) -> list[str]:
+        """The files here this writer could have written: the only ones it ever deletes."""
+        return [name for name in self.files if name in OWN_FILES]
 
 
 def folders_from_listing(objects: Iterable[ObjectInfo]) -> dict[str, Folder]:
@@ -552,20 +610,40 @@ async def settle_all(transfers: list[Any]) -> None:
 @dataclass
 class WriterStats:
     written: int = 0  # checkpoint folders committed (one folder may serve best and latest)
-    failed: int = 0  # failed attempts (each is retried later, unless superseded)
+    failed: int = 0  # failed attempts (each is retried later, unless superseded or given up)
+    abandoned: int = 0  # checkpoints given up after checkpoints.max_attempts
     superseded: int = 0  # pending checkpoints dropped for a newer one
     pending: int = 0  # waiting, not started
+    failures_in_a_row: int = 0  # failed attempts since the last checkpoint written
     last_error: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def retry_reason(exc: BaseException) -> str | None:
+    """Why a write failed, when it is worth retrying (the store or the disk); None for a bug."""
+    if isinstance(exc, StorageError):
+        return str(exc)
+    if isinstance(exc, OSError) and not isinstance(exc, aiohttp.ClientError):
+        return f"local disk: {type(exc).__name__}: {exc.strerror or exc}"
+    if isinstance(exc, RETRYABLE):  # raw botocore/aiohttp text can carry URLs: the type only
+        return f"storage: {type(exc).__name__}"
+    return None
+
+
 class CheckpointWriter:
     """The checkpoint writer stage. `submit` (on the event loop) never waits for I/O; `run`
     writes one checkpoint at a time: serialised in a worker thread, its files uploaded
-    concurrently (the store bounds concurrency and goes multipart for large files). A failed
-    write is reported (`checkpoint_failed`) and retried with backoff, never moving a pointer.
+    concurrently (the store bounds concurrency and goes multipart for large files).
+
+    A write that fails on storage (the store, the network, the local disk) is reported
+    (`checkpoint_failed`) and retried with backoff, never moving a pointer; after
+    `checkpoints.max_attempts` tries it is given up (`checkpoint_abandoned`), so one stuck
+    checkpoint never blocks the ones behind it, and as many failures in a row are reported as
+    persistent (`on_result`'s third argument: /healthz turns 503) until a write succeeds.
+    Any other exception is a bug and ends `run()` with it. With a lease, nothing moves a pointer
+    or deletes a folder once another run holds the URI: `run()` ends with CheckpointLeaseLost.
     """
 
     def __init__(
@@ -576,17 +654,23 @@ class CheckpointWriter:
         store: Store | None = None,  # tests inject a faulty store; default: open_store(uri)
         retry_base_s: float = RETRY_BASE_S,
         retry_max_s: float = RETRY_MAX_S,
-        on_result: Callable[[str, bool], None] | None = None,  # (kind, ok): feeds the metrics
+        # (kind, ok, persistent failure or None): feeds the metrics and /healthz
+        on_result: Callable[[str, bool, str | None], None] | None = None,
+        lease: CheckpointLease | None = None,  # held by this run; released when run() ends
     ) -> None:
         self.uri = uri
-        self._on_result = on_result or (lambda kind, ok: None)
+        self._on_result = on_result or (lambda kind, ok, persistent=None: None)
         self.keep_latest = cfg.checkpoints.keep_latest
+        self.max_attempts = cfg.checkpoints.max_attempts
         self.retry_base_s, self.retry_max_s = retry_base_s, retry_max_s
         self._store = store if store is not None else open_store(uri, cfg.storage)
         self._own_store = store is None
+        self._lease = lease
         self._queue = PendingQueue(cfg.checkpoints.max_pending)
         self._committed: dict[str, dict] = {}  # folder -> manifest, for folders this writer wrote
         self._folder_of: dict[int, str] = {}  # step -> the folder this writer writes it to
+        self._scratch: Path | None = None  # where checkpoints are serialised; one folder per job
+        self._jobs_staged = 0
         self._wake = asyncio.Event()
         self._done = asyncio.Event()
         self._running = self._closing = False
@@ -597,7 +681,14 @@ class CheckpointWriter:
     # -- the pipeline's side
 
     def submit(self, req: SaveRequest) -> None:
-        """Queue a checkpoint; returns at once. Call it from the event loop's thread."""
+        """Queue a checkpoint; returns at once. Call it from the event loop's thread.
+
+        The writer takes ownership of the tensors in `req` (adapter and learner state): they are
+        serialised later, in a worker thread, while training goes on. So they must be private
+        copies that nothing changes any more, taken when the checkpoint is meant to describe
+        (the pipeline copies them on the device thread; `snapshot()` makes such copies). They
+        are not copied again here.
+        """
         if self._closing:  # a validation that finished during shutdown: too late to write
             get_logger("checkpoints").warning("checkpoint_dropped", kind=req.kind, step=req.step,
                                               reason="submitted after close()")
@@ -606,9 +697,6 @@ class CheckpointWriter:
             raise ValueError(f"unknown checkpoint kind {req.kind!r}")
         if req.kind == "latest" and req.learner_state is None:
             raise ValueError("a latest checkpoint needs the learner state (it is what a resume loads)")
-        # `optimizer.state_dict()` holds references to live tensors that the next learner step
-        # changes in place: copy now, so the checkpoint is this step's and nothing else's
-        req = replace(req, adapter=snapshot(req.adapter), learner_state=snapshot(req.learner_state))
         self._superseded(self._queue.push(Job.of(req)))
         self.stats.pending = len(self._queue)
         self._wake.set()
@@ -616,18 +704,24 @@ class CheckpointWriter:
     async def run(self) -> None:
         """The stage: write queued checkpoints until `close()` (or cancellation)."""
         self._running = True
+        watch = asyncio.create_task(self._watch_lease()) if self._lease is not None else None
         try:
             with anyio.CancelScope() as self._scope:
                 while (job := await self._next_job()) is not None:
                     self._in_flight = job
                     await self._attempt(job)
                     self._in_flight = None
+                    await self._sweep()
         finally:
-            for job in [*self._queue.jobs, *([self._in_flight] if self._in_flight else [])]:
-                if job.staged is not None:
-                    job.staged.discard()
-            if self._own_store:
-                with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):
+                if watch is not None:
+                    watch.cancel()
+                    await asyncio.gather(watch, return_exceptions=True)
+                if self._scratch is not None:
+                    await anyio.to_thread.run_sync(functools.partial(shutil.rmtree, self._scratch, ignore_errors=True))
+                if self._lease is not None:
+                    await self._lease.aclose()
+                if self._own_store:
                     await self._store.aclose()
             self._done.set()
 
@@ -652,6 +746,8 @@ class CheckpointWriter:
 
     async def _next_job(self) -> Job | None:
         while True:
+            if self._lease is not None and self._lease.lost is not None:
+                raise self._lease.lost  # another run writes here now: stop, write nothing more
             job, wait = self._queue.next_ready(time.monotonic())
             if job is not None:
                 self.stats.pending = len(self._queue)
@@ -662,44 +758,78 @@ class CheckpointWriter:
             with anyio.move_on_after(math.inf if wait is None else wait):
                 await self._wake.wait()
 
+    async def _watch_lease(self) -> None:
+        assert self._lease is not None
+        await self._lease.lost_event.wait()
+        self._wake.set()
+
     async def _attempt(self, job: Job) -> None:
         try:
-            if job.staged is None:  # the job owns the folder before the thread writes into it
-                job.staged = Staged(Path(tempfile.mkdtemp(prefix="jobrl-ckpt-")), {})
+            if job.staged is None:  # the job owns its folder before the thread writes into it
+                job.staged = Staged(await self._new_scratch_folder(), {})
             if not job.staged.files:
                 job.staged.files = await anyio.to_thread.run_sync(stage, job.request, job.staged.folder)
             await self._commit(job)
-        except Exception as exc:  # a storage problem must never stop training: report, retry
-            self._failed(job, exc)
+        except Exception as exc:
+            reason = retry_reason(exc)
+            if reason is None:  # a bug, or the lease lost: never retried
+                raise
+            self._failed(job, reason)
         else:
             self.stats.written += 1
-            job.staged.discard()
+            if self.stats.failures_in_a_row >= self.max_attempts:
+                get_logger("checkpoints").info("checkpoint_writes_recovered", step=job.step,
+                                               failures=self.stats.failures_in_a_row)
+            self.stats.failures_in_a_row = 0
 
-    def _failed(self, job: Job, exc: Exception) -> None:
+    async def _new_scratch_folder(self) -> Path:
+        if self._scratch is None:
+            self._scratch = Path(await anyio.to_thread.run_sync(functools.partial(tempfile.mkdtemp, prefix="jobrl-ckpt-")))
+        self._jobs_staged += 1
+        return self._scratch / f"job-{self._jobs_staged}"  # stage() creates it, in its thread
+
+    async def _sweep(self) -> None:
+        """Remove serialised files no job holds any more (written, superseded, merged, given up)."""
+        if self._scratch is None:
+            return
+        held = {j.staged.folder for j in [*self._queue.jobs, self._in_flight] if j is not None and j.staged}
+        await anyio.to_thread.run_sync(_remove_all_but, self._scratch, held)
+
+    def _failed(self, job: Job, reason: str) -> None:
         job.attempts += 1
-        delay = min(self.retry_max_s, self.retry_base_s * 2 ** (job.attempts - 1))
-        job.not_before = time.monotonic() + delay
-        reason = str(exc) if isinstance(exc, (StorageError, CheckpointError)) else f"{type(exc).__name__}: {exc}"
         self.stats.failed += 1
+        self.stats.failures_in_a_row += 1
         self.stats.last_error = reason
+        log = get_logger("checkpoints")
+        persistent = None
+        if self.stats.failures_in_a_row >= self.max_attempts:
+            # no storage text here: it goes to /healthz, which names no bucket or path
+            persistent = f"{self.stats.failures_in_a_row} failed in a row (see checkpoint_failed in the log)"
+            if self.stats.failures_in_a_row == self.max_attempts:
+                log.error("checkpoint_writes_failing", failures=self.stats.failures_in_a_row, reason=reason)
         for kind in sorted(job.kinds):
-            self._on_result(kind, False)
-        get_logger("checkpoints").warning(
-            "checkpoint_failed", kind=",".join(sorted(job.kinds)), step=job.step, reason=reason,
-            attempt=job.attempts, retry_in_s=round(delay, 3),
-        )
-        self._superseded(self._queue.requeue(job))
+            self._on_result(kind, False, persistent)
+        give_up = job.attempts >= self.max_attempts
+        delay = min(self.retry_max_s, self.retry_base_s * 2 ** (job.attempts - 1))
+        log.warning("checkpoint_failed", kind=",".join(sorted(job.kinds)), step=job.step, reason=reason,
+                    attempt=job.attempts, retry_in_s=None if give_up else round(delay, 3))
+        if give_up:
+            self.stats.abandoned += 1
+            log.error("checkpoint_abandoned", kind=",".join(sorted(job.kinds)), step=job.step,
+                      attempts=job.attempts, reason=reason)
+        else:
+            job.not_before = time.monotonic() + delay
+            self._superseded(self._queue.requeue(job))
         self.stats.pending = len(self._queue)
 
     def _superseded(self, jobs: list[Job]) -> None:
         for job in jobs:
             self.stats.superseded += 1
-            if job.staged is not None:
-                job.staged.discard()
             get_logger("checkpoints").info("checkpoint_superseded", step=job.step, kind=job.request.kind)
 
     async def _commit(self, job: Job) -> None:
         assert job.staged is not None
+        await self._check_lease()  # before anything here is deleted or overwritten
         folder = await self._folder_for(job.step)
         existing = self._committed.get(folder)
         uploads, table = plan_files(job.staged, existing)
@@ -710,19 +840,24 @@ class CheckpointWriter:
             await self._upload(folder, job.staged, uploads)
             manifest = build_manifest(job.step, score, job.request.trainer.config_digest, table, round_)
             await self._write_manifest(folder, manifest)
+        await self._check_lease()  # the uploads took a while: still ours before a pointer moves
         for kind in KINDS:
             if kind in job.kinds and kind not in job.pointers_done:
                 await self._store.write_bytes(f"{kind}.json", pointer_bytes(folder, job.step, job.validation_score))
                 job.pointers_done.add(kind)
-                self._on_result(kind, True)
+                self._on_result(kind, True, None)
                 get_logger("checkpoints").info(
                     "checkpoint_saved", kind=kind, uri=self._store.uri(folder), step=job.step
                 )
         await self._retain()
 
+    async def _check_lease(self) -> None:
+        if self._lease is not None:
+            await self._lease.check()
+
     async def _folder_for(self, step: int) -> str:
         """The folder for `step`: the one this writer already uses, else the first name with no
-        complete checkpoint in it (leftovers of an interrupted write are cleared first)."""
+        complete checkpoint in it (our leftovers of an interrupted write are cleared first)."""
         if step in self._folder_of:
             return self._folder_of[step]
         found = folders_from_listing(await self._store.list(step_folder(step)))
@@ -730,9 +865,16 @@ class CheckpointWriter:
         while (name := step_folder(step, suffix)) in found and found[name].complete:
             suffix += 1
         if name in found:
-            await self._store.delete_prefix(f"{name}/")
+            await self._delete_own(found[name])
         self._folder_of[step] = name
         return name
+
+    async def _delete_own(self, folder: Folder) -> None:
+        """Delete the files of `folder` this writer could have written, the manifest first (so
+        the folder is incomplete before it is partial); anything else there is left alone."""
+        names = sorted(folder.own_files, key=lambda n: n != MANIFEST)
+        for name in names:
+            await self._store.delete(f"{folder.name}/{name}")
 
     async def _upload(self, folder: str, staged: Staged, names: list[str]) -> None:
         await settle_all([self._store.upload_file(f"{folder}/{n}", staged.folder / n) for n in names])
@@ -740,28 +882,37 @@ class CheckpointWriter:
     async def _write_manifest(self, folder: str, manifest: dict) -> None:
         where = self._store.uri(folder)
         listing = await self._store.list(f"{folder}/")
-        check_sizes(manifest, {o.key.rpartition("/")[2]: o.size for o in listing}, where)
+        try:
+            check_sizes(manifest, {o.key.rpartition("/")[2]: o.size for o in listing}, where)
+        except CheckpointError as exc:  # our own upload does not show as written: the store's fault
+            raise StorageError(str(exc).removeprefix("checkpoint: ")) from None
         raw = manifest_bytes(manifest)
         key = f"{folder}/{MANIFEST}"
         await self._store.write_bytes(key, raw)
         if await self._store.read_bytes(key, max_bytes=MAX_MANIFEST_BYTES) != raw:
-            raise CheckpointError(f"{where}: manifest.json read back different bytes than were written")
+            raise StorageError(f"{where}: manifest.json read back different bytes than were written")
         self._committed[folder] = manifest
 
     async def _retain(self) -> None:
         """Delete folders retention no longer keeps; pointers are read from the store, so a
-        best written by an earlier run is kept too. A failure here is reported, never fatal."""
+        best written by an earlier run is kept too. A storage failure here is reported, never
+        fatal (the next checkpoint retries); only files this writer could have written go."""
         try:
             pointers = {kind: await read_pointer(self._store, kind) for kind in KINDS}
             folders = folders_from_listing(await self._store.list())
             best, latest = (p.path if p else None for p in (pointers["best"], pointers["latest"]))
             for name in folders_to_delete(folders, best, latest, self.keep_latest):
-                await self._store.delete(f"{name}/{MANIFEST}")  # incomplete first, then gone
-                await self._store.delete_prefix(f"{name}/")
+                await self._delete_own(folders[name])
                 self._committed.pop(name, None)
                 self._folder_of = {s: f for s, f in self._folder_of.items() if f != name}
-        except Exception as exc:
+        except (StorageError, CheckpointError) as exc:
             get_logger("checkpoints").warning("checkpoint_retention_failed", reason=str(exc))
+
+
+def _remove_all_but(root: Path, keep: set[Path]) -> None:
+    for child in root.iterdir():
+        if child not in keep:
+            shutil.rmtree(child, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- readers
@@ -802,28 +953,38 @@ async def preflight(uri: str, cfg: Config) -> None:
 
 
 async def read_pointer(store: Store, kind: Kind) -> Pointer | None:
-    """best.json / latest.json, or None when there is none."""
+    """best.json / latest.json, or None when there is none. One that cannot be read (too large,
+    a folder, no permission) is a CheckpointError, as a corrupt one is: callers fall back alike."""
     key = f"{kind}.json"
     if not await store.exists(key):
         return None
-    return parse_pointer(await store.read_bytes(key, max_bytes=MAX_POINTER_BYTES), store.uri(key))
+    try:
+        raw = await store.read_bytes(key, max_bytes=MAX_POINTER_BYTES)
+    except StorageError as exc:
+        raise CheckpointError(f"{store.uri(key)} cannot be read ({str(exc).removeprefix('storage: ')})") from None
+    return parse_pointer(raw, store.uri(key))
 
 
-async def fetch_verified(store: Store, folder: str, dest: Path) -> dict:
+def file_cap(cfg: Config) -> int:
+    """checkpoints.max_file_mb in bytes: no checkpoint file is read past it."""
+    return cfg.checkpoints.max_file_mb * MiB
+
+
+async def fetch_verified(store: Store, folder: str, dest: Path, max_file: int = DEFAULT_MAX_FILE_BYTES) -> dict:
     """Download `folder`'s files into `dest` and check each one's sha256 against the manifest.
-    Nothing is deserialised here; the manifest is returned once every file verified."""
+    Nothing is deserialised here, and no file is read past the size its manifest gives; the
+    manifest is returned once every file verified."""
     where = store.uri(folder)
     if not await store.exists(f"{folder}/{MANIFEST}"):
         raise CheckpointError(f"{where} has no manifest.json: it is incomplete or not a checkpoint")
-    manifest = parse_manifest(await store.read_bytes(f"{folder}/{MANIFEST}", MAX_MANIFEST_BYTES), where)
+    manifest = parse_manifest(await store.read_bytes(f"{folder}/{MANIFEST}", MAX_MANIFEST_BYTES), where, max_file)
     listing = await store.list(f"{folder}/")
     check_sizes(manifest, {o.key.rpartition("/")[2]: o.size for o in listing}, where)
-    dest.mkdir(parents=True, exist_ok=True)
-    names = list(manifest["files"])
-    await settle_all([store.download_file(f"{folder}/{n}", dest / n) for n in names])
-    for name in names:
+    await anyio.to_thread.run_sync(functools.partial(dest.mkdir, parents=True, exist_ok=True))
+    files = manifest["files"]
+    await settle_all([store.download_file(f"{folder}/{n}", dest / n, max_bytes=files[n]["size"]) for n in files])
+    for name, expected in files.items():
         actual = await anyio.to_thread.run_sync(file_entry, dest / name)
-        expected = manifest["files"][name]
         if actual != {"sha256": expected["sha256"], "size": expected["size"]}:
             raise CheckpointError(
                 f"{where}: {name} does not match its manifest (sha256 {actual['sha256'][:12]}..., "
@@ -847,7 +1008,7 @@ async def load_checkpoint(uri: str, cfg: Config, dest: Path) -> LoadedCheckpoint
     async with open_store(root, cfg.storage) as store:
         if folder is None:
             folder = await _pointed_folder(store)
-        manifest = await fetch_verified(store, folder, dest)
+        manifest = await fetch_verified(store, folder, dest, file_cap(cfg))
         where = store.uri(folder)
     return await anyio.to_thread.run_sync(_load_files, dest, manifest, where)
 
@@ -864,17 +1025,16 @@ async def _pointed_folder(store: Store) -> str:
 
 
 def _load_files(dest: Path, manifest: dict, where: str) -> LoadedCheckpoint:
-    """Deserialise verified files: safetensors, JSON and weights-only torch.load, nothing else."""
-    import torch
+    """Deserialise verified files: safetensors and JSON, nothing else (no pickle, no code)."""
     from safetensors.torch import load_file
 
     try:
         adapter = load_file(dest / ADAPTER)
-        adapter_config = orjson.loads((dest / ADAPTER_CONFIG).read_bytes())
+        adapter_config = json_object((dest / ADAPTER_CONFIG).read_bytes(), f"{where}: {ADAPTER_CONFIG}")
         trainer = TrainerState.from_dict(orjson.loads((dest / TRAINER_STATE).read_bytes()), f"{where}: {TRAINER_STATE}")
         learner_state = None
-        if LEARNER_STATE in manifest["files"]:
-            learner_state = torch.load(dest / LEARNER_STATE, weights_only=True, map_location="cpu")
+        if LEARNER_JSON in manifest["files"]:
+            learner_state = read_learner_state(dest, where)
     except CheckpointError:
         raise
     except Exception as exc:  # verified bytes that do not load: not a checkpoint we wrote
@@ -886,9 +1046,10 @@ def _load_files(dest: Path, manifest: dict, where: str) -> LoadedCheckpoint:
 
 async def find_latest(uri: str, cfg: Config) -> str | None:
     """The newest resumable checkpoint that verifies: latest.json's target, else (one clear
-    line logged per bad one) the previous complete resumable folder. None: start fresh."""
+    line logged per bad one) the previous complete resumable folder. None: start fresh.
+    A checkpoint of the first format is not skipped: it is an ObsoleteCheckpoint error."""
     log = get_logger("checkpoints")
-    async with open_store(uri, cfg.storage) as store:
+    async with open_store(uri, cfg.storage) as store, scratch_dir("jobrl-verify-") as scratch:
         folders = folders_from_listing(await store.list())
         try:
             pointer = await read_pointer(store, "latest")
@@ -902,14 +1063,26 @@ async def find_latest(uri: str, cfg: Config) -> str | None:
         older = sorted((f.name for f in folders.values() if f.resumable and f.order < ceiling),
                        key=folder_order, reverse=True)
         for name in ([pointer.path] if pointer else []) + older:
-            with tempfile.TemporaryDirectory(prefix="jobrl-verify-") as tmp:
-                try:
-                    await fetch_verified(store, name, Path(tmp))
-                    return store.uri(name)
-                except (CheckpointError, StorageError) as exc:
-                    log.warning("checkpoint_invalid", uri=store.uri(name), reason=str(exc),
-                                action="trying the previous checkpoint")
+            try:
+                await fetch_verified(store, name, scratch / name, file_cap(cfg))
+                return store.uri(name)
+            except ObsoleteCheckpoint:
+                raise
+            except (CheckpointError, StorageError) as exc:
+                log.warning("checkpoint_invalid", uri=store.uri(name), reason=str(exc),
+                            action="trying the previous checkpoint")
     return None
+
+
+@contextlib.asynccontextmanager
+async def scratch_dir(prefix: str) -> AsyncIterator[Path]:
+    """A temporary folder made and removed in a worker thread (rmtree can take a while)."""
+    path = Path(await anyio.to_thread.run_sync(functools.partial(tempfile.mkdtemp, prefix=prefix)))
+    try:
+        yield path
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(functools.partial(shutil.rmtree, path, ignore_errors=True))
 
 
 async def list_checkpoints(uri: str, cfg: Config) -> list[CheckpointInfo]:
@@ -925,14 +1098,16 @@ async def list_checkpoints(uri: str, cfg: Config) -> list[CheckpointInfo]:
             except CheckpointError as exc:
                 get_logger("checkpoints").warning("checkpoint_invalid", uri=store.uri(f"{kind}.json"), reason=str(exc))
                 pointers[kind] = None
-        found = await asyncio.gather(*(_describe(store, f, pointers) for f in folders.values() if f.complete))
+        limit = file_cap(cfg)
+        found = await asyncio.gather(*(_describe(store, f, pointers, limit) for f in folders.values() if f.complete))
     return [info for info in found if info is not None]
 
 
-async def _describe(store: Store, folder: Folder, pointers: dict[str, Pointer | None]) -> CheckpointInfo | None:
+async def _describe(store: Store, folder: Folder, pointers: dict[str, Pointer | None],
+                    max_file: int) -> CheckpointInfo | None:
     where = store.uri(folder.name)
     try:
-        manifest = parse_manifest(await store.read_bytes(f"{folder.name}/{MANIFEST}", MAX_MANIFEST_BYTES), where)
+        manifest = parse_manifest(await store.read_bytes(f"{folder.name}/{MANIFEST}", MAX_MANIFEST_BYTES), where, max_file)
         check_sizes(manifest, folder.files, where)
     except (CheckpointError, StorageError) as exc:
         get_logger("checkpoints").warning("checkpoint_invalid", uri=where, reason=str(exc))
@@ -942,8 +1117,11 @@ async def _describe(store: Store, folder: Folder, pointers: dict[str, Pointer | 
     score = manifest["validation_score"]
     if score is None and is_best:
         score = best.validation_score
+    written = manifest.get("time")
     return CheckpointInfo(
-        step=manifest["step"], path=folder.name, uri=where, kind=str(manifest.get("kind", "")),
-        validation_score=score, size=sum(folder.files.values()), time=str(manifest.get("time", "")),
+        # kind and time are printed: taken from the files and the manifest only once they check out
+        step=manifest["step"], path=folder.name, uri=where, kind="latest" if LEARNER_JSON in manifest["files"] else "best",
+        validation_score=score, size=sum(folder.files.values()),
+        time=written if isinstance(written, str) and TIME_RE.match(written) else "",
         is_best=is_best, is_latest=latest is not None and latest.path == folder.name,
     )

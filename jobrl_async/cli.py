@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_flag(run)
     run.add_argument("--dataset", help="dataset path or URI (file://, s3://)")
     run.add_argument("--checkpoints", help="checkpoints path or URI")
+    run.add_argument("--force", action="store_true",
+                     help="take over the checkpoints URI even if another run holds its lease (that run stops)")
     _judge_flag(run)
     run.add_argument("--schedule", choices=["pipelined", "sequential"])
     run.add_argument("--generator", metavar="URL", action="append",

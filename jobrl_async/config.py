@@ -149,6 +149,9 @@ class CheckpointsConfig:
     latest_every_steps: int = field(default=1, metadata=_check(lo=0))  # 0: only at shutdown
     keep_latest: int = field(default=2, metadata=_check(lo=1))
     max_pending: int = field(default=2, metadata=_check(lo=1))
+    max_attempts: int = field(default=8, metadata=_check(lo=1))  # per checkpoint, then it is given up
+    lease_timeout_s: float = field(default=120.0, metadata=_check(lo=1.0))  # a silent lease owner expires
+    max_file_mb: int = field(default=4096, metadata=_check(lo=1))  # largest checkpoint file read back
 
 
 @dataclass

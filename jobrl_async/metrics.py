@@ -11,7 +11,9 @@ It binds 127.0.0.1 unless told otherwise and serves counts only: no config, no s
 
 `/healthz` turns 503 when nothing has progressed (no trajectory scored, no step learned) for
 `metrics.stall_timeout_s`, so a liveness probe restarts a run whose judge or device hangs; the
-restarted run resumes from the latest checkpoint.
+restarted run resumes from the latest checkpoint. It turns 503 too while checkpoint writes fail
+persistently (the writer says when: `checkpoints.max_attempts` failures in a row), until one
+succeeds: a run that cannot save its progress is not healthy.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .errors import ConfigError
 # Steps take seconds (tiny model, stub judge) to minutes (a real judge quota).
 STEP_SECONDS_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600)
 TRAJECTORY_OUTCOMES = ("scored", "judge_failed", "dropped")
+CHECKPOINTS_FAILING = "checkpoint writes failing"
 # The judge client's counters, as `on_judge` receives them (cumulative since the client started).
 JUDGE_COUNTERS = {
     "requests": ("jobrl_judge_requests", "Judge HTTP requests"),
@@ -50,6 +53,7 @@ class RunMetrics:
         self._last_progress = clock()
         self._judge_seen = dict.fromkeys(JUDGE_COUNTERS, 0)
         self._judge_paused = False  # a plain copy of the gauge, for the health reason
+        self._checkpoints_failing: str | None = None  # why checkpoint writes keep failing, if they do
         self._best: float | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         self._build()
@@ -135,15 +139,23 @@ class RunMetrics:
         self._judge_paused = paused
         self.judge_paused.set(1 if paused else 0)
 
-    def on_checkpoint(self, kind: str, ok: bool) -> None:
+    def on_checkpoint(self, kind: str, ok: bool, persistent: str | None = None) -> None:
+        """One checkpoint write's outcome; `persistent`: the writer's reason when failures persist."""
         self.checkpoint_uploads.labels(kind=kind, result="ok" if ok else "failed").inc()
+        if ok:
+            self._checkpoints_failing = None
+        elif persistent:
+            self._checkpoints_failing = persistent
 
     def heartbeat(self) -> None:
         """Something progressed: a trajectory was scored or a step learned."""
         self._last_progress = self._clock()
 
     def health(self) -> tuple[bool, str]:
-        """(True, "ok"), or (False, why) once nothing progressed for longer than the stall timeout."""
+        """(True, "ok"), or (False, why) once nothing progressed for longer than the stall timeout
+        or while checkpoint writes fail persistently."""
+        if self._checkpoints_failing:
+            return False, f"{CHECKPOINTS_FAILING}: {self._checkpoints_failing}"
         idle = self._idle_s()
         if idle <= self.stall_timeout_s:
             return True, "ok"
@@ -191,7 +203,8 @@ def route(metrics: RunMetrics, method: str, target: str) -> Response:
     healthy, reason = metrics.health()
     if healthy:
         return 200, JSON, orjson.dumps({"status": "ok"})
-    return 503, JSON, orjson.dumps({"status": "stalled", "reason": reason})
+    status = "failing" if reason.startswith(CHECKPOINTS_FAILING) else "stalled"
+    return 503, JSON, orjson.dumps({"status": status, "reason": reason})
 
 
 def parse_request_line(head: bytes) -> tuple[str, str]:

@@ -1,6 +1,7 @@
 """Checkpoints: the writer stage, pointers and retention, verification, resume and listing.
 
 Every storage test runs against a local path, file:// and s3:// (moto's server on loopback).
+Checkpoint files are untrusted when read back: the tests below craft hostile ones.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import random
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,29 +28,36 @@ from structlog.testing import capture_logs
 from jobrl_async import cli
 from jobrl_async.checkpoints import (
     ADAPTER,
-    LEARNER_STATE,
+    ADAPTER_CONFIG,
+    LEARNER_FILES,
+    LEARNER_JSON,
+    LEARNER_TENSORS,
     MANIFEST,
+    CheckpointInfo,
     CheckpointWriter,
     Folder,
     Job,
+    ObsoleteCheckpoint,
     PendingQueue,
     SaveRequest,
     TrainerState,
     capture_rng,
     find_latest,
+    folders_from_listing,
     folders_to_delete,
     list_checkpoints,
     load_checkpoint,
+    manifest_bytes,
     parse_manifest,
     parse_pointer,
     preflight,
     restore_rng,
     split_checkpoint_uri,
 )
-from jobrl_async.commands.checkpoints import human_size, render_table
+from jobrl_async.commands.checkpoints import escape_controls, human_size, render_table
 from jobrl_async.config import Config
-from jobrl_async.errors import CheckpointError, StorageError
-from jobrl_async.storage import Store, open_store
+from jobrl_async.errors import CheckpointError, ModelError, StorageError
+from jobrl_async.storage import ObjectInfo, Store, open_store
 from tests.support.s3 import S3Env
 
 
@@ -60,10 +69,11 @@ def _default_logging() -> Iterator[None]:
     logging.getLogger().handlers[:] = []
 
 
-def make_cfg(keep_latest: int = 2, max_pending: int = 2) -> Config:
+def make_cfg(keep_latest: int = 2, max_pending: int = 2, max_attempts: int = 8) -> Config:
     cfg = Config()
     cfg.checkpoints.keep_latest = keep_latest
     cfg.checkpoints.max_pending = max_pending
+    cfg.checkpoints.max_attempts = max_attempts
     return cfg
 
 
@@ -88,12 +98,15 @@ def request(kind: str, step: int, score: float | None = None) -> SaveRequest:
 
 
 class FaultyStore:
-    """A store that can fail uploads from the Nth call on, or hold them at a gate."""
+    """A store that can fail uploads from the Nth call on, or those under a prefix, with a given
+    error, or hold them at a gate."""
 
     def __init__(self, inner: Store) -> None:
         self.inner = inner
         self.uploads = 0
         self.fail_from: int | None = None
+        self.fail_under: str | None = None
+        self.error: Callable[[str], BaseException] = lambda uri: StorageError(f"cannot upload to {uri}: injected failure")
         self.gate: asyncio.Event | None = None
         self.waiting = 0
 
@@ -105,8 +118,9 @@ class FaultyStore:
         if self.gate is not None:
             self.waiting += 1
             await self.gate.wait()
-        if self.fail_from is not None and self.uploads >= self.fail_from:
-            raise StorageError(f"cannot upload to {self.inner.uri(key)}: injected failure")
+        failing = self.fail_from is not None and self.uploads >= self.fail_from
+        if failing or (self.fail_under is not None and key.startswith(self.fail_under)):
+            raise self.error(self.inner.uri(key))
         await self.inner.upload_file(key, local_path)
 
 
@@ -436,11 +450,11 @@ async def test_a_missing_file_is_reported_and_not_listed(root_uri: str) -> None:
     cfg = make_cfg()
     await write(root_uri, cfg, request("latest", 1), request("latest", 2))
     async with open_store(root_uri) as store:
-        await store.delete(f"step-000002/{LEARNER_STATE}")
+        await store.delete(f"step-000002/{LEARNER_TENSORS}")
     with capture_logs() as logs:
         assert [i.step for i in await list_checkpoints(root_uri, cfg)] == [1]
         assert (await find_latest(root_uri, cfg)).endswith("step-000001")
-    assert any("learner_state.pt is missing" in e.get("reason", "") for e in logs)
+    assert any("learner_state.safetensors is missing" in e.get("reason", "") for e in logs)
 
 
 # ---------------------------------------------------------------- the writer never blocks training
@@ -569,7 +583,7 @@ def test_manifest_rejects_unexpected_names_and_bad_entries() -> None:
 def test_retention_policy() -> None:
     def folder(name: str, resumable: bool = True, complete: bool = True) -> Folder:
         files = {"adapter_model.safetensors": 1} | ({"manifest.json": 1} if complete else {})
-        return Folder(name, files | ({"learner_state.pt": 1} if resumable else {}))
+        return Folder(name, files | (dict.fromkeys(LEARNER_FILES, 1) if resumable else {}))
 
     folders = {f.name: f for f in [folder("step-000001"), folder("step-000002", resumable=False),
                                    folder("step-000003"), folder("step-000004", complete=False),
@@ -591,8 +605,10 @@ def test_split_checkpoint_uri() -> None:
 # ---------------------------------------------------------------- preflight and the command
 
 
-async def test_preflight_passes_on_a_writable_location(root_uri: str) -> None:
+async def test_preflight_passes_on_a_writable_location_and_leaves_nothing(root_uri: str) -> None:
     await preflight(root_uri, make_cfg())
+    async with open_store(root_uri) as store:
+        assert await store.list() == []  # its probe was written, read back and deleted
 
 
 async def test_preflight_names_a_missing_bucket(s3_env: S3Env) -> None:
@@ -652,18 +668,292 @@ def test_table_marks_best_and_latest() -> None:
     assert human_size(12) == "12 B"
 
 
-async def test_submit_snapshots_tensors_the_learner_keeps_changing(root_uri: str, tmp_path: Path) -> None:
+async def test_submit_takes_the_tensors_it_is_given_without_a_second_copy(root_uri: str, tmp_path: Path) -> None:
+    """The caller hands over private copies (the pipeline makes them on the device thread):
+    what is written are those very tensors, as they are when the writer gets to them."""
     cfg = make_cfg()
     req = request("latest", 1)
     exp_avg = req.learner_state["optimizer"]["state"][0]["exp_avg"]
     weight = next(iter(req.adapter.values()))
-    saved_avg, saved_weight = exp_avg.clone(), weight.clone()
     writer = CheckpointWriter(root_uri, cfg)
-    writer.submit(req)  # queued; the learner steps on before the writer gets to it
-    exp_avg.add_(1.0)
+    writer.submit(req)
+    exp_avg.add_(1.0)  # not a thing callers do: it shows whether submit copied
     weight.mul_(2.0)
     async with running(writer):
         await until(lambda: writer.stats.written == 1)
     loaded = await load_checkpoint(f"{root_uri}/step-000001", cfg, tmp_path / "dl")
-    assert torch.equal(loaded.learner_state["optimizer"]["state"][0]["exp_avg"], saved_avg)
-    assert torch.equal(next(iter(loaded.adapter.values())), saved_weight)
+    assert torch.equal(loaded.learner_state["optimizer"]["state"][0]["exp_avg"], exp_avg)
+    assert torch.equal(next(iter(loaded.adapter.values())), weight)
+
+
+# ---------------------------------------------------------------- what the writer retries, and for how long
+
+
+async def test_a_bug_crashes_the_writer_instead_of_being_retried(
+    root_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the writer serialises
+    cfg = make_cfg()
+    store = FaultyStore(open_store(root_uri, cfg.storage))
+    store.fail_from = 1
+    store.error = lambda uri: TypeError("a bug of ours")
+    writer = CheckpointWriter(root_uri, cfg, store=store, retry_base_s=0.01, retry_max_s=0.01)
+    task = asyncio.create_task(writer.run())
+    writer.submit(request("latest", 1))
+    with anyio.fail_after(30):  # a hang guard: retried forever, the task would never end
+        await asyncio.wait({task})
+    await store.inner.aclose()
+    assert isinstance(task.exception(), TypeError)
+    assert writer.stats.failed == 0  # not counted as a storage failure, not retried
+    assert list(scratch.iterdir()) == []  # its serialised files are cleaned up all the same
+
+
+async def test_a_checkpoint_that_keeps_failing_is_given_up_and_the_next_one_is_written(root_uri: str) -> None:
+    cfg = make_cfg(max_attempts=3)
+    store = FaultyStore(open_store(root_uri, cfg.storage))
+    store.fail_under = "step-000002/"  # the store refuses this one folder, whatever happens
+    results: list[tuple[str, bool, str | None]] = []
+    writer = CheckpointWriter(root_uri, cfg, store=store, retry_base_s=0.01, retry_max_s=0.02,
+                              on_result=lambda kind, ok, persistent=None: results.append((kind, ok, persistent)))
+    with capture_logs() as logs:
+        async with running(writer):
+            writer.submit(request("best", 2, 9.0))
+            writer.submit(request("latest", 3))  # queued behind the stuck best
+            await until(lambda: writer.stats.written == 1)
+    await store.inner.aclose()
+    assert (await pointer(root_uri, "latest"))["path"] == "step-000003"
+    assert await pointer(root_uri, "best") is None
+    assert writer.stats.abandoned == 1 and writer.stats.failed == 3
+    (abandoned,) = [e for e in logs if e["event"] == "checkpoint_abandoned"]
+    assert abandoned["step"] == 2 and abandoned["attempts"] == 3 and "injected failure" in abandoned["reason"]
+    assert [e["attempt"] for e in logs if e["event"] == "checkpoint_failed"] == [1, 2, 3]
+    assert [e for e in logs if e["event"] == "checkpoint_writes_failing"]
+    # what /healthz hears: failures, the third one persistent, then a success clears it
+    assert [(k, ok, p is not None) for k, ok, p in results] == [
+        ("best", False, False), ("best", False, False), ("best", False, True), ("latest", True, False),
+    ]
+
+
+async def test_writes_that_keep_failing_are_persistent_even_when_each_checkpoint_is_superseded(root_uri: str) -> None:
+    cfg = make_cfg(max_pending=1, max_attempts=3)
+    store = FaultyStore(open_store(root_uri, cfg.storage))
+    store.fail_from = 1
+    persistent: list[str] = []
+    writer = CheckpointWriter(root_uri, cfg, store=store, retry_base_s=5.0, retry_max_s=5.0,
+                              on_result=lambda kind, ok, why=None: why and persistent.append(why))
+    async with running(writer, timeout=0.1):
+        for step in range(1, 4):  # each new latest supersedes the failed one waiting for its retry
+            writer.submit(request("latest", step))
+            await until(lambda step=step: writer.stats.failed == step)
+    await store.inner.aclose()
+    assert writer.stats.abandoned == 0 and writer.stats.superseded == 2
+    assert persistent == ["3 failed in a row (see checkpoint_failed in the log)"]
+
+
+# ---------------------------------------------------------------- retention leaves what is not ours
+
+
+async def test_retention_deletes_only_files_it_writes(root_uri: str, s3_or_none: Any) -> None:
+    cfg = make_cfg(keep_latest=1)
+    await write(root_uri, cfg, request("latest", 1))
+    foreign = ["step-000001/notes.txt", "step-000001/sub/x", "step-٠٠٠٠٠٢/manifest.json",
+               "other/step-000001/manifest.json"]
+    foreign.append("step-000001//x" if s3_or_none else "step-000003\n/manifest.json")  # what each can hold
+    async with open_store(root_uri) as store:
+        for key in foreign:
+            if s3_or_none is not None:  # S3Store itself refuses to write keys like these
+                s3_or_none.client().put_object(Bucket=s3_or_none.bucket, Key=f"runs/root/{key}", Body=b"not ours")
+            else:
+                await store.write_bytes(key, b"not ours")
+    with capture_logs() as logs:
+        await write(root_uri, cfg, request("latest", 2), request("latest", 3))
+    async with open_store(root_uri) as store:
+        left = {o.key for o in await store.list()}
+    assert set(foreign) <= left  # every foreign key is still there
+    assert not any(k.startswith("step-000001/") and k.rpartition("/")[2] in ("adapter_model.safetensors", MANIFEST)
+                   for k in left)  # ... and ours in that folder are gone
+    assert not [e for e in logs if e["event"] == "checkpoint_retention_failed"]
+
+
+@pytest.fixture
+def s3_or_none(request: pytest.FixtureRequest, root_uri: str) -> Any:
+    return request.getfixturevalue("s3_env") if root_uri.startswith("s3://") else None
+
+
+def test_only_ascii_step_folders_without_a_trailing_newline_are_ours() -> None:
+    listing = [ObjectInfo(k, 1, datetime.now(timezone.utc)) for k in
+               ["step-000001/manifest.json", "step-000002\n/manifest.json", "step-٠٠٠٠٠٣/manifest.json",
+                "step-000004-1/manifest.json"]]
+    assert list(folders_from_listing(listing)) == ["step-000001", "step-000004-1"]
+    for bad in ("step-000001\n", "step-٠٠٠٠٠١"):
+        with pytest.raises(CheckpointError, match="step folder"):
+            parse_pointer(orjson.dumps({"step": 1, "path": bad}), "latest.json")
+    assert split_checkpoint_uri("s3://b/run/step-000010\n") == ("s3://b/run/step-000010\n", None)
+    entry = {"sha256": "a" * 64 + "\n", "size": 3}
+    files = {n: {"sha256": "a" * 64, "size": 3} for n in ("adapter_model.safetensors", "adapter_config.json")}
+    with pytest.raises(CheckpointError, match="64 hex"):
+        parse_manifest(orjson.dumps({"step": 1, "files": files | {"trainer_state.json": entry}}), "m")
+
+
+# ---------------------------------------------------------------- untrusted files read back
+
+
+async def test_an_oversized_latest_pointer_falls_back_like_a_corrupt_one(root_uri: str) -> None:
+    cfg = make_cfg(keep_latest=3)
+    await write(root_uri, cfg, request("latest", 1), request("latest", 2))
+    async with open_store(root_uri) as store:
+        await store.write_bytes("latest.json", orjson.dumps({"step": 2, "path": "step-000002"}) + b" " * 100_000)
+    with capture_logs() as logs:
+        found = await find_latest(root_uri, cfg)
+    assert found is not None and found.endswith("step-000002")  # the newest folder that verifies
+    (invalid,) = [e for e in logs if e["event"] == "checkpoint_invalid"]
+    assert invalid["uri"].endswith("latest.json") and "limit" in invalid["reason"]
+
+
+async def test_the_learner_state_is_stored_without_pickle_and_loaded_without_torch_load(
+    root_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = make_cfg()
+    req = request("latest", 4)
+    await write(root_uri, cfg, req)
+    async with open_store(root_uri) as store:
+        names = sorted(o.key.rpartition("/")[2] for o in await store.list("step-000004/"))
+    assert names == sorted([ADAPTER, ADAPTER_CONFIG, LEARNER_JSON, LEARNER_TENSORS, MANIFEST, "trainer_state.json"])
+
+    def no_unpickling(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("torch.load called on a checkpoint file")
+
+    monkeypatch.setattr(torch, "load", no_unpickling)
+    loaded = await load_checkpoint(f"{root_uri}/step-000004", cfg, tmp_path / "dl")
+    state = loaded.learner_state["optimizer"]["state"][0]
+    assert torch.equal(state["exp_avg"], req.learner_state["optimizer"]["state"][0]["exp_avg"])
+    assert loaded.learner_state["scheduler"] == {"last_epoch": 4} and loaded.learner_state["version"] == 4
+
+
+async def rewrite_manifest(root_uri: str, folder: str, change: Callable[[dict], None],
+                           files: dict[str, bytes] | None = None) -> None:
+    """Tamper with a checkpoint the way an attacker with write access to the bucket could."""
+    async with open_store(root_uri) as store:
+        manifest = orjson.loads(await store.read_bytes(f"{folder}/{MANIFEST}"))
+        for name, data in (files or {}).items():
+            await store.write_bytes(f"{folder}/{name}", data)
+        change(manifest)
+        await store.write_bytes(f"{folder}/{MANIFEST}", manifest_bytes(manifest))
+
+
+async def test_a_crafted_learner_state_is_refused_in_one_line(root_uri: str, tmp_path: Path) -> None:
+    import hashlib
+
+    cfg = make_cfg()
+    await write(root_uri, cfg, request("latest", 1))
+    doc = orjson.dumps({"format": 1, "state": {"$pickle": "gASVAAAAAAAAAAB9lC4="}})
+
+    def point_at_doc(m: dict) -> None:
+        m["files"][LEARNER_JSON] = {"sha256": hashlib.sha256(doc).hexdigest(), "size": len(doc)}
+
+    await rewrite_manifest(root_uri, "step-000001", point_at_doc, {LEARNER_JSON: doc})
+    with pytest.raises(CheckpointError) as err:
+        await load_checkpoint(f"{root_uri}/step-000001", cfg, tmp_path / "dl")
+    assert "\n" not in str(err.value) and "learner_state.json" in str(err.value) and "unknown tag" in str(err.value)
+
+
+async def test_a_file_larger_than_max_file_mb_is_refused_before_download(root_uri: str, tmp_path: Path) -> None:
+    cfg = make_cfg()
+    await write(root_uri, cfg, request("latest", 1))
+    cfg.checkpoints.max_file_mb = 1
+
+    def claim_2_mib(m: dict) -> None:
+        m["files"][ADAPTER]["size"] = 2 * 1024 * 1024
+
+    await rewrite_manifest(root_uri, "step-000001", claim_2_mib)
+    with pytest.raises(CheckpointError, match=r"size of adapter_model.safetensors.*checkpoints\.max_file_mb"):
+        await load_checkpoint(f"{root_uri}/step-000001", cfg, tmp_path / "dl")
+    assert not (tmp_path / "dl" / ADAPTER).exists()
+
+
+async def old_format_checkpoint(root_uri: str) -> None:
+    """A `latest` as the first format wrote it: the learner state as a pickle, learner_state.pt."""
+    await write(root_uri, make_cfg(), request("latest", 1))
+    pickled = b"\x80\x04\x95pickle"
+
+    def first_format(m: dict) -> None:
+        for name in LEARNER_FILES:
+            del m["files"][name]
+        m["files"]["learner_state.pt"] = {"sha256": "0" * 64, "size": len(pickled)}
+
+    await rewrite_manifest(root_uri, "step-000001", first_format, {"learner_state.pt": pickled})
+
+
+async def test_a_checkpoint_of_the_first_format_is_one_clear_error(root_uri: str, tmp_path: Path) -> None:
+    await old_format_checkpoint(root_uri)
+    cfg = make_cfg()
+    with pytest.raises(ObsoleteCheckpoint) as err:
+        await load_checkpoint(f"{root_uri}/step-000001", cfg, tmp_path / "dl")
+    line = str(err.value)
+    assert "\n" not in line and "first checkpoint format" in line and "--no-resume" in line
+    assert not (tmp_path / "dl").exists()  # refused before anything was downloaded
+    with pytest.raises(ObsoleteCheckpoint):
+        await find_latest(root_uri, cfg)  # a resume says so too, rather than silently starting over
+
+
+def test_eval_of_a_checkpoint_of_the_first_format_exits_1_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = str(tmp_path / "ckpt")
+    asyncio.run(old_format_checkpoint(root))
+    assert cli.main(["eval", "--checkpoint", f"{root}/step-000001", "--judge", "stub"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "first checkpoint format" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- eval and generate choose the base model
+
+
+@pytest.mark.parametrize("command", ["eval", "generate"])
+def test_a_checkpoint_never_chooses_the_base_model(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobrl_async import model
+
+    root = str(tmp_path / "ckpt")
+    req = request("best", 1, 5.0)
+    req.adapter_config["base_model_name_or_path"] = "attacker/backdoored-model"
+    asyncio.run(write(root, make_cfg(), req))
+    asked: list[str] = []
+
+    def load_policy(cfg: Config, *args: Any, **kwargs: Any) -> None:  # stands in for the download
+        asked.append(cfg.model.name)
+        raise ModelError(f"model '{cfg.model.name}' not loaded in this test")
+
+    monkeypatch.setattr(model, "load_policy", load_policy)
+    context = tmp_path / "context.json"
+    context.write_text('{"job_title": "Data Engineer", "language": "en", "skills": ["Python", "SQL", "Spark"]}')
+    args = {"eval": ["eval", "--checkpoint", root, "--judge", "stub"],
+            "generate": ["generate", "--context", str(context), "--checkpoint", root]}[command]
+    assert cli.main(args) == 1
+    assert cli.main([*args, "--model", "tiny"]) == 1
+    assert asked == [Config().model.name, "tiny"]  # the configured default, then the user's choice
+    assert "attacker" not in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- printed to a terminal
+
+
+def test_the_table_escapes_control_characters() -> None:
+    rows = [CheckpointInfo(3, "step-000003", "u", "best\x1b[2J", None, 10, "2025\x1b]0;pwned\x07\u202e", False, True)]
+    table = render_table(rows)
+    assert "\x1b" not in table and "\x07" not in table and "\u202e" not in table
+    assert "best\\x1b[2J" in table and "\\x1b]0;pwned\\x07\\u202e" in table
+    assert escape_controls("Zürich 10:00+02:00") == "Zürich 10:00+02:00"  # printable text is left alone
+
+
+async def test_listed_fields_come_from_checked_values_only(root_uri: str) -> None:
+    cfg = make_cfg()
+    await write(root_uri, cfg, request("latest", 1))
+
+    def hostile(m: dict) -> None:
+        m["time"], m["kind"] = "\x1b]0;pwned\x07", "\x1b[31mbest"
+
+    await rewrite_manifest(root_uri, "step-000001", hostile)
+    (info,) = await list_checkpoints(root_uri, cfg)
+    assert info.time == "" and info.kind == "latest"

@@ -148,6 +148,26 @@ async def test_checkpoint_uploads_by_kind_and_result(served) -> None:
     assert got[("jobrl_checkpoint_uploads_total", (("kind", "latest"), ("result", "failed")))] == 1
 
 
+async def test_healthz_turns_503_while_checkpoint_writes_keep_failing(served) -> None:
+    metrics, _, http = served
+    metrics.on_checkpoint("latest", ok=False)  # one failure, to be retried: still healthy
+    async with http.get("/healthz") as resp:
+        assert resp.status == 200
+    metrics.on_checkpoint("latest", ok=False, persistent="8 failed in a row (see checkpoint_failed in the log)")
+    async with http.get("/healthz") as resp:
+        assert resp.status == 503
+        assert orjson.loads(await resp.read()) == {
+            "status": "failing",
+            "reason": "checkpoint writes failing: 8 failed in a row (see checkpoint_failed in the log)",
+        }
+    metrics.heartbeat()  # training progressing does not hide it
+    async with http.get("/healthz") as resp:
+        assert resp.status == 503
+    metrics.on_checkpoint("best", ok=True)  # a write went through
+    async with http.get("/healthz") as resp:
+        assert resp.status == 200
+
+
 async def test_healthz_turns_503_after_the_stall_timeout_and_back(served, clock: Clock) -> None:
     metrics, _, http = served
     async with http.get("/healthz") as resp:

@@ -1,8 +1,10 @@
-"""Checkpoints as users rely on them: kill -9 and resume, eval, generate from a checkpoint."""
+"""Checkpoints as users rely on them: kill -9 and resume, eval, generate from a checkpoint, one
+run per checkpoints URI."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -67,7 +69,7 @@ def test_kill_9_in_training_and_in_an_upload_then_resume_reaches_the_same_step(
     second = run_until(tmp_path, checkpoints_uri, lambda e: e["event"] == "step")
     assert [e["step"] for e in second if e["event"] == "resumed"] == [saved[-1]]
     for ckpt in listed(tmp_path, checkpoints_uri):  # whatever was listed is complete
-        assert ckpt["step"] >= 1 and ckpt["size"] > 0
+        assert ckpt["step"] >= 0 and ckpt["size"] > 0  # step 0: a best of the adapter before any step
     # 3. resumed again, to the end
     cmd = ["run", "--dry-run", "--config", str(config_file(tmp_path)), "--checkpoints", checkpoints_uri,
            "--max-steps", "4"]
@@ -89,7 +91,9 @@ def test_eval_reproduces_the_score_the_run_reported(tmp_path: Path) -> None:
                 "--max-steps", "2")
     assert run.returncode == 0, run.stderr.decode()
     best = json.loads((tmp_path / "ckpt" / "best.json").read_text())
-    r = jobrl(tmp_path, "eval", "--checkpoint", ckpt, "--judge", "stub", "--config", str(config_file(tmp_path)))
+    # the run's base model is named: a checkpoint never chooses it (its files are untrusted)
+    r = jobrl(tmp_path, "eval", "--checkpoint", ckpt, "--judge", "stub", "--config", str(config_file(tmp_path)),
+              "--model", "tiny")
     assert r.returncode == 0, r.stderr.decode()
     result = orjson.loads(r.stdout.splitlines()[-1])
     assert result["step"] == best["step"]
@@ -98,7 +102,7 @@ def test_eval_reproduces_the_score_the_run_reported(tmp_path: Path) -> None:
 
     context = tmp_path / "context.json"
     context.write_text('{"job_title": "Data Engineer", "language": "en", "skills": ["Python", "SQL", "Spark"]}')
-    gen = jobrl(tmp_path, "generate", "--context", str(context), "--checkpoint", ckpt)
+    gen = jobrl(tmp_path, "generate", "--context", str(context), "--checkpoint", ckpt, "--model", "tiny")
     assert gen.returncode == 0, gen.stderr.decode()
     assert gen.stdout.strip()
 
@@ -117,3 +121,37 @@ def test_eval_refuses_a_tampered_checkpoint(tmp_path: Path) -> None:
     assert r.returncode == 1
     line = r.stderr.decode().strip()
     assert "\n" not in line and "adapter_model.safetensors" in line and "Traceback" not in line
+
+
+def test_a_second_run_on_the_same_checkpoints_is_refused_and_force_takes_over(tmp_path: Path) -> None:
+    ckpt = str(tmp_path / "ckpt")
+    env = {**os.environ, "JOBRL_CHECKPOINTS__LEASE_TIMEOUT_S": "2"}  # renewed every 0.5 s
+    cmd = [sys.executable, "-m", "jobrl_async", "run", "--dry-run", "--config", str(config_file(tmp_path)),
+           "--checkpoints", ckpt]
+    log = tmp_path / "first.jsonl"
+    with log.open("wb") as out:
+        first = subprocess.Popen([*cmd, "--max-steps", "40"], stdout=out, stderr=subprocess.PIPE, cwd=tmp_path, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while b"checkpoint_lease_acquired" not in log.read_bytes():
+            assert first.poll() is None and time.monotonic() < deadline, "the first run never took the lease"
+            time.sleep(0.1)
+
+        second = subprocess.run([*cmd, "--max-steps", "40"], capture_output=True, timeout=300, cwd=tmp_path, env=env)
+        assert second.returncode == 1
+        line = second.stderr.decode().strip()
+        assert "\n" not in line and "is in use by another run" in line and f"pid {first.pid}" in line
+        assert "--force" in line and "Traceback" not in line
+
+        forced = subprocess.run([*cmd, "--max-steps", "1", "--no-resume", "--force"], capture_output=True,
+                                timeout=300, cwd=tmp_path, env=env)
+        assert forced.returncode == 0, forced.stderr.decode()
+        taken = [e for e in json_lines(forced.stdout) if e["event"] == "checkpoint_lease_taken_over"]
+        assert [e["reason"] for e in taken] == ["forced"]
+
+        _, err = first.communicate(timeout=120)  # it learns at its next renewal, and stops
+        assert first.returncode == 1
+        assert "another run took the checkpoints over" in err.decode().strip().splitlines()[-1]
+    finally:
+        first.kill()
+        first.wait()

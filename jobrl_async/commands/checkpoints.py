@@ -1,10 +1,11 @@
-"""`jobrl-async checkpoints list URI` and `jobrl-async eval --checkpoint URI`."""
+"""`jobrl-async checkpoints list URI` (`eval` is in evaluate.py)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+import unicodedata
 from pathlib import Path
 
 import orjson
@@ -39,8 +40,23 @@ def render_table(infos: list[CheckpointInfo]) -> str:
     for i in infos:
         score = "-" if i.validation_score is None else f"{i.validation_score:.3f}"
         marks = " ".join(m for m, on in (("best", i.is_best), ("latest", i.is_latest)) if on)
-        rows.append(f"{i.step:>8}  {score:>7}  {human_size(i.size):>9}  {i.time:<25}  {i.kind:<6}  {marks}")
+        time, kind = escape_controls(i.time), escape_controls(i.kind)
+        rows.append(f"{i.step:>8}  {score:>7}  {human_size(i.size):>9}  {time:<25}  {kind:<6}  {marks}")
     return "\n".join(rows)
+
+
+def escape_controls(text: str) -> str:
+    """`text` with control and format characters (escape sequences, bidi overrides, newlines)
+    written as \\x.. / \\u....: fields read from a checkpoint never drive the terminal."""
+    return "".join(_escape(c) if unicodedata.category(c) in _UNPRINTABLE else c for c in text)
+
+
+_UNPRINTABLE = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def human_size(n: int) -> str:
@@ -52,8 +68,3 @@ def human_size(n: int) -> str:
         if size < 1024 or unit == "GB":
             break
     return f"{size:.1f} {unit}"
-
-
-def evaluate(args: argparse.Namespace, cfg: Config) -> int:
-    """`eval --checkpoint URI`: written by the pipeline's author (it runs validation)."""
-    raise NotImplementedError("eval is not implemented yet")

@@ -2,16 +2,15 @@
 
 The validation round is rebuilt exactly as the run drew it (same contexts, same requests, same
 sampling seeds for that step), so a deterministic judge reproduces the score the run reported,
-given the run's data, validation and generation settings (pass the run's --config).
+given the run's model, data, validation, LoRA and generation settings (pass the run's --config,
+or --model). The base model is always the configured one: a checkpoint is data from a bucket,
+and its adapter_config.json does not get to choose what is downloaded and run.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -33,37 +32,37 @@ def evaluate(args: argparse.Namespace, cfg: Config) -> int:
 async def _evaluate(cfg: Config, uri: str) -> dict[str, Any]:
     import anyio.to_thread
 
-    from ..checkpoints import load_checkpoint
+    from ..checkpoints import load_checkpoint, scratch_dir
     from ..collector import Collector
     from ..data import load_dataset, split_dataset
     from ..device import Device, resolve_device
     from ..generator import LocalGenerator
     from ..judge.stage import Judge
-    from ..model import load_adapter_state, load_policy
+    from ..model import load_adapter, load_policy
     from ..pipeline import score_all, validation_contexts, validation_work
 
-    with tempfile.TemporaryDirectory(prefix="jobrl-eval-") as tmp:
-        loaded = await load_checkpoint(uri, cfg, Path(tmp))
-    cfg = _with_checkpoint_model(cfg, loaded.adapter_config)
-    dataset = await load_dataset(cfg.data.dataset, cfg.storage, cfg.data.max_records)
-    split = split_dataset(dataset.contexts, cfg.data.validation_fraction, cfg.data.seed)
-    judge = Judge(cfg, Secrets.from_env())
-    try:
-        if cfg.judge.mode != "stub":
-            await judge.check()
-        device = Device(resolve_device(cfg.model.device))
-        policy = await anyio.to_thread.run_sync(load_policy, cfg, device.name)
-        await device.run(load_adapter_state, policy, loaded.adapter)
+    async with scratch_dir("jobrl-eval-") as tmp:
+        loaded = await load_checkpoint(uri, cfg, tmp)  # verified before any other cost is paid
+        dataset = await load_dataset(cfg.data.dataset, cfg.storage, cfg.data.max_records)
+        split = split_dataset(dataset.contexts, cfg.data.validation_fraction, cfg.data.seed)
         contexts = validation_contexts(cfg, split.validation)
         if not contexts:
             raise DataError(f"{dataset.source}: no validation contexts (data.validation_fraction, validation.max_contexts)")
-        round_ = loaded.manifest.get("validation_round")
-        step = loaded.step if round_ is None else round_  # the round that scored these weights
-        work = validation_work(cfg, contexts, step)
-        trajectories = await LocalGenerator(policy, device, cfg.generation).generate(list(work.requests))
-        scored = await score_all(judge, trajectories, cfg.judge.max_concurrency)
-    finally:
-        await judge.aclose()
+        judge = Judge(cfg, Secrets.from_env())
+        try:
+            if cfg.judge.mode != "stub":
+                await judge.check()
+            device = Device(resolve_device(cfg.model.device))
+            policy = await anyio.to_thread.run_sync(load_policy, cfg, device.name)
+            # the configured base model; the adapter's r and alpha must fit its LoRA (else one clear error)
+            await device.run(load_adapter, policy, loaded.adapter_dir)
+            round_ = loaded.manifest.get("validation_round")
+            step = loaded.step if round_ is None else round_  # the round that scored these weights
+            work = validation_work(cfg, contexts, step)
+            trajectories = await LocalGenerator(policy, device, cfg.generation).generate(list(work.requests))
+            scored = await score_all(judge, trajectories, cfg.judge.max_concurrency)
+        finally:
+            await judge.aclose()
     collector = Collector()
     collector.expect_validation(step, contexts, cfg.validation.attempts)
     result = None
@@ -83,13 +82,3 @@ async def _evaluate(cfg: Config, uri: str) -> dict[str, Any]:
         "judge": cfg.judge.mode,
         "model": cfg.model.name,
     }
-
-
-def _with_checkpoint_model(cfg: Config, adapter_config: dict) -> Config:
-    """Unless --model or the config names one, evaluate on the base model the adapter was trained on."""
-    base = adapter_config.get("base_model_name_or_path")
-    if cfg.is_set("model.name") or not base:
-        return cfg
-    cfg = copy.deepcopy(cfg)
-    cfg.model.name = base
-    return cfg

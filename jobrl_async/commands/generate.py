@@ -1,13 +1,16 @@
-"""`jobrl-async generate` (one offer for a context) and `jobrl-async bench generate`."""
+"""`jobrl-async generate` (one offer for a context) and `jobrl-async bench generate`.
+
+`generate --checkpoint` puts the adapter on the configured base model (`--model`, the config, or
+the default): never on the one its adapter_config.json names, which is data from wherever the
+checkpoint came from and must not pick a hub repository to download and run.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,17 +34,18 @@ def generate(args: argparse.Namespace, cfg: Config) -> int:
 async def _generate(cfg: Config, context: Any, checkpoint: str | None) -> int:
     import anyio.to_thread
 
+    from ..checkpoints import scratch_dir
     from ..device import Device, configure_threads, resolve_device
     from ..generator import LocalGenerator, SampleRequest
-    from ..model import load_policy
+    from ..model import load_adapter, load_policy
 
     configure_threads(cfg.model)
     device = Device(resolve_device(cfg.model.device))
-    with tempfile.TemporaryDirectory(prefix="jobrl-generate-") as tmp:
-        adapter_dir = await _adapter_dir(checkpoint, cfg, Path(tmp)) if checkpoint else None
-        if adapter_dir is not None:
-            cfg = _with_adapter_base(cfg, adapter_dir)
-        policy = await anyio.to_thread.run_sync(load_policy, cfg, device.name, adapter_dir)
+    async with scratch_dir("jobrl-generate-") as tmp:
+        adapter_dir = await _adapter_dir(checkpoint, cfg, tmp) if checkpoint else None
+        policy = await anyio.to_thread.run_sync(load_policy, cfg, device.name)
+        if adapter_dir is not None:  # its r and alpha must fit the configured LoRA (else one clear error)
+            await device.run(load_adapter, policy, adapter_dir)
     generator = LocalGenerator(policy, device, cfg.generation)
     (trajectory,) = await generator.generate([SampleRequest(context, "validation", 0, 0, 1)])
     get_logger("generate").info(
@@ -66,23 +70,6 @@ async def _adapter_dir(checkpoint: str, cfg: Config, tmp: Path) -> Path:
 
     loaded = await load_checkpoint(checkpoint, cfg, tmp)
     return Path(loaded.adapter_dir)
-
-
-def _with_adapter_base(cfg: Config, adapter_dir: Path) -> Config:
-    """Unless --model or the config names one, use the base model the adapter was trained on."""
-    from ..model import ADAPTER_CONFIG
-
-    if cfg.is_set("model.name"):
-        return cfg
-    try:
-        base = orjson.loads((adapter_dir / ADAPTER_CONFIG).read_bytes()).get("base_model_name_or_path")
-    except (orjson.JSONDecodeError, OSError, AttributeError):
-        return cfg  # load_policy reports a broken adapter with its path
-    if not isinstance(base, str) or not base:
-        return cfg
-    cfg = copy.deepcopy(cfg)
-    cfg.model.name = base
-    return cfg
 
 
 # ---------------------------------------------------------------- bench generate

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.dry_run:
         cfg = apply_dry_run(cfg)
     configure_threads(cfg.model)  # before torch does any work
-    return _run_loop(_train(cfg))
+    return _run_loop(_train(cfg, force=args.force))
 
 
 def _run_loop(main: Any) -> int:
@@ -55,7 +55,7 @@ def _run_loop(main: Any) -> int:
         return runner.run(main)
 
 
-async def _train(cfg: Config) -> int:
+async def _train(cfg: Config, force: bool = False) -> int:
     from ..pipeline import Pipeline
 
     from ..metrics import RunMetrics, serve_metrics
@@ -70,7 +70,7 @@ async def _train(cfg: Config) -> int:
     if server:
         log.info("metrics_serving", url=f"http://{server.host}:{server.port}/metrics")
     with tempfile.TemporaryDirectory(prefix="jobrl-") as tmp:
-        parts, progress, total = await build(cfg, Path(tmp), on_checkpoint=metrics.on_checkpoint)
+        parts, progress, total = await build(cfg, Path(tmp), on_checkpoint=metrics.on_checkpoint, force=force)
         line = ProgressLine(total, steps_per_epoch=steps_per_epoch(len(parts.train), cfg.training.batch_contexts),
                             epochs=cfg.training.epochs)
         tracker = WandbSink.start(cfg, Secrets.from_env())
@@ -154,7 +154,7 @@ class StageCrashed(JobrlError):
 
 
 async def build(cfg: Config, workdir: Path, *, checkpoints: bool = True,
-                on_checkpoint: Any = None) -> tuple[Any, Any, int]:
+                on_checkpoint: Any = None, force: bool = False) -> tuple[Any, Any, int]:
     """Load data, check the judge and the checkpoint location, load the policy, resume if asked."""
     import anyio.to_thread
 
@@ -163,6 +163,7 @@ async def build(cfg: Config, workdir: Path, *, checkpoints: bool = True,
     from ..device import Device, resolve_device
     from ..judge.stage import Judge
     from ..learner import Learner
+    from ..lease import acquire_lease
     from ..model import load_policy
     from ..pipeline import Parts, Progress
     from ..producer import total_steps
@@ -173,8 +174,11 @@ async def build(cfg: Config, workdir: Path, *, checkpoints: bool = True,
     if total == 0:
         raise JobrlError(f"{dataset.source}: {len(split.train)} training contexts make no full batch of "
                          f"training.batch_contexts={cfg.training.batch_contexts}")
+    lease = None
     if checkpoints:
         await preflight(cfg.checkpoints.uri, cfg)
+        # one run per checkpoints URI, held before anything there is read; the writer renews and releases it
+        lease = await acquire_lease(cfg, force=force)
     judge = Judge(cfg, Secrets.from_env())
     if cfg.judge.mode != "stub":
         await judge.check()  # one real round trip before any GPU time is spent
@@ -183,7 +187,7 @@ async def build(cfg: Config, workdir: Path, *, checkpoints: bool = True,
     await anyio.to_thread.run_sync(check_against_policy, dataset, policy)  # its own special tokens
     generator, adapter_root = await _generator(cfg, policy, device, workdir)
     learner = Learner(policy, device, cfg.training, total, temperature=cfg.generation.temperature)
-    writer = CheckpointWriter(cfg.checkpoints.uri, cfg, on_result=on_checkpoint) if checkpoints else None
+    writer = CheckpointWriter(cfg.checkpoints.uri, cfg, on_result=on_checkpoint, lease=lease) if checkpoints else None
     progress = Progress()
     if checkpoints and cfg.pipeline.resume:
         progress = await resume(cfg, policy, learner, workdir) or Progress(best_score=await best_on_record(cfg))
