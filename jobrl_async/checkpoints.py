@@ -37,7 +37,6 @@ import re
 import shutil
 import tempfile
 import time
-import unicodedata
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone

@@ -957,3 +957,14 @@ async def test_listed_fields_come_from_checked_values_only(root_uri: str) -> Non
     await rewrite_manifest(root_uri, "step-000001", hostile)
     (info,) = await list_checkpoints(root_uri, cfg)
     assert info.time == "" and info.kind == "latest"
+
+
+def test_torch_is_required_at_a_version_without_cve_2025_32434() -> None:
+    """Before 2.6, torch.load(weights_only=True) could still run code from a crafted file."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    (torch_req,) = [Requirement(r) for r in pyproject["project"]["dependencies"] if Requirement(r).name == "torch"]
+    assert not torch_req.specifier.contains("2.5.1") and torch_req.specifier.contains("2.6.0")
