@@ -393,12 +393,16 @@ async def test_failure_between_files_keeps_pointer_on_previous_and_retries(root_
     assert "testing-secret-key" not in repr(logs)
 
 
-async def test_close_timeout_during_upload_leaves_no_partial_checkpoint_visible(
-    root_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the writer serialises
+@pytest.fixture
+def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where the writer serialises checkpoints (the temp folder), to see what it leaves behind."""
+    folder = tmp_path / "scratch"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+async def test_close_timeout_during_upload_leaves_no_partial_checkpoint_visible(root_uri: str, scratch: Path) -> None:
     cfg = make_cfg()
     await write(root_uri, cfg, request("latest", 1))
     store = FaultyStore(open_store(root_uri, cfg.storage))
@@ -689,12 +693,7 @@ async def test_submit_takes_the_tensors_it_is_given_without_a_second_copy(root_u
 # ---------------------------------------------------------------- what the writer retries, and for how long
 
 
-async def test_a_bug_crashes_the_writer_instead_of_being_retried(
-    root_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the writer serialises
+async def test_a_bug_crashes_the_writer_instead_of_being_retried(root_uri: str, scratch: Path) -> None:
     cfg = make_cfg()
     store = FaultyStore(open_store(root_uri, cfg.storage))
     store.fail_from = 1

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -341,15 +342,22 @@ async def fake_s3(failures: int = 0, delay_s: float = 0.0) -> AsyncIterator[Fake
         finally:
             fake.in_flight -= 1
 
+    async with serving(handle) as url:
+        fake.url = url
+        yield fake
+
+
+@asynccontextmanager
+async def serving(handle: Any) -> AsyncIterator[str]:
+    """`handle` answering every path on 127.0.0.1; its base URL."""
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    fake.url = "http://127.0.0.1:%d" % site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield fake
+        yield "http://127.0.0.1:%d" % site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     finally:
         await runner.cleanup()
 
@@ -379,19 +387,11 @@ async def test_s3_read_stops_at_its_bound_whatever_the_length_header_says(monkey
             await resp.write(b"x" * 65536)
         return resp
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", endless)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:%d" % site._server.sockets[0].getsockname()[1])
-    try:
+    async with serving(endless) as url:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", url)
         async with S3Store("jobrl-test", "", StorageConfig(max_attempts=1)) as store:
             with pytest.raises(StorageError, match="over the 1024-byte limit"):
                 await store.read_bytes("latest.json", max_bytes=1024)
-    finally:
-        await runner.cleanup()
 
 
 async def test_s3_calls_are_bounded_by_max_concurrency(monkeypatch: pytest.MonkeyPatch) -> None:
