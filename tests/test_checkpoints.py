@@ -967,3 +967,26 @@ def test_torch_is_required_at_a_version_without_cve_2025_32434() -> None:
     pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
     (torch_req,) = [Requirement(r) for r in pyproject["project"]["dependencies"] if Requirement(r).name == "torch"]
     assert not torch_req.specifier.contains("2.5.1") and torch_req.specifier.contains("2.6.0")
+
+
+async def test_the_writer_makes_and_removes_its_temp_folders_off_the_event_loop(
+    root_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    import threading
+
+    loop_thread = threading.current_thread()
+    calls: list[tuple[str, bool]] = []
+
+    def watched(name: str, real: Callable) -> Callable:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls.append((name, threading.current_thread() is loop_thread))
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(shutil, "rmtree", watched("rmtree", shutil.rmtree))
+    monkeypatch.setattr(tempfile, "mkdtemp", watched("mkdtemp", tempfile.mkdtemp))
+    cfg = make_cfg()
+    await write(root_uri, cfg, request("best", 1, 1.0), request("latest", 2))
+    assert {name for name, _ in calls} == {"rmtree", "mkdtemp"}
+    assert not [name for name, on_loop in calls if on_loop]  # each one ran in a worker thread
