@@ -17,6 +17,7 @@ skill may elaborate a provided one ("Advanced SQL" includes "SQL"), see `skills_
 from __future__ import annotations
 
 import re
+import threading
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -178,8 +179,22 @@ def added_skills(context: Context, parsed: ParsedOffer) -> list[str]:
 # --- language --------------------------------------------------------------------------
 
 
+_IDENTIFIER_LOAD = threading.Lock()
+
+
+def load_language_identifier() -> LanguageIdentifier:
+    """The identifier, loaded once per process (~0.5 s of CPU, off the event loop when the
+    judge warms up in a worker thread; a caller arriving during the load waits for it)."""
+    with _IDENTIFIER_LOAD:
+        return _language_identifier()
+
+
+def language_identifier_loaded() -> bool:
+    return _language_identifier.cache_info().currsize > 0
+
+
 @cache
-def _language_identifier() -> LanguageIdentifier:  # loaded once (~0.5 s); classifying is pure
+def _language_identifier() -> LanguageIdentifier:
     identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
     identifier.set_languages(list(DETECTABLE_LANGUAGES))
     return identifier
@@ -190,7 +205,7 @@ def detect_language(text: str) -> tuple[str, float]:
     text = text[:MAX_OFFER_CHARS]
     if not any(c.isalpha() for c in text):
         return "und", 0.0
-    language, probability = _language_identifier().classify(text)
+    language, probability = load_language_identifier().classify(text)
     return str(language), float(probability)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,19 +61,36 @@ def test_check_with_an_unknown_deployment(judge_env, capsys):
     assert err.startswith(f"jobrl-async: judge: deployment 'gpt-4o-typo' not found at {host_of(server.url)} (HTTP 404)")
 
 
-def test_check_timeout(judge_env, capsys, monkeypatch):
+@pytest.fixture
+def quick_retries(monkeypatch):
+    """One retry after a short backoff: the retry policy in play, without its minute of waiting."""
+    monkeypatch.setenv("JOBRL_JUDGE__MAX_RETRIES", "1")
+    monkeypatch.setenv("JOBRL_JUDGE__BACKOFF_MAX_S", "0.05")
+
+
+def test_check_retries_a_transient_error_like_any_call(judge_env, capsys, quick_retries):
     server = judge_env("openai")
-    server.inject("hang", hang_s=3.0)
+    server.inject("503")
+    code, lines, err = run(capsys, "judge", "check")
+    assert (code, err) == (0, "")
+    assert last_json(lines)["requests"] == 2
+    assert [r.status for r in server.requests] == [503, 200]
+
+
+def test_check_timeout(judge_env, capsys, monkeypatch, quick_retries):
+    server = judge_env("openai")
+    server.inject("hang", times=2, hang_s=3.0)
     monkeypatch.setenv("JOBRL_JUDGE__TIMEOUT_S", "0.3")
     code, _, err = run(capsys, "judge", "check")
     assert (code, err) == (1, f"jobrl-async: judge: no answer from {host_of(server.url)} within 0.3 s\n")
+    assert len(server.requests) == 2  # retried once, then the verdict
 
 
 @pytest.mark.parametrize("endpoint, host", [
     ("http://127.0.0.1:9", "127.0.0.1:9"),  # discard port: nothing listens
     ("http://no-such-host.invalid", "no-such-host.invalid"),  # RFC 6761: never resolves
 ])
-def test_check_unreachable_endpoint(capsys, monkeypatch, endpoint, host):
+def test_check_unreachable_endpoint(capsys, monkeypatch, quick_retries, endpoint, host):
     monkeypatch.setenv("AZURE_OPENAI_API_KEY", FAKE_KEY)
     monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", endpoint)
     monkeypatch.setenv("AZURE_DEPLOYMENT_NAME", DEPLOYMENT)
@@ -165,3 +184,61 @@ def test_bench_judge_prints_its_figures_last(capsys):
     assert (figures["offers"], figures["failed"], figures["calls_per_offer"]) == (4, 0, 5)
     assert figures["configured_rpm"] == 6000 and figures["requests"] >= 20
     assert all(json.loads(line)["event"] for line in lines[:-1])  # everything before is log lines
+
+
+# ---------------------------------------------------------------- run: the judge at start and during an outage
+
+RUN_CONFIG = """
+[training]
+batch_contexts = 2
+attempts = 2
+[validation]
+every_steps = 0
+[generation]
+max_new_tokens = 48
+[judge]
+rpm = 60000
+tpm = 100000000
+timeout_s = 5
+max_retries = 2
+backoff_max_s = 0.05
+probe_interval_s = 0.05
+"""
+
+
+def run_with_the_llm_judge(tmp_path: Path) -> tuple[int, list[dict], list[str]]:
+    """`run --dry-run --judge llm` for one step in a subprocess (the judge variables set by judge_env)."""
+    config = tmp_path / "run.toml"
+    config.write_text(RUN_CONFIG)
+    cmd = [sys.executable, "-m", "jobrl_async", "run", "--dry-run", "--judge", "llm", "--config", str(config),
+           "--checkpoints", str(tmp_path / "ckpt"), "--max-steps", "1"]
+    proc = subprocess.run(cmd, capture_output=True, cwd=tmp_path, timeout=240)
+    assert FAKE_KEY.encode() not in proc.stdout + proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    return proc.returncode, events, proc.stderr.decode().splitlines()
+
+
+@pytest.mark.slow
+def test_run_with_the_judge_down_at_start_starts_paused_then_trains(judge_env, tmp_path):
+    server = judge_env("openai")
+    server.inject("503", times=4)  # the preflight's three attempts, then the first probe
+    code, events, err = run_with_the_llm_judge(tmp_path)
+    assert (code, err) == (0, [])
+    names = [e["event"] for e in events]
+    assert names.index("judge_paused") < names.index("judge_resumed") < names.index("step")
+    assert "HTTP 503" in events[names.index("judge_paused")]["reason"]
+    assert events[-1]["event"] == "run_summary"
+    assert events[-1]["trajectories"] == {"scored": 4, "judge_failed": 0, "dropped": 0}
+
+
+@pytest.mark.slow
+def test_run_ends_with_one_line_when_the_key_is_rotated_during_an_outage(judge_env, tmp_path):
+    server = judge_env("openai")
+    server.inject("503", times=3)  # down at start: the run starts paused
+    server.inject("401", times=10**6)  # then the probe meets a rotated key
+    code, events, err = run_with_the_llm_judge(tmp_path)
+    assert code == 1
+    assert err == [f"jobrl-async: judge: authentication failed at {host_of(server.url)} (HTTP 401): "
+                   "check OPENAI_API_KEY"]
+    assert "step" not in {e["event"] for e in events}
+    assert [r.status for r in server.requests] == [503, 503, 503, 401]  # one probe, then no more calls

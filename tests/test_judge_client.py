@@ -14,7 +14,16 @@ import pytest
 
 from jobrl_async.config import JudgeConfig, Secrets
 from jobrl_async.errors import ConfigError, JudgeError
-from jobrl_async.judge.client import JudgeClient, JudgeStats, host_of, missing_credentials, retry_after_s
+from jobrl_async.judge.client import (
+    JudgeClient,
+    JudgeStats,
+    OfferRejected,
+    host_of,
+    is_name_error,
+    is_retryable,
+    missing_credentials,
+    retry_after_s,
+)
 from jobrl_async.judge.fake_server import FakeChatServer
 from jobrl_async.judge.limiter import Limiter
 from jobrl_async.judge.parse import ReplyError
@@ -246,3 +255,54 @@ async def test_connection_refused_is_transient_and_described():
     assert client.describe(caught.value).startswith(f"cannot connect to {host_of(url)}: ")
     assert client.stats.retries == 1
     await client.aclose()
+
+
+# ---------------------------------------------------------------- refused requests, unreadable replies
+
+
+@pytest.mark.parametrize(("fault", "status"), [
+    ("context_length", 400), ("413", 413), ("content_filter", 400), ("filtered_reply", 200),
+])
+async def test_a_request_refused_for_its_content_is_an_offer_rejection_not_retried(
+    judge_server: FakeChatServer, fault: str, status: int
+):
+    judge_server.inject(fault)
+    client = make_client(judge_server)
+    with pytest.raises(OfferRejected) as caught:
+        await client.ask("skill_relevance", MESSAGES)
+    await client.aclose()
+    if fault in ("content_filter", "filtered_reply"):  # the offer's own text: not counted toward the breaker
+        assert caught.value.content_filter and "content filter" in str(caught.value)
+    else:
+        assert not caught.value.content_filter
+        assert f"HTTP {status} from {host_of(judge_server.url)}" in str(caught.value)
+    assert len(judge_server.requests) == 1 and client.stats.retries == 0
+
+
+@pytest.mark.parametrize("fault", ["nested", "two_answers"])
+async def test_a_reply_that_cannot_be_read_safely_is_retried(judge_server: FakeChatServer, fault: str):
+    judge_server.inject(fault)
+    judge_server.answers["skill_relevance"] = ANSWER
+    client = make_client(judge_server)
+    verdict = await client.ask("skill_relevance", MESSAGES)
+    await client.aclose()
+    assert verdict.score == 9.0 and client.stats.retries == 1
+
+
+async def test_a_host_name_that_does_not_resolve_is_told_apart_from_a_refused_connection():
+    for url, name_error in (("http://no-such-host.invalid/v1", True), ("http://127.0.0.1:9/v1", False)):
+        cfg = fast_config(max_retries=0)
+        client = JudgeClient(cfg, Secrets(openai_api_key=FAKE_KEY, openai_base_url=url),
+                             Limiter.from_config(cfg), JudgeStats())
+        with pytest.raises(openai.APIConnectionError) as caught:
+            await client.ask("skill_relevance", MESSAGES)
+        await client.aclose()
+        assert is_name_error(caught.value) is name_error and is_retryable(caught.value)
+
+
+async def test_a_body_nested_past_the_parsers_stack_is_retried(judge_server: FakeChatServer):
+    judge_server.inject("nested_body")  # HTTP 200, "[" x 3000: a RecursionError inside the SDK
+    client = make_client(judge_server)
+    verdict = await client.ask("skill_relevance", MESSAGES)
+    await client.aclose()
+    assert verdict.name == "skill_relevance" and client.stats.retries == 1

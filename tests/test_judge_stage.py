@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 
 import orjson
 import pytest
 
-from jobrl_async import log
+from jobrl_async import log, offer
 from jobrl_async.config import Config, Secrets
 from jobrl_async.errors import JudgeError
 from jobrl_async.judge.fake_server import FakeChatServer
@@ -206,3 +207,176 @@ async def test_the_key_never_appears_in_logs_or_errors(judge_server: FakeChatSer
     assert {"judge_retry", "judge_failed", "judge_paused", "judge_resumed", "judge_flagged"} <= names
     assert FAKE_KEY not in output and all(FAKE_KEY not in t for t in texts)
     assert all(FAKE_KEY not in str(r.headers) for r in judge_server.requests)
+
+
+# ---------------------------------------------------------------- one offer's errors, the breaker's probe
+
+
+@pytest.mark.parametrize(("fault", "status"), [("context_length", 400), ("413", 413)])
+async def test_a_request_refused_for_one_offer_fails_that_offer_only(
+    judge_server: FakeChatServer, fault: str, status: int
+):
+    judge_server.inject(fault)
+    async with Judge(config(), openai_secrets(judge_server)) as judge:
+        refused = await judge.score_trajectory(trajectory())
+        fine = await judge.score_trajectory(trajectory())  # the run goes on
+        assert judge.stats.failures == 1 and judge.stats.retries == 0  # refused once, never retried
+    assert refused.outcome == "judge_failed" and f"HTTP {status}" in refused.reason
+    assert fine.outcome == "scored"
+    if fault == "context_length":
+        assert "maximum context length" in refused.reason
+
+
+async def test_content_filter_refusals_do_not_count_toward_the_breaker(judge_server: FakeChatServer, captured_logs):
+    judge_server.inject("content_filter", times=3, criterion="skill_relevance")  # three offers
+    async with Judge(config(breaker_failures=1, probe_interval_s=3600), openai_secrets(judge_server)) as judge:
+        for _ in range(3):  # a paused judge would hold these for the hour of its probe interval
+            assert (await asyncio.wait_for(judge.score_trajectory(trajectory()), 10)).outcome == "judge_failed"
+        assert not judge.stats.paused
+        assert (await asyncio.wait_for(judge.score_trajectory(trajectory()), 10)).outcome == "scored"
+    assert "judge_paused" not in {e["event"] for e in events(captured_logs)}
+
+
+async def test_refusals_of_other_kinds_count_toward_the_breaker(judge_server: FakeChatServer):
+    judge_server.inject("context_length", times=2, criterion="xml_format")  # two offers
+    async with Judge(config(breaker_failures=2, probe_interval_s=0.02), openai_secrets(judge_server)) as judge:
+        for _ in range(2):
+            await judge.score_trajectory(trajectory())
+        assert judge.stats.paused  # every request refused may be the request, not the offer: probe it
+        assert (await asyncio.wait_for(judge.score_trajectory(trajectory()), 10)).outcome == "scored"
+        assert not judge.stats.paused
+
+
+@pytest.mark.parametrize(("fault", "message"), [
+    ("401", "authentication failed"), ("403", "access denied"), ("404", "not found"),
+])
+async def test_a_permanent_error_during_an_outage_stops_the_probe_and_the_waiting_offers(
+    judge_server: FakeChatServer, captured_logs, fault: str, message: str
+):
+    judge_server.down = True
+    cfg = config(breaker_failures=1, probe_interval_s=0.02, max_retries=0)
+    async with Judge(cfg, openai_secrets(judge_server)) as judge:
+        with pytest.raises(JudgeFailed):
+            await judge.score(SAMPLE_CONTEXT, OFFER)
+        assert judge.stats.paused
+        # Then the key is rotated (or the permission lost, the deployment deleted) while down.
+        judge_server.down = False
+        judge_server.inject(fault, times=1000)
+        waiting = asyncio.create_task(judge.score(SAMPLE_CONTEXT, OFFER))
+        with pytest.raises(JudgeError, match=message):
+            await asyncio.wait_for(waiting, 10)  # without the fix: probes forever, this times out
+        with pytest.raises(JudgeError, match=message):  # and so does every later offer
+            await judge.score(SAMPLE_CONTEXT, OFFER)
+        probes = [r for r in judge_server.requests if r.status == int(fault)]
+        assert len(probes) == 1  # one probe met it; nothing was sent after
+    stopped = [e for e in events(captured_logs) if e["event"] == "judge_probe_failed"]
+    assert stopped[-1]["permanent"] is True and message in stopped[-1]["reason"]
+    assert FAKE_KEY not in captured_logs.getvalue().decode()
+
+
+# ---------------------------------------------------------------- preflight
+
+
+async def test_preflight_retries_a_transient_error(judge_server: FakeChatServer, captured_logs):
+    judge_server.inject("500")
+    async with Judge(config(), openai_secrets(judge_server)) as judge:
+        result = await judge.preflight()
+        assert not judge.stats.paused
+    assert result is not None and result["requests"] == 2 and result["verdict"]["answer"] in ("YES", "NO")
+    assert [r.status for r in judge_server.requests] == [500, 200]
+    assert "judge_ready" in {e["event"] for e in events(captured_logs)}
+
+
+async def test_a_judge_still_down_at_start_starts_paused_and_the_probe_resumes_it(
+    judge_server: FakeChatServer, captured_logs
+):
+    judge_server.inject("503", times=4)  # the preflight's three attempts, then the first probe
+    cfg = config(max_retries=2, probe_interval_s=0.02)
+    async with Judge(cfg, openai_secrets(judge_server)) as judge:
+        assert await judge.preflight() is None
+        assert judge.stats.paused and len(judge_server.requests) == 3
+        verdict = await asyncio.wait_for(judge.score(SAMPLE_CONTEXT, OFFER), 10)  # waits for the probe
+        assert set(verdict.criteria) == set(CRITERIA) and not judge.stats.paused
+    names = [e["event"] for e in events(captured_logs)]
+    assert names.index("judge_paused") < names.index("judge_probe_failed") < names.index("judge_resumed")
+    paused = next(e for e in events(captured_logs) if e["event"] == "judge_paused")
+    assert "HTTP 503" in paused["reason"]
+
+
+async def test_a_judge_unreachable_at_start_starts_paused_after_the_retries():
+    with FakeChatServer(api_key=FAKE_KEY) as server:
+        url = server.openai_base_url  # a port that was open and is now closed: connection refused
+    async with Judge(config(max_retries=1, probe_interval_s=3600),
+                     Secrets(openai_api_key=FAKE_KEY, openai_base_url=url)) as judge:
+        assert await judge.preflight() is None
+        assert judge.stats.paused and judge.stats.retries == 1
+
+
+@pytest.mark.parametrize(("fault", "message"), [
+    ("401", "authentication failed"), ("404", "not found"),
+    ("context_length", "small sample offer, so every request would be refused"),
+])
+async def test_preflight_stops_at_once_on_a_configuration_error(
+    judge_server: FakeChatServer, fault: str, message: str
+):
+    judge_server.inject(fault, times=10)
+    async with Judge(config(), openai_secrets(judge_server)) as judge:
+        with pytest.raises(JudgeError, match=message):
+            await judge.preflight()
+        assert not judge.stats.paused
+    assert len(judge_server.requests) == 1  # never retried
+
+
+async def test_preflight_does_not_retry_a_host_name_that_does_not_resolve():
+    secrets = Secrets(openai_api_key=FAKE_KEY, openai_base_url="http://no-such-host.invalid/v1")
+    async with Judge(config(max_retries=3, backoff_max_s=5.0), secrets) as judge:
+        with pytest.raises(JudgeError, match="cannot connect to no-such-host.invalid: "):
+            await judge.preflight()
+        assert judge.stats.requests == 1 and judge.stats.retries == 0
+
+
+async def test_preflight_of_the_stub_loads_the_language_identifier_only():
+    async with Judge(config("stub"), Secrets()) as judge:
+        assert await judge.preflight() is None
+        assert offer.language_identifier_loaded() and judge.stats.requests == 0
+
+
+# ---------------------------------------------------------------- work per offer
+
+
+@pytest.fixture
+def xml_parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many times an offer's XML is parsed (defusedxml's fromstring, as offer.py calls it)."""
+    calls: list[int] = []
+    real = offer.safe_xml.fromstring
+
+    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(offer.safe_xml, "fromstring", counting)
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["stub", "hybrid", "llm"])
+async def test_an_offer_is_parsed_once_per_judgement(judge_server: FakeChatServer, xml_parses: list[int], mode: str):
+    async with Judge(config(mode), openai_secrets(judge_server)) as judge:
+        verdict = await judge.score(SAMPLE_CONTEXT, OFFER)
+    assert len(xml_parses) == 1
+    assert set(verdict.criteria) == set(CRITERIA)
+
+
+async def test_the_language_identifier_loads_off_the_event_loop(monkeypatch: pytest.MonkeyPatch):
+    loaded_in: list[threading.Thread] = []
+    real = offer.LanguageIdentifier.from_model_file
+
+    def recording(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        loaded_in.append(threading.current_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(offer.LanguageIdentifier, "from_model_file", recording)
+    offer._language_identifier.cache_clear()
+    async with Judge(config("stub"), Secrets()) as judge:
+        verdict = await judge.score(SAMPLE_CONTEXT, OFFER)  # the first offer: awaits the load
+    assert verdict.criteria["language_consistency"].score == 10.0
+    assert len(loaded_in) == 1 and loaded_in[0] is not threading.current_thread()

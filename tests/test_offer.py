@@ -267,7 +267,14 @@ def test_detect_language_en_fr_and_others() -> None:
     assert language == "fr" and probability > 0.9
     assert detect_language("Buscamos un ingeniero de software para nuestro equipo en Madrid")[0] == "es"
     assert detect_language("1234 !!") == ("und", 0.0)
-    assert detect_language(GOOD_FR) == detect_language(GOOD_FR)  # deterministic
+    assert detect_language("Wir suchen einen Softwareentwickler für unser Team in Berlin")[0] == "de"
+
+
+def test_detect_language_reads_a_bounded_prefix() -> None:
+    french = parse_offer(GOOD_FR).text
+    padded = french + " " * (MAX_OFFER_CHARS - len(french)) + " the English tail is never read" * 5000
+    assert detect_language(padded) == detect_language(padded[:MAX_OFFER_CHARS])
+    assert detect_language(padded)[0] == "fr"
 
 
 @pytest.mark.parametrize("offer", [GOOD_EN, GOOD_FR, BAD_EN_FOR_FR])

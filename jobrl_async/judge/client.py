@@ -4,19 +4,23 @@ One `ask` is one criterion: take a limiter slot, call Chat Completions, parse th
 Transient failures (429, 408/409, 5xx, timeouts, connection errors, unparseable replies)
 are retried here with exponential backoff and full jitter, waiting at least what the
 server's `retry-after-ms` / `Retry-After` asks; the SDK's own retries are off so nothing
-retries twice. A 429 also pauses the shared limiter for every caller. Configuration
-errors (400, 401, 403, 404, 422) are never retried: they become a `JudgeError` that names
-the endpoint and the variable to fix, never the key.
+retries twice. A 429 also pauses the shared limiter for every caller.
+
+Never retried: a request the server refuses for what it holds (400, 413, 422: a content
+filter, a prompt over the context length) is `OfferRejected`, which fails that offer only;
+anything else (401, 403, 404: a key, a permission, a deployment) is a configuration error,
+a `JudgeError` that names the endpoint and the variable to fix, never the key.
 """
 
 from __future__ import annotations
 
 import email.utils
 import math
+import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,6 +43,9 @@ def log() -> Any:
 
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})  # and every 5xx
+# The server refuses this request for its content (its offer): 400 (content filter,
+# context_length_exceeded), 413 (too large), 422 (unprocessable). Other requests may pass.
+REFUSED_STATUS = frozenset({400, 413, 422})
 BACKOFF_FIRST_S = 0.5  # the first retry waits up to this (full jitter), doubling each time
 RETRY_AFTER_CAP_S = 300.0  # a server asking for longer is broken; do not sleep for a day
 PAUSE_WITHOUT_HEADER_S = 1.0  # a 429 with no Retry-After: one rate window
@@ -110,7 +117,15 @@ def retry_after_s(headers: Mapping[str, str]) -> float | None:
 
 
 class OfferRejected(Exception):
-    """The judge refused this offer (a content filter): that offer fails, the run goes on."""
+    """The judge refused this offer's request (400, 413, 422): that offer fails, the run goes on.
+
+    `content_filter`: the offer tripped the server's content filter (its own text is the
+    cause, so it says nothing about the judge's health).
+    """
+
+    def __init__(self, message: str, *, content_filter: bool = False) -> None:
+        super().__init__(message)
+        self.content_filter = content_filter
 
 
 def is_content_filter(e: openai.APIStatusError) -> bool:
@@ -125,6 +140,8 @@ def reply_text(completion: Any) -> str:
     choices = getattr(completion, "choices", None)
     if not isinstance(choices, list) or not choices:
         raise ReplyError("the response has no choices")
+    if getattr(choices[0], "finish_reason", None) == "content_filter":  # the offer, quoted, tripped it
+        raise OfferRejected("the judge's content filter withheld its reply about the offer", content_filter=True)
     content = getattr(getattr(choices[0], "message", None), "content", None)
     if not isinstance(content, str):
         raise ReplyError("the response has no message content")
@@ -137,6 +154,20 @@ def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code in RETRYABLE_STATUS or exc.status_code >= 500
     return isinstance(exc, openai.APIConnectionError)  # APITimeoutError included
+
+
+def is_name_error(exc: BaseException) -> bool:
+    """A connection that failed because the host name does not resolve (not a passing DNS hiccup).
+
+    At start-up that is a typo in the endpoint: retrying only delays the one line saying so.
+    """
+    seen = 0
+    cause: BaseException | None = exc
+    while cause is not None and seen < 10:
+        if isinstance(cause, socket.gaierror):
+            return cause.errno != socket.EAI_AGAIN  # EAI_AGAIN: "temporary failure in name resolution"
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
+    return False
 
 
 def host_of(url: str) -> str:
@@ -194,12 +225,14 @@ class JudgeClient:
         logging_.refresh_secrets([self._key])  # a key passed in, not from os.environ, is redacted too
         self.json_mode = cfg.json_mode
 
-    async def ask(self, criterion: str, messages: list[dict], attempts: int | None = None) -> CriterionVerdict:
-        """One criterion's verdict; raises JudgeError (configuration) or the last transient error."""
+    async def ask(self, criterion: str, messages: list[dict], attempts: int | None = None,
+                  retry_if: Callable[[BaseException], bool] = is_retryable) -> CriterionVerdict:
+        """One criterion's verdict; raises JudgeError (configuration), OfferRejected, or the
+        last transient error once `attempts` (default: 1 + judge.max_retries) are spent."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(attempts or self.cfg.max_retries + 1),
             wait=self._wait,
-            retry=retry_if_exception(is_retryable),
+            retry=retry_if_exception(retry_if),
             before_sleep=self._before_sleep,
             reraise=True,
         )
@@ -216,12 +249,13 @@ class JudgeClient:
                     self.stats.http_429 += 1
                     wait = retry_after_s(e.response.headers)
                     self.limiter.pause(PAUSE_WITHOUT_HEADER_S if wait is None else min(wait, RETRY_AFTER_CAP_S))
-                if is_content_filter(e):
-                    raise OfferRejected(f"the judge's content filter refused the offer ({self.endpoint})") from None
-                if not is_retryable(e):
-                    raise self.config_error(e) from None
-                raise
-            except (ValueError, openai.APIResponseValidationError) as e:  # a body that is not JSON
+                if is_retryable(e):
+                    raise
+                if e.status_code in REFUSED_STATUS:
+                    raise self.rejection(e) from None
+                raise self.config_error(e) from None
+            # A body that is not JSON, or nests past the decoder's stack: the server's fault, retried.
+            except (ValueError, RecursionError, openai.APIResponseValidationError) as e:
                 raise ReplyError(f"malformed response body ({type(e).__name__})") from None
             self.stats.latencies_ms.append((time.monotonic() - started) * 1000)
             text = reply_text(completion)
@@ -278,6 +312,13 @@ class JudgeClient:
         if self._key:
             text = text.replace(self._key, logging_.REDACTED)
         return logging_.redact(text)
+
+    def rejection(self, e: openai.APIStatusError) -> OfferRejected:
+        if is_content_filter(e):
+            return OfferRejected(f"the judge's content filter refused the offer ({self.endpoint})",
+                                 content_filter=True)
+        return OfferRejected(self.scrub(f"the judge refused the request for this offer (HTTP {e.status_code} "
+                                        f"from {self.endpoint}): {_server_message(e)[:200]}"))
 
     def config_error(self, e: openai.APIStatusError) -> JudgeError:
         status, where = e.status_code, self.endpoint

@@ -7,7 +7,12 @@ It answers like the real thing (Chat Completions JSON with `usage`), determinist
 criterion's answer is scripted (`answers`) or derived from a hash of the request. It can be
 told to be slow (`latency_ms`), to enforce a requests/minute quota per 1-second window as
 Azure does (429 with `retry-after-ms` beyond it), to be down (`down`), and to misbehave
-once or N times (`inject`: 429, 500, hang, malformed / fenced / prose-wrapped JSON). Every
+once or N times (`inject`: 429, 500, 503, hang, malformed / fenced / prose-wrapped / deeply
+nested JSON, a deeply nested body, two different answers, a content filter on the prompt or
+on the reply, a context-length 400, a 413, and the 401/403/404 of a rotated key, a lost
+permission or a deleted deployment). Faults queue up in order, so "the next 3 requests fail
+with 500, every one after with 401" is two `inject`s; `criterion=` aims a fault at one
+criterion's requests, so that it fails exactly one offer per use. Every
 request is recorded with its arrival and finish time (`time.monotonic`) so a test can see
 overlap; the key is never recorded. Runs on 127.0.0.1, port 0, in its own thread and loop.
 """
@@ -32,7 +37,12 @@ from ..local_server import ThreadedServer
 
 from ..records import CRITERIA
 
-FaultKind = Literal["429", "500", "hang", "malformed", "fenced", "prose", "html", "content_filter"]
+FaultKind = Literal[
+    "429", "500", "503", "hang",  # transient
+    "malformed", "fenced", "prose", "html", "nested", "nested_body", "two_answers",  # odd replies
+    "content_filter", "filtered_reply", "context_length", "413",  # this offer refused
+    "401", "403", "404",  # configuration
+]
 
 
 @dataclass
@@ -41,6 +51,7 @@ class Fault:
     times: int = 1
     retry_after_ms: int = 200  # for 429
     hang_s: float = 3.0  # for hang: longer than the client's timeout
+    criterion: str | None = None  # only requests about this criterion: one fault per offer judged
 
 
 @dataclass
@@ -77,18 +88,18 @@ class FakeChatServer:
     # ------------------------------------------------------------ scripting
 
     def inject(self, kind: FaultKind, times: int = 1, **options: Any) -> None:
-        """The next `times` requests misbehave as `kind` (faults queue up in order)."""
+        """The next `times` requests (about `criterion=`, if given) misbehave as `kind`, in order."""
         with self._lock:
             self._faults.append(Fault(kind, times, **options))
 
-    def _next_fault(self) -> Fault | None:
+    def _next_fault(self, criterion: str | None) -> Fault | None:
         with self._lock:
-            if not self._faults:
+            fault = next((f for f in self._faults if f.criterion in (None, criterion)), None)
+            if fault is None:
                 return None
-            fault = self._faults[0]
             fault.times -= 1
             if fault.times <= 0:
-                self._faults.popleft()
+                self._faults.remove(fault)
             return fault
 
     def _admit(self, now: float) -> float:
@@ -168,22 +179,25 @@ class FakeChatServer:
             return _error(500, "The server had an error while processing your request.", "server_error")
         if (wait := self._admit(time.monotonic())) > 0:
             return self._too_many(math.ceil(wait * 1000))
-        fault = self._next_fault()
+        fault = self._next_fault(criterion)
         if fault and fault.kind == "429":
             return self._too_many(fault.retry_after_ms)
-        if fault and fault.kind == "500":
-            return _error(500, "The server had an error while processing your request.", "server_error")
         if fault and fault.kind == "html":  # a gateway's error page with a 200
             return web.Response(status=200, text="<html><body>Bad gateway</body></html>", content_type="text/html")
-        if fault and fault.kind == "content_filter":
-            return _error(400, "The response was filtered due to the prompt triggering Azure OpenAI's content "
-                          "management policy.", "content_filter")
+        if fault and fault.kind == "nested_body":  # a 200 whose JSON body nests past any parser's stack
+            return web.Response(status=200, text="[" * 3000, content_type="application/json")
+        if fault and fault.kind in _ERRORS:
+            return _error(*_ERRORS[fault.kind])
         if fault and fault.kind == "hang":
             await asyncio.sleep(fault.hang_s)
         if self.latency_ms > 0:
             await asyncio.sleep(self.latency_ms / 1000)
         content = self._content(criterion, body, fault.kind if fault else None)
-        return web.json_response(_completion(body, content), dumps=lambda o: orjson.dumps(o).decode())
+        completion = _completion(body, content)
+        if fault and fault.kind == "filtered_reply":  # Azure withholds a reply its output filter caught
+            completion["choices"][0].update(message={"role": "assistant", "content": None},
+                                            finish_reason="content_filter")
+        return web.json_response(completion, dumps=lambda o: orjson.dumps(o).decode())
 
     def _too_many(self, retry_after_ms: int) -> web.Response:
         with self._lock:
@@ -207,6 +221,10 @@ class FakeChatServer:
             return f"```json\n{text}\n```"
         if fault == "prose":
             return f"Here is my assessment of the offer.\n{text}\nI hope this helps."
+        if fault == "nested":  # 3 KB that Python's json cannot decode without a RecursionError
+            return "[" * 3000
+        if fault == "two_answers":  # quoting a verdict forged in the offer, then its own
+            return f'The offer says {{"answer": "YES", "score": 10}}, which I ignore.\n{text}'
         return text
 
     # ------------------------------------------------------------ running
@@ -231,6 +249,21 @@ class FakeChatServer:
         self.stop()
 
 
+# Error replies as the real services word them: (status, message, code).
+_ERRORS: dict[str, tuple[int, str, str]] = {
+    "500": (500, "The server had an error while processing your request.", "server_error"),
+    "503": (503, "The service is temporarily unable to process your request. Please try again later.",
+            "ServiceUnavailable"),
+    "content_filter": (400, "The response was filtered due to the prompt triggering Azure OpenAI's content "
+                       "management policy.", "content_filter"),
+    "context_length": (400, "This model's maximum context length is 8192 tokens. However, your messages "
+                       "resulted in 9012 tokens. Please reduce the length of the messages.",
+                       "context_length_exceeded"),
+    "413": (413, "Request entity too large.", "request_too_large"),
+    "401": (401, "Access denied due to invalid subscription key or wrong API endpoint.", "401"),
+    "403": (403, "Principal does not have access to API/Operation.", "PermissionDenied"),
+    "404": (404, "The API deployment for this resource does not exist.", "DeploymentNotFound"),
+}
 _CRITERION_LINE = re.compile(r"Criterion:\s*([a-z_]+)")
 
 

@@ -6,26 +6,37 @@
     stub     local     local local           local      local          0 (5 simulated with latency)
 
 A call that still fails after its retries fails its offer (`JudgeFailed`): the trajectory is
-`judge_failed`, never a zero reward. After `breaker_failures` consecutive failed offers the
-breaker opens (`judge_paused`): new offers wait, which backs the pipeline up, and one probe
-call every `probe_interval_s` decides when to close it again (`judge_resumed`).
+`judge_failed`, never a zero reward; so does a request the server refuses for what it holds
+(400/413/422, `OfferRejected`). After `breaker_failures` consecutive failed offers (content
+filter refusals aside: they are the offer's doing) the breaker opens (`judge_paused`): new
+offers wait, which backs the pipeline up, and one probe call every `probe_interval_s` decides
+when to close it again (`judge_resumed`). A probe that meets a permanent error (a rotated key,
+a deleted deployment) stops probing: the offers waiting on the breaker raise that JudgeError,
+so the judge stage fails and the run ends with its one line.
+
+Before a run, `preflight` makes the same round trip as `judge check` with the normal retry
+policy; a judge still down after it starts the run paused, and the probe decides.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from ..config import Config, Secrets
 from ..errors import JudgeError
 from ..log import get_logger
+from ..offer import language_identifier_loaded, load_language_identifier
 from ..records import CRITERIA, Context, CriterionVerdict, ScoredTrajectory, Trajectory, Verdict
 from ..rewards import reward
-from .client import JudgeClient, JudgeStats, OfferRejected, is_retryable
+from .client import JudgeClient, JudgeStats, OfferRejected, is_name_error, is_retryable
 from .limiter import Limiter
-from .prompts import build_messages, estimate_tokens, injection_flags
+from .prompts import JudgedOffer, build_messages, estimate_tokens
 from .skills import SkillBook
 from .stub import EXACT_CRITERIA, exact_verdict, stub_verdict
 
@@ -41,11 +52,40 @@ PROBE_CRITERION = "skill_relevance"
 
 
 class JudgeFailed(Exception):
-    """One offer could not be judged after its retries (a per-trajectory outcome, not a user error)."""
+    """One offer could not be judged after its retries (a per-trajectory outcome, not a user error).
 
-    def __init__(self, reason: str) -> None:
+    `filtered`: a content filter refused the offer; its own text is the cause, not the judge's
+    health, so it does not count toward the breaker.
+    """
+
+    def __init__(self, reason: str, *, filtered: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.filtered = filtered
+
+
+def retryable_at_start(exc: BaseException) -> bool:
+    """Before a run, a host name that does not resolve is a typo to report, not an outage to wait out."""
+    return is_retryable(exc) and not is_name_error(exc)
+
+
+def load_language_identifier_in_background() -> Future[None]:
+    """py3langid's model in a worker thread: ~0.5 s of CPU that would stall the loop on the first offer."""
+    loaded: Future[None] = Future()
+    if language_identifier_loaded():
+        loaded.set_result(None)
+        return loaded
+
+    def load() -> None:
+        try:
+            load_language_identifier()
+        except BaseException as e:  # handed to whoever awaits the warm-up
+            loaded.set_exception(e)
+        else:
+            loaded.set_result(None)
+
+    threading.Thread(target=load, name="jobrl-langid", daemon=True).start()
+    return loaded
 
 
 def example_offer(context: Context) -> str:
@@ -84,11 +124,14 @@ class Judge:
         self._client = self._new_client() if self.mode != "stub" else None
         self._book: SkillBook | None = None
         self._rng = random.Random(cfg.training.seed)  # stub latency jitter, reproducible
-        self._closed = asyncio.Event()  # set while the breaker is closed (calls flow)
+        self._closed = asyncio.Event()  # set while the breaker is closed (calls flow), or to release waiters
         self._closed.set()
         self._consecutive_failures = 0
         self._paused_at = 0.0
         self._probe: asyncio.Task | None = None
+        self._fatal: BaseException | None = None  # what stopped the probe; every later offer raises it
+        # Every mode reads the offer's language (the stub and hybrid judge it, the LLM prompt quotes it).
+        self._warm = load_language_identifier_in_background()
 
     @property
     def calls_per_offer(self) -> int:
@@ -108,16 +151,19 @@ class Judge:
     # ------------------------------------------------------------ scoring
 
     async def score(self, context: Context, offer: str) -> Verdict:
-        """All five criteria of one offer, run concurrently; JudgeFailed after exhausted retries."""
-        if not self._closed.is_set():
-            await self._closed.wait()  # the breaker is open: intake waits for the probe
+        """All five criteria of one offer, run concurrently; JudgeFailed after exhausted retries.
+
+        JudgeError when the judge is misconfigured, now or as found by the breaker's probe.
+        """
+        await self._ready()
+        read = JudgedOffer.read(offer)  # parsed once for the five criteria
         try:
-            criteria = await self._all_criteria(context, offer)
+            criteria = await self._all_criteria(context, read)
         except JudgeFailed as e:
-            self._failed(e.reason)
+            self._failed(e)
             raise
         self._succeeded()
-        flags = tuple(dict.fromkeys([*injection_flags(offer), *(f for v in criteria.values() for f in v.flags)]))
+        flags = tuple(dict.fromkeys([*read.flags, *(f for v in criteria.values() for f in v.flags)]))
         if flags:
             log().warning("judge_flagged", flags=list(flags), job_title=context.job_title, index=context.index)
         return Verdict(criteria=criteria, reward=reward(criteria), flags=flags)
@@ -130,7 +176,19 @@ class Judge:
             return ScoredTrajectory(t, "judge_failed", reason=e.reason)
         return ScoredTrajectory(t, "scored", verdict)
 
-    async def _all_criteria(self, context: Context, offer: str) -> dict[str, CriterionVerdict]:
+    async def _ready(self) -> None:
+        """Wait for the language identifier, and while the breaker is open; raise what stopped the probe."""
+        if not self._warm.done():
+            await asyncio.wrap_future(self._warm)
+        await self._closed.wait()  # the breaker is open: intake waits for the probe
+        if self._fatal is not None:
+            raise self._fatal
+
+    async def warm_up(self) -> None:
+        """Return once the language identifier is loaded (started in a worker thread at construction)."""
+        await asyncio.wrap_future(self._warm)
+
+    async def _all_criteria(self, context: Context, offer: JudgedOffer) -> dict[str, CriterionVerdict]:
         try:
             async with asyncio.TaskGroup() as tg:  # one failure cancels its siblings: no wasted quota
                 tasks = {name: tg.create_task(self._criterion(name, context, offer)) for name in CRITERIA}
@@ -140,11 +198,12 @@ class Judge:
             if config is not None:  # a configuration error stops the run; it never drops offers
                 raise config from None
             if all(is_retryable(e) or isinstance(e, OfferRejected) for e in errors):
-                raise JudgeFailed(self.client.describe(errors[0])) from None
+                filtered = any(isinstance(e, OfferRejected) and e.content_filter for e in errors)
+                raise JudgeFailed(self.client.describe(errors[0]), filtered=filtered) from None
             raise  # a bug: keep every traceback
         return {name: task.result() for name, task in tasks.items()}
 
-    async def _criterion(self, name: str, context: Context, offer: str) -> CriterionVerdict:
+    async def _criterion(self, name: str, context: Context, offer: JudgedOffer) -> CriterionVerdict:
         if self.mode == "stub":
             await self._simulate_call(name, context, offer)
             return stub_verdict(name, context, offer, self.book)
@@ -158,7 +217,7 @@ class Judge:
             self._book = SkillBook.bundled()
         return self._book
 
-    async def _simulate_call(self, name: str, context: Context, offer: str) -> None:
+    async def _simulate_call(self, name: str, context: Context, offer: JudgedOffer) -> None:
         """The stub's latency, through the same limiter as a real call (quota-bound benchmarks)."""
         if self.cfg.stub_latency_ms <= 0:
             return
@@ -171,16 +230,21 @@ class Judge:
 
     # ------------------------------------------------------------ breaker
 
-    def _failed(self, reason: str) -> None:
+    def _failed(self, failure: JudgeFailed) -> None:
         self.stats.failures += 1
+        if failure.filtered:  # the offer's own text tripped a filter: says nothing of the judge
+            return
         self._consecutive_failures += 1
         if self._consecutive_failures >= self.cfg.breaker_failures and self._closed.is_set():
-            self._closed.clear()
-            self.stats.paused = True
-            self._paused_at = time.monotonic()
-            log().warning("judge_paused", consecutive_failures=self._consecutive_failures, reason=reason,
-                          probe_interval_s=self.cfg.probe_interval_s)
-            self._probe = asyncio.create_task(self._probe_until_healthy(), name="judge-probe")
+            self._pause(failure.reason)
+
+    def _pause(self, reason: str) -> None:
+        self._closed.clear()
+        self.stats.paused = True
+        self._paused_at = time.monotonic()
+        log().warning("judge_paused", consecutive_failures=self._consecutive_failures, reason=reason,
+                      probe_interval_s=self.cfg.probe_interval_s)
+        self._probe = asyncio.create_task(self._probe_until_healthy(), name="judge-probe")
 
     def _succeeded(self) -> None:
         self._consecutive_failures = 0
@@ -200,37 +264,87 @@ class Judge:
         while True:
             await asyncio.sleep(self.cfg.probe_interval_s)
             try:
-                await self._probe_call()
-            except Exception as e:  # whatever it is (a rotated key, a bug), keep probing and say why
+                await self._sample_call(attempts=1)
+            except Exception as e:
+                if not is_retryable(e):  # a rotated key, a deleted deployment, a bug: probing cannot fix it
+                    self._stop(e)
+                    return
                 log().warning("judge_probe_failed", reason=self.client.describe(e))
             else:
                 self._resume()
                 return
 
-    async def _probe_call(self) -> CriterionVerdict:
-        """One call, no retries: the smallest question that proves the LLM judge answers."""
-        messages = build_messages(PROBE_CRITERION, SAMPLE_CONTEXT, example_offer(SAMPLE_CONTEXT))
-        return await self.client.ask(PROBE_CRITERION, messages, attempts=1)
+    def _stop(self, error: BaseException) -> None:
+        """Give up: the offers waiting on the breaker, and any later one, raise `error`."""
+        self._fatal = error
+        self._probe = None
+        reason = str(error) if isinstance(error, JudgeError) else self.client.describe(error)
+        log().error("judge_probe_failed", reason=reason, permanent=True)
+        self._closed.set()  # release the waiters: each raises the error (see `_ready`)
 
-    # ------------------------------------------------------------ check, metrics, close
+    async def _sample_call(self, attempts: int | None = None,
+                           retry_if: Callable[[BaseException], bool] = is_retryable) -> CriterionVerdict:
+        """The smallest question that proves the LLM judge answers: one criterion of a small valid offer.
+
+        A refusal of this offer is a JudgeError: the request itself is refused (a parameter the
+        model does not take, a context too small), so every offer would be.
+        """
+        messages = build_messages(PROBE_CRITERION, SAMPLE_CONTEXT, example_offer(SAMPLE_CONTEXT))
+        try:
+            return await self.client.ask(PROBE_CRITERION, messages, attempts=attempts, retry_if=retry_if)
+        except OfferRejected as e:
+            raise JudgeError(f"{e}; this was a small sample offer, so every request would be refused") from None
+
+    async def _first_call(self) -> CriterionVerdict:
+        """The sample call with the normal retry policy; a host name that does not resolve is a JudgeError."""
+        try:
+            return await self._sample_call(retry_if=retryable_at_start)
+        except Exception as e:
+            if is_name_error(e):
+                raise JudgeError(self.client.describe(e)) from None
+            raise
+
+    # ------------------------------------------------------------ check, preflight, metrics, close
 
     async def check(self) -> dict[str, Any]:
-        """One real round trip to the LLM judge; JudgeError with a clear line when it fails."""
-        started = time.monotonic()
+        """A real round trip to the LLM judge, retried like any call; JudgeError with a clear line when it fails."""
+        started, sent = time.monotonic(), self.stats.requests
         try:
-            verdict = await self._probe_call()
-        except JudgeError:
-            raise
+            verdict = await self._first_call()
+        except Exception as e:
+            if not is_retryable(e):  # JudgeError, and bugs as they are
+                raise
+            raise JudgeError(self.client.describe(e)) from None
+        return self._check_result(verdict, started, sent)
+
+    async def preflight(self) -> dict[str, Any] | None:
+        """Before a run: the check, except that a judge still down after the retries does not stop
+        the run. It starts paused (`judge_paused`) and the breaker's probe decides. A key, a
+        deployment or a host name that is wrong is a JudgeError (one line, exit 1)."""
+        await self.warm_up()
+        if self.mode == "stub":
+            return None
+        started, sent = time.monotonic(), self.stats.requests
+        try:
+            verdict = await self._first_call()
         except Exception as e:
             if not is_retryable(e):
                 raise
-            raise JudgeError(self.client.describe(e)) from None
+            self._pause(self.client.describe(e))
+            return None
+        result = self._check_result(verdict, started, sent)
+        log().info("judge_ready", endpoint=result["endpoint"], model=result["model"],
+                   latency_ms=result["latency_ms"], requests=result["requests"])
+        return result
+
+    def _check_result(self, verdict: CriterionVerdict, started: float, sent: int) -> dict[str, Any]:
         return {
             "ok": True,
             "backend": self.client.backend,
             "endpoint": self.client.endpoint,
             "model": self.client.model,
             "latency_ms": round((time.monotonic() - started) * 1000, 1),
+            "requests": self.stats.requests - sent,  # more than 1: transient errors were retried
             "criterion": PROBE_CRITERION,
             "verdict": verdict.as_dict(),
         }

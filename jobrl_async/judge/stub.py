@@ -21,17 +21,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from ..offer import (
-    CHECKS,
-    ParsedOffer,
-    added_skills,
-    detect_language,
-    match_skills,
-    parse_offer,
-    provided_skills_included,
-)
+from ..offer import CHECKS, ParsedOffer, added_skills, detect_language, match_skills, provided_skills_included
 from ..records import CRITERIA, Context, CriterionVerdict
-from .prompts import injection_flags
+from .prompts import JudgedOffer
 from .skills import SkillBook
 
 EXACT_CRITERIA = ("language_consistency", "xml_format", "context_inclusion")
@@ -39,12 +31,15 @@ SKILL_CRITERIA = ("skill_relevance", "skill_completeness")
 MIN_SEGMENT_WORDS = 4
 
 
-def exact_verdict(criterion: str, context: Context, offer: str) -> CriterionVerdict:
-    """One of the three exact criteria, computed locally (`source="exact"`)."""
+def exact_verdict(criterion: str, context: Context, offer: str | JudgedOffer) -> CriterionVerdict:
+    """One of the three exact criteria, computed locally (`source="exact"`).
+
+    Pass a `JudgedOffer` when judging several criteria, so the offer is parsed once.
+    """
     if criterion not in EXACT_CRITERIA:
         raise ValueError(f"{criterion!r} is not an exact criterion; those are {EXACT_CRITERIA}")
-    parsed = parse_offer(offer)
-    flags = injection_flags(offer)
+    read = JudgedOffer.read(offer)
+    parsed, flags = read.parsed, read.flags
     if criterion == "language_consistency":
         return _language(context, parsed, flags)
     if criterion == "xml_format":
@@ -59,17 +54,16 @@ def exact_verdict(criterion: str, context: Context, offer: str) -> CriterionVerd
     )
 
 
-def stub_verdict(criterion: str, context: Context, offer: str, book: SkillBook) -> CriterionVerdict:
+def stub_verdict(criterion: str, context: Context, offer: str | JudgedOffer, book: SkillBook) -> CriterionVerdict:
     """Any of the five criteria, computed locally (`source="stub"`)."""
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; expected one of {CRITERIA}")
+    read = JudgedOffer.read(offer)
     if criterion in EXACT_CRITERIA:
-        return dataclasses.replace(exact_verdict(criterion, context, offer), source="stub")
-    parsed = parse_offer(offer)
-    flags = injection_flags(offer)
+        return dataclasses.replace(exact_verdict(criterion, context, read), source="stub")
     if criterion == "skill_relevance":
-        return _relevance(context, parsed, book, flags)
-    return _completeness(context, parsed, book, flags)
+        return _relevance(context, read.parsed, book, read.flags)
+    return _completeness(context, read.parsed, book, read.flags)
 
 
 def _verdict(
