@@ -181,7 +181,7 @@ async def build(cfg: Config, workdir: Path, *, checkpoints: bool = True,
         lease = await acquire_lease(cfg, force=force)
     judge = Judge(cfg, Secrets.from_env())
     if cfg.judge.mode != "stub":
-        await judge.check()  # one real round trip before any GPU time is spent
+        await judge.preflight()  # a round trip before any GPU time; a judge still down starts paused
     device = Device(resolve_device(cfg.model.device))
     policy = await anyio.to_thread.run_sync(load_policy, cfg, device.name)
     await anyio.to_thread.run_sync(check_against_policy, dataset, policy)  # its own special tokens
