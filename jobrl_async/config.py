@@ -238,16 +238,16 @@ SECRET_ENV = (
     "OPENAI_API_KEY",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",  # the older name of the session token, still read by boto
     "WANDB_API_KEY",
     "HF_TOKEN",  # gated models (Gemma) on a user's machine
+    "HUGGING_FACE_HUB_TOKEN",  # HF_TOKEN's older name
     "VLLM_API_KEY",  # remote generation servers started with --api-key
 )
 
 
-    "AWS_SECURITY_TOKEN",  # the older name of the session token, still read by boto
 @dataclass(frozen=True)
 class Secrets:
-    "HUGGING_FACE_HUB_TOKEN",  # HF_TOKEN's older name
     """Credentials and endpoints from the environment. `repr` never shows a value."""
 
     azure_api_key: str = field(default="", repr=False)
@@ -280,15 +280,15 @@ class Secrets:
         return "none"
 
 
+SECRET_URL_ENV = ("OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT")  # their user:password@ is secret
+
+
 def secret_values(env: typing.Mapping[str, str] | None = None) -> list[str]:
     """Every secret value present in the environment (for the log redactor), URL passwords included."""
     from urllib.parse import urlsplit
 
     env = os.environ if env is None else env
     values = [env[name] for name in SECRET_ENV if len(env.get(name, "")) >= 4]
-SECRET_URL_ENV = ("OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT")  # their user:password@ is secret
-
-
     for name in SECRET_URL_ENV:
         try:
             password = urlsplit(env.get(name, "")).password or ""
