@@ -424,7 +424,7 @@ class Pipeline:
 
     async def _publish_weights(self) -> None:
         """Remote generation: save the adapter where the servers read it, then hot-load it there."""
-        from .remote import adapter_folder, prune_adapter_folders
+        from .remote import adapter_folder, prune_old_adapters
 
         root, version = self.p.adapter_root, self.p.policy.version
         if root is None or version == 0 or version % self.cfg.generator.sync_every_steps:
@@ -432,7 +432,7 @@ class Pipeline:
         folder = adapter_folder(root, version)
         await self.p.device.run(save_adapter, self.p.policy, folder)
         await self.p.generator.load_weights(version, str(folder))
-        prune_adapter_folders(root)
+        await prune_old_adapters(root)
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -254,8 +254,8 @@ def test_generate_command_with_an_adapter_folder(tiny_policy, tmp_path: Path, ca
     folder = save_adapter(tiny_policy, tmp_path / "adapter")
     record = tmp_path / "context.json"
     record.write_text(json.dumps(SHORT.as_dict()))
-    # No --model: the adapter's base ("tiny") is used.
-    assert main(["generate", "--context", str(record), "--checkpoint", str(folder)]) == 0
+    # The base model is the configured one, never the adapter's.
+    assert main(["generate", "--context", str(record), "--checkpoint", str(folder), "--model", "tiny"]) == 0
     assert "<job_offer>" in capsys.readouterr().out
 
 

@@ -286,3 +286,11 @@ def test_importance_weight_of_a_huge_shift_stays_finite() -> None:
     old = torch.tensor([[-0.1]])
     assert importance_weight(old, torch.tensor([[-90.0]]), cap=0.0).values.isfinite().all()
     assert importance_weight(old, torch.tensor([[-90.0]]), cap=2.0).values.item() == pytest.approx(2.0)
+
+
+def test_importance_weight_times_the_decoupled_ratio_is_the_full_ratio_below_the_cap() -> None:
+    # The identity the decoupled loss relies on: w · ρ = π_θ / π_behaviour when w is not capped.
+    theta, old, behaviour = torch.tensor([[-0.9]]), torch.tensor([[-1.0]]), torch.tensor([[-1.2]])
+    weight = importance_weight(old, behaviour, cap=10.0)
+    assert (weight.values * torch.exp(theta - old)).item() == pytest.approx(math.exp(-0.9 + 1.2))
+    assert not weight.values.requires_grad

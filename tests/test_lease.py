@@ -299,3 +299,18 @@ async def test_the_writer_releases_its_lease_when_it_stops(root_uri: str) -> Non
         with capture_logs() as logs:
             await next_run.acquire()
     assert events(logs, "checkpoint_lease_acquired")
+
+
+async def test_a_run_that_fails_to_start_after_taking_the_lease_releases_it(tmp_path) -> None:
+    from jobrl_async.commands.pipeline import build
+    from jobrl_async.config import load_config
+    from jobrl_async.errors import ModelError
+
+    root = str(tmp_path / "ckpt")
+    cfg = load_config(env={}, overrides={"judge.mode": "stub", "checkpoints.uri": root,
+                                         "model.name": str(tmp_path / "no-such-model")})
+    with pytest.raises(ModelError):
+        await build(cfg, tmp_path / "work")
+    async with open_store(root) as store:
+        record = parse_record(await store.read_bytes(LEASE_KEY), LEASE_KEY)
+    assert record.released

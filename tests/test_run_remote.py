@@ -44,6 +44,9 @@ def test_dry_run_samples_remotely_and_hot_loads_each_step(tmp_path: Path, engine
     assert {"tiny", "policy-v1"} <= served  # step 2 was sampled (at least partly) with the new adapter
     mismatch = [e["logprob_mismatch"] for e in steps]
     assert mismatch[0] is not None and mismatch[0] < 1e-3, mismatch  # step 1: sampled by v0, learned at v0
+    # the decoupled loss's importance weight: near 1 where the engine agrees with the trainer
+    assert all(abs(e["tis_weight_mean"] - 1.0) < 0.05 for e in steps), [e["tis_weight_mean"] for e in steps]
+    assert all(e["ratio_max"] == 1.0 for e in steps)
 
 
 def test_adapter_load_failures_are_retried(tmp_path: Path, engine: FakeVLLM) -> None:

@@ -179,18 +179,26 @@ async def build(cfg: Config, workdir: Path, *, checkpoints: bool = True,
         await preflight(cfg.checkpoints.uri, cfg)
         # one run per checkpoints URI, held before anything there is read; the writer renews and releases it
         lease = await acquire_lease(cfg, force=force)
-    judge = Judge(cfg, Secrets.from_env())
-    if cfg.judge.mode != "stub":
-        await judge.preflight()  # a round trip before any GPU time; a judge still down starts paused
-    device = Device(resolve_device(cfg.model.device))
-    policy = await anyio.to_thread.run_sync(load_policy, cfg, device.name)
-    await anyio.to_thread.run_sync(check_against_policy, dataset, policy)  # its own special tokens
-    generator, adapter_root = await _generator(cfg, policy, device, workdir)
-    learner = Learner(policy, device, cfg.training, total, temperature=cfg.generation.temperature)
-    writer = CheckpointWriter(cfg.checkpoints.uri, cfg, on_result=on_checkpoint, lease=lease) if checkpoints else None
-    progress = Progress()
-    if checkpoints and cfg.pipeline.resume:
-        progress = await resume(cfg, policy, learner, workdir) or Progress(best_score=await best_on_record(cfg))
+    judge = None
+    try:
+        judge = Judge(cfg, Secrets.from_env())
+        if cfg.judge.mode != "stub":
+            await judge.preflight()  # a round trip before any GPU time; a judge still down starts paused
+        device = Device(resolve_device(cfg.model.device))
+        policy = await anyio.to_thread.run_sync(load_policy, cfg, device.name)
+        await anyio.to_thread.run_sync(check_against_policy, dataset, policy)  # its own special tokens
+        generator, adapter_root = await _generator(cfg, policy, device, workdir)
+        learner = Learner(policy, device, cfg.training, total, temperature=cfg.generation.temperature)
+        writer = CheckpointWriter(cfg.checkpoints.uri, cfg, on_result=on_checkpoint, lease=lease) if checkpoints else None
+        progress = Progress()
+        if checkpoints and cfg.pipeline.resume:
+            progress = await resume(cfg, policy, learner, workdir) or Progress(best_score=await best_on_record(cfg))
+    except BaseException:  # nothing started is left behind: the judge's probe, the lease
+        if judge is not None:
+            await judge.aclose()
+        if lease is not None:
+            await lease.aclose()
+        raise
     parts = Parts(cfg, policy, device, generator, judge, learner, writer, split.train, split.validation,
                   adapter_root)
     return parts, progress, total
