@@ -204,7 +204,8 @@ async def test_a_lease_from_another_host_expires_after_its_timeout(root_uri: str
 
 
 async def test_a_silent_lease_from_another_host_is_taken_once_it_expires(root_uri: str) -> None:
-    await write_record(root_uri, LeaseRecord(elsewhere(), time.time(), 1.0))  # a pod that just died
+    # a pod that just died; 3 s, so a loaded machine reads it back before it expires
+    await write_record(root_uri, LeaseRecord(elsewhere(), time.time(), 3.0))
     async with lease(root_uri, timeout_s=1.0) as mine:
         with capture_logs() as logs:
             await mine.acquire()
