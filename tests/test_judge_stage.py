@@ -31,6 +31,16 @@ def config(mode: str = "llm", **judge) -> Config:
     return cfg
 
 
+async def settled(server: FakeChatServer) -> None:
+    """Wait until no more requests arrive for a while (calls a client cancelled may still reach
+    a server in a thread after the client gave up on them; the fake answers at once)."""
+    while True:
+        seen = len(server.requests)
+        await asyncio.sleep(0.3)
+        if len(server.requests) == seen:
+            return
+
+
 def openai_secrets(server: FakeChatServer) -> Secrets:
     return Secrets(openai_api_key=FAKE_KEY, openai_base_url=server.openai_base_url)
 
@@ -254,11 +264,12 @@ async def test_a_permanent_error_during_an_outage_stops_the_probe_and_the_waitin
     judge_server: FakeChatServer, captured_logs, fault: str, message: str
 ):
     judge_server.down = True
-    cfg = config(breaker_failures=1, probe_interval_s=0.02, max_retries=0)
+    cfg = config(breaker_failures=1, probe_interval_s=1.0, max_retries=0)
     async with Judge(cfg, openai_secrets(judge_server)) as judge:
         with pytest.raises(JudgeFailed):
             await judge.score(SAMPLE_CONTEXT, OFFER)
         assert judge.stats.paused
+        await settled(judge_server)  # the first offer's cancelled calls are answered (500) first
         # Then the key is rotated (or the permission lost, the deployment deleted) while down.
         judge_server.down = False
         judge_server.inject(fault, times=1000)
