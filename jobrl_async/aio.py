@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Awaitable, Coroutine
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -27,3 +27,24 @@ async def finish_then_cancel(work: Awaitable[T]) -> T:
     if interrupted and not task.cancelled() and task.exception() is None:
         raise asyncio.CancelledError
     return task.result()
+
+
+def leaf_errors(group: BaseExceptionGroup) -> list[BaseException]:
+    """The errors inside a (nested) exception group, in order, cancellations left out."""
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            leaves += leaf_errors(exc)
+        elif not isinstance(exc, asyncio.CancelledError):
+            leaves.append(exc)
+    return leaves
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine on uvloop (where it is installed), the one event loop of every command."""
+    try:
+        import uvloop
+    except ImportError:  # Windows: uvloop does not exist there
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)

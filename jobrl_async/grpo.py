@@ -89,10 +89,6 @@ class GroupStats:
     advantages: tuple[float, ...] | None
 
     @property
-    def has_signal(self) -> bool:
-        return self.advantages is not None
-
-    @property
     def zero_variance(self) -> bool:
         """All rewards equal among two or more members (a single member is not counted here)."""
         return self.size >= 2 and self.advantages is None
@@ -114,12 +110,6 @@ def group_stats(rewards: Sequence[float], scale: Scale = "group") -> GroupStats:
         return GroupStats(size=n, mean=mean, std=std, advantages=None)
     divisor = std + STD_EPS if scale == "group" else 1.0
     return GroupStats(size=n, mean=mean, std=std, advantages=tuple((r - mean) / divisor for r in values))
-
-
-def group_advantages(rewards: Sequence[float], scale: Scale = "group") -> list[float] | None:
-    """Advantages of one group's rewards, or None for a group without signal."""
-    adv = group_stats(rewards, scale).advantages
-    return list(adv) if adv is not None else None
 
 
 # ---------------------------------------------------------------- loss

@@ -31,7 +31,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -551,23 +551,3 @@ def ensure_tiny(
 def _complete(folder: Path) -> bool:
     # jobrl_tiny.json is written last, inside the staging folder, before the rename.
     return (folder / "jobrl_tiny.json").is_file() and (folder / "model.safetensors").is_file()
-
-
-def weights_digest(folder: Path) -> str:
-    """sha256 over the saved tensors (names, dtypes, shapes, bytes) and the tokenizer file."""
-    from safetensors.torch import load_file
-
-    h = hashlib.sha256()
-    tensors = load_file(str(folder / "model.safetensors"))
-    for name in sorted(tensors):
-        t = tensors[name].contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.numpy().tobytes())
-    h.update((folder / "tokenizer.json").read_bytes())
-    return h.hexdigest()
-
-
-def reduced_spec(spec: TinySpec = DEFAULT_SPEC, train_steps: int = 3, vocab_size: int = 1024) -> TinySpec:
-    """The same build with fewer steps and a smaller vocabulary (tests of the build itself)."""
-    return replace(spec, train_steps=train_steps, vocab_size=vocab_size, batch_size=4)
-

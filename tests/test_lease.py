@@ -303,7 +303,7 @@ async def test_the_writer_releases_its_lease_when_it_stops(root_uri: str) -> Non
 
 
 async def test_a_run_that_fails_to_start_after_taking_the_lease_releases_it(tmp_path) -> None:
-    from jobrl_async.commands.pipeline import build
+    from jobrl_async.pipeline import build
     from jobrl_async.config import load_config
     from jobrl_async.errors import ModelError
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from jobrl_async import log
-from jobrl_async.commands.pipeline import build
+from jobrl_async.pipeline import build
 from jobrl_async.config import Config, load_config
 from jobrl_async.pipeline import Pipeline
 from jobrl_async.records import ScoredTrajectory, Trajectory
@@ -88,16 +88,16 @@ async def test_slow_judge_bounds_the_generator_lead(tmp_path: Path, events: list
                                             "pipeline.max_steps": 4, "validation.every_steps": 0})
     pipeline = await make_pipeline(cfg, tmp_path)
     ref = {"learned": 0}
-    counting = CountingGenerator(pipeline.p.generator, ref)
-    pipeline.p.generator = counting
-    step = pipeline.p.learner.step
+    counting = CountingGenerator(pipeline.parts.generator, ref)
+    pipeline.parts.generator = counting
+    step = pipeline.parts.learner.step
 
     async def counted_step(groups: Any) -> Any:
         metrics = await step(groups)
         ref["learned"] += 1
         return metrics
 
-    pipeline.p.learner.step = counted_step  # type: ignore[method-assign]
+    pipeline.parts.learner.step = counted_step  # type: ignore[method-assign]
     summary = await pipeline.run()
     batch = BATCH_CONTEXTS * ATTEMPTS
     assert summary.steps == 4
@@ -111,7 +111,7 @@ async def test_slow_judge_bounds_the_generator_lead(tmp_path: Path, events: list
 async def test_every_trajectory_is_accounted_for(tmp_path: Path, events: list) -> None:
     cfg = small_config(tmp_path / "ckpt")
     pipeline = await make_pipeline(cfg, tmp_path)
-    judge = pipeline.p.judge
+    judge = pipeline.parts.judge
     score = judge.score_trajectory
     calls = {"n": 0}
 
@@ -136,7 +136,7 @@ async def test_every_trajectory_is_accounted_for(tmp_path: Path, events: list) -
 def count_planned_work(pipeline: Pipeline) -> dict[str, int]:
     """Count every trajectory the pipeline plans (training and validation), as it plans it."""
     planned = {"n": 0}
-    for name in ("_training_work", "_validation_work"):
+    for name in ("plan_training", "plan_validation"):
         make = getattr(pipeline, name)
 
         def counting(*args: Any, _make: Any = make) -> Any:
@@ -156,7 +156,7 @@ async def test_a_crashing_stage_still_writes_a_final_latest_and_a_summary_that_a
     pipeline = await make_pipeline(cfg, tmp_path)
     planned = count_planned_work(pipeline)
     calls = {"n": 0}
-    score = pipeline.p.judge.score_trajectory
+    score = pipeline.parts.judge.score_trajectory
 
     async def crash(t: Trajectory) -> ScoredTrajectory:
         calls["n"] += 1
@@ -164,11 +164,11 @@ async def test_a_crashing_stage_still_writes_a_final_latest_and_a_summary_that_a
             raise RuntimeError("judge stage bug")
         return await score(t)
 
-    pipeline.p.judge.score_trajectory = crash  # type: ignore[method-assign]
+    pipeline.parts.judge.score_trajectory = crash  # type: ignore[method-assign]
     with pytest.raises(BaseExceptionGroup) as e:
         await asyncio.wait_for(pipeline.run(), timeout=120)
     assert e.group_contains(RuntimeError, match="judge stage bug")
-    assert not pipeline.p.device.locked  # no device job left running
+    assert not pipeline.parts.device.locked  # no device job left running
     last = pipeline.progress.last_step
     assert last >= 1
     latest = orjson.loads((tmp_path / "ckpt" / "latest.json").read_bytes())
@@ -219,14 +219,14 @@ async def test_stop_abandons_within_the_grace_and_saves_latest(tmp_path: Path, e
     stop = asyncio.Event()
     pipeline = await make_pipeline(cfg, tmp_path, stop)
     learned = asyncio.Event()
-    step = pipeline.p.learner.step
+    step = pipeline.parts.learner.step
 
     async def signal_after_first(groups: Any) -> Any:
         metrics = await step(groups)
         learned.set()
         return metrics
 
-    pipeline.p.learner.step = signal_after_first  # type: ignore[method-assign]
+    pipeline.parts.learner.step = signal_after_first  # type: ignore[method-assign]
     run = asyncio.create_task(pipeline.run())
     await asyncio.wait_for(learned.wait(), 120)
     stop.set()
@@ -241,14 +241,14 @@ async def test_stop_abandons_within_the_grace_and_saves_latest(tmp_path: Path, e
 async def test_a_mostly_failed_validation_round_never_decides_best(tmp_path: Path, events: list) -> None:
     cfg = small_config(tmp_path / "ckpt", **{"pipeline.max_steps": 2})
     pipeline = await make_pipeline(cfg, tmp_path)
-    score = pipeline.p.judge.score_trajectory
+    score = pipeline.parts.judge.score_trajectory
 
     async def validation_outage(t: Trajectory) -> ScoredTrajectory:
         if t.split == "validation" and t.attempt > 0:  # half of every round fails
             return ScoredTrajectory(t, "judge_failed", reason="injected outage")
         return await score(t)
 
-    pipeline.p.judge.score_trajectory = validation_outage  # type: ignore[method-assign]
+    pipeline.parts.judge.score_trajectory = validation_outage  # type: ignore[method-assign]
     summary = await pipeline.run()
     evs = events.refresh()
     assert summary.best_score is None
@@ -260,7 +260,7 @@ async def test_a_mostly_failed_validation_round_never_decides_best(tmp_path: Pat
 async def test_steps_are_learned_in_order_even_when_judged_out_of_order(tmp_path: Path, events: list) -> None:
     cfg = small_config(tmp_path / "ckpt", **{"pipeline.max_steps": 4, "validation.every_steps": 0})
     pipeline = await make_pipeline(cfg, tmp_path)
-    score = pipeline.p.judge.score_trajectory
+    score = pipeline.parts.judge.score_trajectory
     per_step = BATCH_CONTEXTS * ATTEMPTS
     judged = {2: 0, 3: 0}
     completed: list[int] = []  # steps in the order their last trajectory was judged
@@ -279,14 +279,14 @@ async def test_steps_are_learned_in_order_even_when_judged_out_of_order(tmp_path
         return scored
 
     learned: list[int] = []
-    step = pipeline.p.learner.step
+    step = pipeline.parts.learner.step
 
     async def record(groups: Any) -> Any:
         learned.append(groups[0].step)
         return await step(groups)
 
-    pipeline.p.judge.score_trajectory = hold_step_two  # type: ignore[method-assign]
-    pipeline.p.learner.step = record  # type: ignore[method-assign]
+    pipeline.parts.judge.score_trajectory = hold_step_two  # type: ignore[method-assign]
+    pipeline.parts.learner.step = record  # type: ignore[method-assign]
     await pipeline.run()
     assert completed == [3, 2]  # judged out of order...
     assert learned == [1, 2, 3, 4]  # ...learned in order
@@ -307,7 +307,7 @@ async def test_a_batch_queued_at_shutdown_is_not_learned_after_the_last_recorded
     stop = asyncio.Event()
     pipeline = await make_pipeline(cfg, tmp_path, stop)
     weights_after: dict[int, dict] = {}
-    step = pipeline.p.learner.step
+    step = pipeline.parts.learner.step
 
     async def slow_at_two(groups: Any) -> Any:
         if groups[0].step == 2:  # hold step 2 until step 3 is judged and queued, then stop
@@ -316,16 +316,16 @@ async def test_a_batch_queued_at_shutdown_is_not_learned_after_the_last_recorded
             stop.set()
             await asyncio.sleep(0.05)  # the run starts its shutdown while this step is in progress
         metrics = await step(groups)
-        weights_after[groups[0].step] = adapter_state(pipeline.p.policy)
+        weights_after[groups[0].step] = adapter_state(pipeline.parts.policy)
         return metrics
 
-    pipeline.p.learner.step = slow_at_two  # type: ignore[method-assign]
+    pipeline.parts.learner.step = slow_at_two  # type: ignore[method-assign]
     summary = await asyncio.wait_for(pipeline.run(), 120)
     assert pipeline.progress.last_step == 2 and summary.steps == 2
     assert 3 not in weights_after  # the queued step was left unlearned
     saved = await load_checkpoint(str(tmp_path / "ckpt"), cfg, tmp_path / "loaded")
     assert saved.trainer.step == 2
-    assert saved.trainer.policy_version == pipeline.p.policy.version == 2
+    assert saved.trainer.policy_version == pipeline.parts.policy.version == 2
     for name, tensor in weights_after[2].items():
         assert torch.equal(saved.adapter[name], tensor), name
 

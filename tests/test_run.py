@@ -155,9 +155,9 @@ async def test_metrics_move_during_a_run_and_healthz_flips_when_the_judge_hangs(
     server = await serve_metrics(metrics, "127.0.0.1", 0)
     base = f"http://127.0.0.1:{server.port}"
     pipeline = await make_pipeline(cfg, tmp_path)
-    pipeline.metrics = metrics
+    pipeline.observers.metrics = metrics
     hang = asyncio.Event()
-    score = pipeline.p.judge.score_trajectory
+    score = pipeline.parts.judge.score_trajectory
     scored = {"n": 0}
 
     async def hangs_after_two_steps(t):  # noqa: ANN001, ANN202
@@ -166,7 +166,7 @@ async def test_metrics_move_during_a_run_and_healthz_flips_when_the_judge_hangs(
         scored["n"] += 1
         return await score(t)
 
-    pipeline.p.judge.score_trajectory = hangs_after_two_steps  # type: ignore[method-assign]
+    pipeline.parts.judge.score_trajectory = hangs_after_two_steps  # type: ignore[method-assign]
     run = asyncio.create_task(pipeline.run())
     try:
         steps_seen = []

@@ -14,6 +14,8 @@ from jobrl_async.offer import detect_language, parse_offer, provided_skills_incl
 from jobrl_async.records import CRITERIA, Context
 from jobrl_async.tiny import Flaws, sample_flaws, template_offer
 
+from .support.model import reduced_spec, weights_digest
+
 EN = Context("Data Scientist", "en", ("Python", "SQL", "Statistics"), "Tech")
 FR = Context("Comptable", "fr", ("Fiscalité", "Paie", "Excel", "Comptabilité générale"), "Finance")
 POOL = ["Machine Learning", "Pandas", "Git", "Docker", "Tableau", "Communication", "Leadership"]
@@ -130,18 +132,18 @@ def test_gemma3_270m_config_matches_the_model_card() -> None:
 @pytest.mark.slow
 def test_build_is_deterministic(tmp_path: Path) -> None:
     # The reduced spec runs the same code path (tokenizer, model, warm start) in seconds.
-    spec = tiny.reduced_spec()
+    spec = reduced_spec()
     tiny.build_tiny(tmp_path / "a", SMALL, spec)
     tiny.build_tiny(tmp_path / "b", SMALL, spec)
-    assert tiny.weights_digest(tmp_path / "a") == tiny.weights_digest(tmp_path / "b")
-    other = tiny.build_tiny(tmp_path / "c", SMALL, tiny.reduced_spec(tiny.TinySpec(seed=1)))
+    assert weights_digest(tmp_path / "a") == weights_digest(tmp_path / "b")
+    other = tiny.build_tiny(tmp_path / "c", SMALL, reduced_spec(tiny.TinySpec(seed=1)))
     assert other["loss_last"] > 0
-    assert tiny.weights_digest(tmp_path / "c") != tiny.weights_digest(tmp_path / "a")
+    assert weights_digest(tmp_path / "c") != weights_digest(tmp_path / "a")
 
 
 @pytest.mark.slow
 def test_ensure_tiny_builds_once_atomically_then_reuses(tmp_path: Path) -> None:
-    spec = tiny.reduced_spec(train_steps=1)
+    spec = reduced_spec(train_steps=1)
     first = tiny.ensure_tiny(tmp_path, spec, SMALL)
     assert first.parent == tmp_path and first.name.startswith(f"tiny-v{tiny.TINY_VERSION}-")
     stamp = (first / "model.safetensors").stat().st_mtime_ns
@@ -153,7 +155,7 @@ def test_ensure_tiny_builds_once_atomically_then_reuses(tmp_path: Path) -> None:
     assert tiny.ensure_tiny(tmp_path, spec, SMALL) == first
     assert (first / "jobrl_tiny.json").is_file()
     # Another dataset or spec is another cache entry.
-    assert tiny.ensure_tiny(tmp_path, tiny.reduced_spec(train_steps=2), SMALL) != first
+    assert tiny.ensure_tiny(tmp_path, reduced_spec(train_steps=2), SMALL) != first
 
 
 # ---------------------------------------------------------------- warm start

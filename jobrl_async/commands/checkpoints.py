@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import unicodedata
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import orjson
 
 from ..checkpoints import CheckpointInfo, list_checkpoints
+from .. import aio
 from ..config import Config
 from ..errors import CheckpointError
 from ..storage import parse_uri
@@ -23,7 +23,7 @@ def list_(args: argparse.Namespace, cfg: Config) -> int:
     if location.scheme == "file" and not Path(location.key).is_dir():
         what = "is not a folder" if Path(location.key).exists() else "does not exist"
         raise CheckpointError(f"{args.uri} {what}")
-    infos = asyncio.run(list_checkpoints(args.uri, cfg))
+    infos = aio.run(list_checkpoints(args.uri, cfg))
     if not infos:
         print(f"jobrl-async: no checkpoints under {args.uri}", file=sys.stderr)
     if args.json or not sys.stdout.isatty():

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import Any
 
 import orjson
 
+from .. import aio
 from ..config import Config
 from ..data import Dataset, dataset_stats, load_dataset, split_dataset
 from ..log import get_logger
 
 
 def _load(uri: str, cfg: Config) -> Dataset:
-    dataset = asyncio.run(load_dataset(uri, cfg.storage, cfg.data.max_records))
+    dataset = aio.run(load_dataset(uri, cfg.storage, cfg.data.max_records))
     log = get_logger("data")
     for first, repeat in dataset.duplicates:
         log.warning("dataset_duplicate", source=dataset.source, record=repeat, same_as=first)

@@ -15,15 +15,15 @@ from typing import Any
 
 import orjson
 
+from .. import aio
 from ..config import Config, Secrets
 from ..device import configure_threads
 from ..errors import DataError
-from .pipeline import _run_loop
 
 
 def evaluate(args: argparse.Namespace, cfg: Config) -> int:
     configure_threads(cfg.model)
-    result = _run_loop(_evaluate(cfg, args.checkpoint))
+    result = aio.run(_evaluate(cfg, args.checkpoint))
     sys.stdout.flush()
     sys.stdout.buffer.write(orjson.dumps(result) + b"\n")
     return 0
@@ -39,7 +39,8 @@ async def _evaluate(cfg: Config, uri: str) -> dict[str, Any]:
     from ..generator import LocalGenerator
     from ..judge.stage import Judge
     from ..model import load_adapter, load_policy
-    from ..pipeline import score_all, validation_contexts, validation_work
+    from ..pipeline.validation import score_all
+    from ..pipeline.work import validation_contexts, validation_work
 
     async with scratch_dir("jobrl-eval-") as tmp:
         loaded = await load_checkpoint(uri, cfg, tmp)  # verified before any other cost is paid

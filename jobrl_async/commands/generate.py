@@ -8,7 +8,6 @@ checkpoint came from and must not pick a hub repository to download and run.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import resource
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from .. import aio
 from ..config import Config
 from ..data import read_context_file
 from ..errors import DataError
@@ -28,7 +28,7 @@ from ..log import get_logger
 def generate(args: argparse.Namespace, cfg: Config) -> int:
     """Print the offer the policy writes for the context in `--context`."""
     context = read_context_file(Path(args.context))
-    return asyncio.run(_generate(cfg, context, args.checkpoint))
+    return aio.run(_generate(cfg, context, args.checkpoint))
 
 
 async def _generate(cfg: Config, context: Any, checkpoint: str | None) -> int:

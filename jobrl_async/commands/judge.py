@@ -7,12 +7,12 @@ import asyncio
 import math
 import secrets as secrets_
 import time
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
+from .. import aio
 from ..config import Config, Secrets
 from ..data import read_context_file, read_text
 from ..errors import ConfigError, JudgeError
@@ -30,7 +30,6 @@ def log() -> Any:
 
 MAX_OFFER_FILE_BYTES = 256 * 1024  # offers are cut to a prompt-sized excerpt anyway
 
-T = TypeVar("T")
 
 
 def check(args: argparse.Namespace, cfg: Config) -> int:
@@ -39,7 +38,7 @@ def check(args: argparse.Namespace, cfg: Config) -> int:
     if secrets.judge_backend == "none":
         raise ConfigError(missing_credentials(secrets))
     cfg.judge.mode = "llm"  # the check is of the LLM, whatever mode the config runs in
-    result = _run(_check(cfg, secrets))
+    result = aio.run(_check(cfg, secrets))
     _print(result)
     return 0
 
@@ -53,7 +52,7 @@ def score(args: argparse.Namespace, cfg: Config) -> int:
     """Score one offer for one context: `{"criteria": {...}, "reward": R, "flags": [...]}`."""
     context = read_context_file(Path(args.context))
     offer = read_text(Path(args.offer), MAX_OFFER_FILE_BYTES, f"offer file {args.offer}")
-    verdict = _run(_score(cfg, context, offer))
+    verdict = aio.run(_score(cfg, context, offer))
     _print(verdict.as_dict())
     return 0
 
@@ -79,7 +78,7 @@ def bench(args: argparse.Namespace, cfg: Config) -> int:
         cfg.judge.tpm = args.rpm * 10_000
     with FakeChatServer(api_key=key, latency_ms=args.latency_ms, rpm=args.rpm) as server:
         secrets = Secrets(openai_api_key=key, openai_base_url=server.openai_base_url)
-        figures = _run(_bench(cfg, secrets, server, args.offers))
+        figures = aio.run(_bench(cfg, secrets, server, args.offers))
     figures["latency_ms"] = args.latency_ms
     _print(figures)
     return 0
@@ -139,13 +138,6 @@ def _rate_per_min(arrivals: list[float]) -> float:
 # ---------------------------------------------------------------- helpers
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        import uvloop
-    except ImportError:  # Windows
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
 
 
 def _print(obj: Any) -> None:

@@ -11,7 +11,6 @@ cost). Logs are JSON lines; the last stdout line is one JSON object with the fig
 from __future__ import annotations
 
 import argparse
-import asyncio
 import math
 import random
 import resource
@@ -22,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from .. import aio
 from ..config import Config
 from ..records import Context, Group, ScoredTrajectory, Trajectory, Verdict
 
@@ -30,7 +30,7 @@ def bench(args: argparse.Namespace, cfg: Config) -> int:
     from ..device import configure_threads
 
     configure_threads(cfg.model)  # before torch does heavy work
-    return asyncio.run(_bench(args, cfg))
+    return aio.run(_bench(args, cfg))
 
 
 async def _bench(args: argparse.Namespace, cfg: Config) -> int:

@@ -48,3 +48,28 @@ def tiny_policy(tiny_config: Config):
     from jobrl_async.model import load_policy
 
     return load_policy(tiny_config)
+
+
+def reduced_spec(spec=None, train_steps: int = 3, vocab_size: int = 1024):
+    """The tiny build with fewer steps and a smaller vocabulary (tests of the build itself)."""
+    from dataclasses import replace
+
+    from jobrl_async.tiny import DEFAULT_SPEC
+
+    return replace(spec or DEFAULT_SPEC, train_steps=train_steps, vocab_size=vocab_size, batch_size=4)
+
+
+def weights_digest(folder: Path) -> str:
+    """sha256 over a built model's saved tensors (names, dtypes, shapes, bytes) and tokenizer."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    h = hashlib.sha256()
+    tensors = load_file(str(folder / "model.safetensors"))
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    h.update((folder / "tokenizer.json").read_bytes())
+    return h.hexdigest()

@@ -1,0 +1,22 @@
+"""Remote generation: after each optimizer step the new adapter is published to the servers.
+
+The adapter is saved where the servers read it, then hot-loaded there (`policy-v{version}`),
+before the staleness gate lets the next step be sampled; a resumed run publishes its adapter
+before the first step. In-process generation shares the learner's weights: nothing to publish.
+"""
+
+from __future__ import annotations
+
+from ..model import save_adapter
+from ..remote import adapter_folder, prune_old_adapters
+from .assemble import Parts
+
+
+async def publish_weights(parts: Parts) -> None:
+    root, version = parts.adapter_root, parts.policy.version
+    if root is None or version == 0 or version % parts.cfg.generator.sync_every_steps:
+        return
+    folder = adapter_folder(root, version)
+    await parts.device.run(save_adapter, parts.policy, folder)
+    await parts.generator.load_weights(version, str(folder))
+    await prune_old_adapters(root)

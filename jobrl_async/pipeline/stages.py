@@ -1,0 +1,268 @@
+"""The pipeline: six stages in one asyncio process, bounded queues, one place for the overlap.
+
+    producer ─gen_q─▶ generator ─judge_q─▶ judge ×N ─scored_q─▶ collector ─learn_q─▶ learner
+                      (device)              (rate limited)        (groups,          (device)
+                                                                  validation)          │
+                                                                       │ best          │ latest
+                                                                       └──▶ checkpoint writer ◀┘
+
+Every arrow is a bounded asyncio.Queue: a full queue blocks its producer, nothing is dropped
+silently. The overlap lives in one place, the staleness gate in `_produce`: step k+1 may be
+sampled while step k is still judged or learned, never more than `max_policy_lag + 1` steps ahead
+of the learner. Generation and learning share the device lock (one job at a time, in a worker
+thread); judge and storage I/O never wait on it. Each helper has its own module (see __init__).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+from ..aio import finish_then_cancel
+from ..collector import Collector, StepBatch, ValidationResult
+from ..device import device_user
+from ..learner import StepMetrics
+from ..log import get_logger
+from ..meters import BusyMeter
+from ..model import adapter_state
+from ..producer import StepPlan
+from ..records import ScoredTrajectory, Trajectory
+from ..staleness import StalenessGate
+from .assemble import Parts, Progress
+from .publish import publish_weights
+from .reporting import Observers, StepReporter, Summary
+from .saves import Saves
+from .sequential import sequential_steps
+from .validation import Snapshot, ValidationRounds
+from .shutdown import wind_down
+from .work import Work, steps_to_run, training_work, validation_contexts, validation_due, validation_work
+
+log = get_logger("pipeline")
+
+
+class Pipeline:
+    def __init__(self, parts: Parts, progress: Progress, stop: asyncio.Event, total_steps: int,
+                 observers: Observers | None = None) -> None:
+        self.parts, self.cfg = parts, parts.cfg
+        self.progress, self.stop, self.total_steps = progress, stop, total_steps
+        batch = self.cfg.training.batch_contexts * self.cfg.training.attempts
+        lag = self.cfg.training.max_policy_lag
+        self.gate = StalenessGate(lag)
+        self.gen_q: asyncio.Queue[Work] = asyncio.Queue(maxsize=2 * (lag + 1))
+        self.judge_q: asyncio.Queue[Trajectory] = asyncio.Queue(maxsize=self.cfg.pipeline.judge_queue or batch)
+        self.scored_q: asyncio.Queue[ScoredTrajectory] = asyncio.Queue(maxsize=batch)
+        self.learn_q: asyncio.Queue[StepBatch] = asyncio.Queue(maxsize=lag + 1)
+        self.collector = Collector()
+        self.judge_busy = BusyMeter()
+        self.observers = observers or Observers()
+        self.report = StepReporter(parts, progress, self.judge_busy, self.queue_depths, self.observers)
+        self.validation = ValidationRounds(self.cfg.validation, progress)
+        self.saves = Saves(parts, progress, total_steps)
+        self.policy_lock = asyncio.Lock()  # weights and progress move together; a snapshot sees one policy
+        self.ready: dict[int, StepBatch] = {}  # judged steps waiting for the ones before them
+        self.next_to_learn = progress.next_step
+        self.learned_here = 0  # steps learned by this process (no final `latest` without one)
+        self.learner_failed = False
+        self.stopping = False  # set once the stages wind down: the learner takes no new batch
+        self.learner_idle = asyncio.Event()  # the learner waits for a batch (not mid-step)
+        self.learner_idle.set()
+        self.producer_done = False
+        self.drained = asyncio.Event()
+
+    @property
+    def summary(self) -> Summary:
+        return self.report.summary
+
+    # ------------------------------------------------------------------ the run
+
+    async def run(self) -> Summary:
+        """Start every stage, wait until the work is done (or a stop), then shut down cleanly."""
+        return await self._with_wind_down(self._run_stages)
+
+    async def run_sequential(self) -> Summary:
+        """The seed's loop, kept as the baseline (sequential.py)."""
+        return await self._with_wind_down(lambda: sequential_steps(self))
+
+    async def _run_stages(self) -> None:
+        await publish_weights(self.parts)  # a resumed run's servers must sample from its adapter
+        async with asyncio.TaskGroup() as tg:
+            stages = [
+                tg.create_task(self._produce(), name="producer"),
+                tg.create_task(self._generate(), name="generator"),
+                *(tg.create_task(self._judge(), name="judge") for _ in range(max(1, self.cfg.judge.max_concurrency))),
+                tg.create_task(self._collect(), name="collector"),
+                tg.create_task(self._learn(), name="learner"),
+            ]
+            await self._until_done_or_stopped()
+            self.stopping = True  # the learner takes no new batch from here on
+            *others, learner = stages
+            for task in others:
+                task.cancel()
+            await self.learner_idle.wait()  # a step being learned finishes, and is recorded
+            learner.cancel()
+
+    # ------------------------------------------------------------------ stages
+
+    async def _produce(self) -> None:
+        for plan in self.plans():
+            if self.stop.is_set():
+                break
+            await self.gate.acquire()  # <- the overlap: at most max_policy_lag + 1 steps ahead
+            if self.stop.is_set():
+                await self.gate.finish()
+                break
+            await self.gen_q.put(self.plan_training(plan))
+            if self.validation_due(plan.step):
+                await self.gen_q.put(self.plan_validation(plan.step))
+        self.producer_done = True
+        self._check_drained()
+
+    async def _generate(self) -> None:
+        device_user.set("generator")
+        while True:
+            work = await self.gen_q.get()
+            if self.stop.is_set():  # stopping: do not start new samples
+                self.route(self.collector.drop(work.split, work.step, work.trajectories))
+                log.info("trajectories_dropped", split=work.split, step=work.step, n=work.trajectories, reason="shutdown")
+                continue
+            for t in await self.sample(work):
+                await self.judge_q.put(t)  # blocks while the judge is behind: backpressure
+
+    async def _judge(self) -> None:
+        while True:
+            t = await self.judge_q.get()
+            with self.judge_busy.busy():
+                scored = await self.parts.judge.score_trajectory(t)
+            await self.scored_q.put(scored)
+
+    async def _collect(self) -> None:
+        while True:
+            self.route(self.collector.add(await self.scored_q.get()))
+            if self.observers.metrics:
+                self.observers.metrics.heartbeat()
+
+    async def _learn(self) -> None:
+        device_user.set("learner")
+        while True:
+            self.learner_idle.set()
+            if self.stopping:  # checked before taking a batch: a stop never starts a new step
+                return
+            batch = await self.learn_q.get()
+            if self.stopping:  # woken with a batch after the stop: leave it unlearned
+                return
+            self.learner_idle.clear()
+            await self.learn_one(batch)
+            self._check_drained()
+
+    # ------------------------------------------------------------------ what the stages do
+
+    def plans(self) -> Iterator[StepPlan]:
+        return steps_to_run(self.cfg, self.parts.train, self.progress.next_step, self.total_steps)
+
+    def validation_due(self, step: int) -> bool:
+        return validation_due(self.cfg, bool(self.parts.validation), step)
+
+    def plan_training(self, plan: StepPlan) -> Work:
+        self.collector.expect_training(plan, self.cfg.training.attempts)
+        self.report.planned(plan.step, wants_validation=self.validation_due(plan.step))
+        return training_work(plan, self.cfg.training.attempts)
+
+    def plan_validation(self, step: int) -> Work:
+        contexts = validation_contexts(self.cfg, self.parts.validation)
+        self.collector.expect_validation(step, contexts, self.cfg.validation.attempts)
+        return validation_work(self.cfg, contexts, step)
+
+    async def sample(self, work: Work) -> list[Trajectory]:
+        if work.split == "train":
+            return await self.parts.generator.generate(list(work.requests))
+        async with self.policy_lock:  # the saved `best` must be exactly the validated adapter
+            weights = await self.parts.device.run(adapter_state, self.parts.policy)
+            self.validation.sampled(work.step, Snapshot(weights, self.saves.trainer_state()))
+            return await self.parts.generator.generate(list(work.requests))
+
+    def route(self, done: StepBatch | ValidationResult | None) -> None:
+        if isinstance(done, StepBatch):
+            # In step order: a step judged early waits for the one before it, so progress and
+            # checkpoints always describe a prefix of the run and the lag bound holds.
+            self.ready[done.step] = done
+            while self.next_to_learn in self.ready:
+                self.learn_q.put_nowait(self.ready.pop(self.next_to_learn))  # the gate bounds it
+                self.next_to_learn += 1
+        elif isinstance(done, ValidationResult):
+            chosen = self.validation.new_best(done)
+            if chosen is not None:  # saved under the step its weights had learned
+                self.saves.best(chosen, validation_round=done.step)
+            self.report.validated(done)
+            self.report.emit_ready()
+            self._check_drained()
+
+    async def learn_one(self, batch: StepBatch) -> None:
+        if batch.tally.dropped == batch.tally.total:  # abandoned at shutdown: not learned, not done
+            self.report.dropped(batch.step)
+        else:
+            # Once started, a step is learned AND recorded, even if the run is cancelled
+            # meanwhile: new weights never exist without the progress that goes with them.
+            metrics = await finish_then_cancel(self._learn_and_record(batch))
+            if metrics.stepped:
+                await publish_weights(self.parts)  # before the gate lets the next step be sampled
+        await self.gate.finish()
+
+    async def _learn_and_record(self, batch: StepBatch) -> StepMetrics:
+        async with self.policy_lock:
+            try:
+                metrics = await self.parts.learner.step(batch.groups)
+            except BaseException:
+                self.learner_failed = True  # the weights may be half-updated: no final latest
+                raise
+            plan, pr = batch.plan, self.progress
+            pr.last_step, pr.last_epoch, pr.last_position = plan.step, plan.epoch, plan.position
+            self.learned_here += 1
+            self.report.learned(batch, metrics)
+            if self.saves.latest_due(batch.step):
+                await self.saves.latest()
+        self.report.emit_ready()
+        return metrics
+
+    def queue_depths(self) -> dict[str, int]:
+        return {"generator": self.gen_q.qsize(), "judge": self.judge_q.qsize(),
+                "collector": self.scored_q.qsize(), "learner": self.learn_q.qsize()}
+
+    # ------------------------------------------------------------------ stopping
+
+    async def _until_done_or_stopped(self) -> None:
+        done = asyncio.create_task(self.drained.wait())
+        stopped = asyncio.create_task(self.stop.wait())
+        await asyncio.wait({done, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not done.done():
+            grace = self.cfg.pipeline.shutdown_grace_s
+            log.info("shutdown_started", grace_s=grace, in_flight_steps=self.gate.in_flight)
+            await asyncio.wait({done}, timeout=grace)  # finish what is in flight, if it fits
+        done.cancel()
+        stopped.cancel()
+
+    def _check_drained(self) -> None:
+        if self.producer_done and self.gate.in_flight == 0 and not self.collector.pending_steps and not self.report.waiting:
+            self.drained.set()
+
+    async def _with_wind_down(self, body: Callable[[], Awaitable[None]]) -> Summary:
+        """Run `body` beside the checkpoint writer, then keep what was paid for: a final
+        `latest` and the pending uploads, also when a stage crashed. A forced stop (this task
+        cancelled: a second signal) skips both, and a crashed writer ends the run."""
+        started = time.perf_counter()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                writer = self.parts.writer
+                if writer is not None:
+                    tg.create_task(writer.run(), name="checkpoints")
+                try:
+                    await body()
+                except asyncio.CancelledError:
+                    raise
+                except BaseException:
+                    await wind_down(self, crashed=True)
+                    raise
+                await wind_down(self)
+        finally:
+            self.report.finish(started, self.collector.tally)
+        return self.summary
