@@ -37,7 +37,7 @@ from .records import Group
 
 
 @dataclass(frozen=True, slots=True)
-class Sample:
+class TrainingSample:
     """One trajectory as the loss sees it: tokens, behaviour log-probs and its advantage."""
 
     prompt_ids: tuple[int, ...]
@@ -51,7 +51,7 @@ class Sample:
 class Batch:
     """What one training step learns from, and what it skipped (counted, never silent)."""
 
-    samples: list[Sample] = field(default_factory=list)
+    samples: list[TrainingSample] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)  # every scored reward of the step
     versions: list[int] = field(default_factory=list)  # policy version of every scored member
     groups: int = 0
@@ -92,7 +92,7 @@ def prepare_batch(groups: Sequence[Group], cfg: TrainingConfig) -> Batch:
             if not all(math.isfinite(lp) for lp in traj.logprobs):  # a backend's bug, not signal
                 batch.bad_logprobs += 1
                 continue
-            batch.samples.append(Sample(traj.prompt_ids, traj.completion_ids, traj.logprobs,
+            batch.samples.append(TrainingSample(traj.prompt_ids, traj.completion_ids, traj.logprobs,
                                         advantage, traj.policy_version))
     return batch
 
@@ -208,7 +208,7 @@ class Learner:
                 stats = stats.merge(micro_stats)
         return loss_sum, stats
 
-    def _micro_step(self, model: Any, micro: list[Sample],
+    def _micro_step(self, model: Any, micro: list[TrainingSample],
                     denominator: float) -> tuple[torch.Tensor, LossStats]:
         from .generator import sequence_logprobs
 
@@ -290,7 +290,7 @@ class Learner:
         self.optimizer_steps = int(state["optimizer_steps"])
 
 
-def _micro_batches(samples: list[Sample], size: int) -> Iterator[list[Sample]]:
+def _micro_batches(samples: list[TrainingSample], size: int) -> Iterator[list[TrainingSample]]:
     # Similar lengths together: less padding, so less work per micro-batch.
     ordered = sorted(samples, key=lambda s: len(s.prompt_ids) + len(s.completion_ids))
     for i in range(0, len(ordered), size):

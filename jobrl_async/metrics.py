@@ -3,10 +3,10 @@
     RunMetrics            the run's metrics on its own CollectorRegistry; fed by the pipeline
     serve_metrics(...)    GET /metrics (Prometheus text format) and GET /healthz (JSON)
 
-The endpoint is a few lines of HTTP/1.1 on `asyncio.start_server` rather than prometheus-client's
-`start_http_server`: that one runs in a thread, answers every path with the metrics and every
-method alike, and has no health route. Here the routes are exactly two, anything else is 404,
-any method but GET is 405, nothing is written, and the server lives and dies with the run's loop.
+The endpoint is a small aiohttp app rather than prometheus-client's `start_http_server`: that one
+runs in a thread, answers every path with the metrics and every method alike, and has no health
+route. Here the routes are exactly two, anything else is 404, any method but GET is 405, nothing
+is written, request heads are bounded, and the server lives and dies with the run's event loop.
 It binds 127.0.0.1 unless told otherwise and serves counts only: no config, no secrets.
 
 `/healthz` turns 503 when nothing has progressed (no trajectory scored, no step learned) for
@@ -18,13 +18,12 @@ succeeds: a run that cannot save its progress is not healthy.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
 
 import orjson
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
@@ -182,18 +181,15 @@ def _set_if_number(gauge: Gauge, value: Any) -> None:
 
 # ---------------------------------------------------------------- HTTP (routing is pure, I/O below)
 
-MAX_REQUEST_HEAD = 8192  # request line + headers; a longer head is refused
-READ_TIMEOUT_S = 10.0  # a client that sends nothing does not hold a connection for long
+MAX_REQUEST_LINE = MAX_HEADER = 8190  # a longer request line or header is refused (400)
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
 
 Response = tuple[int, str, bytes]  # status, content type, body
 
 
-def route(metrics: RunMetrics, method: str, target: str) -> Response:
-    """The response to one request, from its method and target alone."""
-    path = target.split("?", 1)[0]
+def route(metrics: RunMetrics, method: str, path: str) -> Response:
+    """The response to one request, from its method and path alone."""
     if path not in ("/metrics", "/healthz"):
         return 404, TEXT, b"not found\n"
     if method != "GET":
@@ -207,82 +203,36 @@ def route(metrics: RunMetrics, method: str, target: str) -> Response:
     return 503, JSON, orjson.dumps({"status": status, "reason": reason})
 
 
-def parse_request_line(head: bytes) -> tuple[str, str]:
-    """(method, target) from a request head; ValueError when it is not HTTP/1.x."""
-    line = head.split(b"\r\n", 1)[0].decode("latin-1")
-    parts = line.split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[1].startswith("/"):
-        raise ValueError(f"bad request line {line[:80]!r}")
-    return parts[0], parts[1]
-
-
-def render_response(status: int, content_type: str, body: bytes, *, head_only: bool = False) -> bytes:
-    """The bytes on the wire; a reply to HEAD carries the headers only, as HTTP requires."""
-    headers = [
-        f"HTTP/1.1 {status} {REASONS[status]}",
-        f"Content-Type: {content_type}",
-        f"Content-Length: {len(body)}",
-        "Cache-Control: no-store",
-        "X-Content-Type-Options: nosniff",
-        "Connection: close",  # one request per connection: scrapers and probes reconnect anyway
-    ]
-    if status == 405:
-        headers.append("Allow: GET")
-    return ("\r\n".join(headers) + "\r\n\r\n").encode("latin-1") + (b"" if head_only else body)
-
-
 class MetricsServer:
-    """A running endpoint; `port` is the bound one (useful with port 0)."""
+    """A running endpoint on aiohttp; `port` is the bound one (useful with port 0)."""
 
     def __init__(self, metrics: RunMetrics) -> None:
         self._metrics = metrics
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task] = set()
+        app = web.Application(handler_args={"max_line_size": MAX_REQUEST_LINE, "max_field_size": MAX_HEADER})
+        app.router.add_route("*", "/{path:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         self.host = ""
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:
+        await self._runner.setup()
         try:
-            self._server = await asyncio.start_server(self._handle, host, port, limit=MAX_REQUEST_HEAD)
+            await web.TCPSite(self._runner, host, port).start()
         except OSError as e:
+            await self._runner.cleanup()
             raise ConfigError(f"metrics endpoint cannot listen on {host}:{port} (metrics.host/metrics.port, "
                               f"--metrics-host/--metrics-port): {e.strerror or e}") from None
-        self.host, self.port = self._server.sockets[0].getsockname()[:2]
+        self.host, self.port = self._runner.addresses[0][:2]
 
     async def aclose(self) -> None:
-        if self._server is None:
-            return
-        self._server.close()
-        handlers = list(self._connections)  # Python 3.11's wait_closed does not wait for these
-        for task in handlers:
-            task.cancel()
-        await asyncio.gather(*handlers, return_exceptions=True)
-        await self._server.wait_closed()
-        self._server = None
+        await self._runner.cleanup()  # idle connections are closed, not waited for
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None  # start_server runs each connection's handler as a task
-        self._connections.add(task)
-        try:
-            method, response = await self._respond(reader)
-            writer.write(render_response(*response, head_only=method == "HEAD"))
-            await writer.drain()
-        except (ConnectionError, asyncio.TimeoutError):
-            pass  # the client went away or never spoke: nothing to answer
-        finally:
-            self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-
-    async def _respond(self, reader: asyncio.StreamReader) -> tuple[str, Response]:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_S)
-            method, target = parse_request_line(head)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
-            return "", (400, TEXT, b"bad request\n")
-        return method, route(self._metrics, method, target)
+    async def _handle(self, request: web.Request) -> web.Response:
+        status, content_type, body = route(self._metrics, request.method, request.path)
+        headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+        if status == 405:
+            headers["Allow"] = "GET"
+        return web.Response(status=status, body=body, headers={**headers, "Content-Type": content_type})
 
 
 async def serve_metrics(metrics: RunMetrics, host: str = "127.0.0.1", port: int = 0) -> MetricsServer:

@@ -222,12 +222,16 @@ async def test_query_strings_are_ignored(served) -> None:
 
 async def test_malformed_and_oversized_requests_are_400(served) -> None:
     _, server, _ = served
-    assert (await raw_request(server.port, b"GARBAGE\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
-    assert (await raw_request(server.port, b"GET metrics HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
+
+    def status(raw: bytes) -> bytes:
+        return raw.split(b"\r\n", 1)[0].split(b" ")[1]  # "HTTP/1.x 400 Bad Request"
+
+    assert status(await raw_request(server.port, b"GARBAGE\r\n\r\n")) == b"400"
+    assert status(await raw_request(server.port, b"GET metrics HTTP/1.1\r\n\r\n")) == b"400"
     huge = b"GET /metrics HTTP/1.1\r\nX-Pad: " + b"a" * 20_000 + b"\r\n\r\n"
-    assert (await raw_request(server.port, huge)).startswith(b"HTTP/1.1 400 ")
+    assert status(await raw_request(server.port, huge)) == b"400"
     ok = await raw_request(server.port, b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
-    assert ok.startswith(b"HTTP/1.1 200 OK\r\n") and ok.endswith(b'{"status":"ok"}')
+    assert status(ok) == b"200" and ok.endswith(b'{"status":"ok"}')
 
 
 async def test_binds_loopback_by_default() -> None:
