@@ -23,7 +23,7 @@ from structlog.testing import capture_logs
 from jobrl_async.checkpoints import CheckpointWriter
 from jobrl_async.config import Config
 from jobrl_async.errors import CheckpointError
-from jobrl_async.lease import (
+from jobrl_async.checkpoints.lease import (
     LEASE_KEY,
     CheckpointLease,
     CheckpointLeaseLost,
@@ -152,7 +152,7 @@ async def test_a_second_run_is_refused_in_one_line_and_force_takes_over(root_uri
 
 HOLD = """
 import asyncio, sys
-from jobrl_async.lease import CheckpointLease
+from jobrl_async.checkpoints.lease import CheckpointLease
 from jobrl_async.storage import open_store
 
 async def main():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from jobrl_async.errors import CheckpointError
-from jobrl_async.tensor_json import MAX_DEPTH, join_tensors, split_tensors
+from jobrl_async.checkpoints.tensor_json import MAX_DEPTH, join_tensors, split_tensors
 
 
 def is_tensor(value: object) -> bool:

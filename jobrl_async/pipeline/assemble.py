@@ -21,7 +21,7 @@ from ..device import Device, resolve_device
 from ..errors import CheckpointError, JobrlError
 from ..generator import Generator, LocalGenerator
 from ..judge.stage import Judge
-from ..lease import CheckpointLease, acquire_lease
+from ..checkpoints.lease import CheckpointLease, acquire_lease
 from ..learner import Learner
 from ..log import get_logger
 from ..model import Policy, load_adapter_state, load_policy

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 MAX_DEPTH = 32  # optimizer state is 4 levels deep; a deeper document is not ours
 _FLOATS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}

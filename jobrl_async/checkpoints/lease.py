@@ -24,23 +24,22 @@ the process start time tells a reused pid apart. `run --force` takes over a held
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import socket
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
 import orjson
 
-from .config import Config
-from .errors import CheckpointError, StorageError
-from .log import get_logger
-from .storage import Store, StorageConflict, open_store
+from ..config import Config
+from ..errors import CheckpointError, StorageError
+from ..log import get_logger
+from ..storage import Store, StorageConflict, open_store
+from .formats import is_finite_number, utc_now
 
 LEASE_KEY = "lease.json"
 MAX_LEASE_BYTES = 64 * 1024
@@ -102,7 +101,7 @@ def parse_record(raw: bytes, where: str) -> LeaseRecord:
     if not (isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**32):
         raise CheckpointError(f"{where}: 'owner.pid' must be a positive integer")
     for name, value in (("heartbeat", beat), ("timeout_s", timeout)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        if not is_finite_number(value) or value < 0:
             raise CheckpointError(f"{where}: '{name}' must be a number >= 0")
     acquired, released = data.get("acquired", ""), data.get("released", False)
     if not isinstance(acquired, str) or len(acquired) > MAX_TEXT or not isinstance(released, bool):
@@ -274,7 +273,7 @@ class CheckpointLease:
 
     async def _take(self, tag: str | None) -> bool:
         """Write our lease over the one tagged `tag`; False when another run moved first."""
-        self._acquired = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self._acquired = utc_now()
         try:
             self._tag = await self.store.write_if(LEASE_KEY, self._record().to_bytes(), tag)
         except StorageConflict:
