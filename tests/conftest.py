@@ -12,7 +12,9 @@ import uvloop
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-pytest_plugins = ["tests.support.s3", "tests.support.judge_server", "tests.support.model", "tests.support.fake_vllm"]
+pytest_plugins = [
+    "tests.support.s3", "tests.support.judge_fixtures", "tests.support.model", "tests.support.vllm_fixtures",
+]
 
 
 def pytest_asyncio_loop_factories(config, item):

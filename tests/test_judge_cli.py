@@ -13,7 +13,7 @@ from jobrl_async.cli import main
 from jobrl_async.judge.client import host_of
 from jobrl_async.judge.stage import SAMPLE_CONTEXT, example_offer
 from jobrl_async.records import CRITERIA
-from tests.support.judge_server import DEPLOYMENT, FAKE_KEY
+from tests.support.judge_fixtures import DEPLOYMENT, FAKE_KEY
 
 
 def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, list[str], str]:

@@ -22,14 +22,14 @@ from jobrl_async.judge.client import (
     is_name_error,
     is_retryable,
     missing_credentials,
-    retry_after_s,
 )
-from jobrl_async.judge.fake_server import FakeChatServer
+from jobrl_async.testing.fake_judge import FakeChatServer
 from jobrl_async.judge.limiter import Limiter
-from jobrl_async.judge.parse import ReplyError
+from jobrl_async.judge.parse import UnreadableVerdict
 from jobrl_async.judge.prompts import build_messages, estimate_tokens
 from jobrl_async.judge.stage import SAMPLE_CONTEXT, example_offer
-from tests.support.judge_server import DEPLOYMENT, FAKE_KEY
+from jobrl_async.retry import retry_after_s
+from tests.support.judge_fixtures import DEPLOYMENT, FAKE_KEY
 
 SHAPES = ("openai", "azure")
 MESSAGES = build_messages("skill_relevance", SAMPLE_CONTEXT, example_offer(SAMPLE_CONTEXT))
@@ -188,7 +188,7 @@ async def test_malformed_json_is_retried(judge_server: FakeChatServer):
 async def test_always_malformed_fails_as_unparseable(judge_server: FakeChatServer):
     judge_server.inject("malformed", times=10)
     client = make_client(judge_server, max_retries=1)
-    with pytest.raises(ReplyError) as caught:
+    with pytest.raises(UnreadableVerdict) as caught:
         await client.ask("skill_relevance", MESSAGES)
     assert client.describe(caught.value).startswith("unparseable reply")
     await client.aclose()

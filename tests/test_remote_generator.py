@@ -16,28 +16,23 @@ from structlog.testing import capture_logs
 from jobrl_async.config import GenerationConfig
 from jobrl_async.data import load_bundled
 from jobrl_async.errors import ConfigError
-from jobrl_async.fake_vllm import FakeVLLM, cut, stop_token_ids, token_logprob
 from jobrl_async.generator import STOP_TEXT, SampleRequest
 from jobrl_async.prompts import prompt_ids
 from jobrl_async.grpo import importance_weight
-from jobrl_async.remote import (
-    RemoteGenerator,
-    RemoteGeneratorError,
-    RemoteOptions,
-    ReplyError,
-    Rotation,
+from jobrl_async.remote import RemoteGenerator, RemoteGeneratorError, RemoteOptions
+from jobrl_async.remote.adapters import (
     adapter_folder,
     adapter_name,
-    completion_request,
-    normalise_url,
-    parse_completions,
     prune_adapter_folders,
     prune_old_adapters,
-    retry_wait,
-    server_message,
     server_path,
 )
-from tests.support.fake_vllm import BASE_MODEL
+from jobrl_async.remote.options import normalise_url
+from jobrl_async.remote.reply import MalformedReply, completion_request, parse_completions, server_message
+from jobrl_async.remote.rotation import Rotation
+from jobrl_async.retry import retry_wait
+from jobrl_async.testing.fake_vllm import FakeVLLM, cut, stop_token_ids, token_logprob
+from tests.support.vllm_fixtures import BASE_MODEL
 
 CONTEXTS = load_bundled()[:6]
 GEN = GenerationConfig(max_new_tokens=400, temperature=0.9, top_p=0.95)
@@ -421,7 +416,7 @@ def test_parse_completions_orders_by_index_and_reads_ids() -> None:
     ],
 )
 def test_parse_completions_rejects_inconsistent_replies(reply: Any, reason: str) -> None:
-    with pytest.raises(ReplyError, match=reason):
+    with pytest.raises(MalformedReply, match=reason):
         parse_completions(reply, n=2, max_tokens=4, embedding_rows=10)
 
 
@@ -472,7 +467,7 @@ def test_the_fake_cuts_like_vllm(vllm_tokenizer: Any) -> None:
 
 
 def test_reply_bytes_are_bounded_by_n_and_max_tokens() -> None:
-    from jobrl_async.remote import reply_limit
+    from jobrl_async.remote.reply import reply_limit
 
     body = orjson.dumps(_reply(*[_choice(i, ["token_id:262143"] * 512, [-12.345678901234567] * 512) for i in range(10)]))
     assert len(body) < reply_limit(10, 512)
@@ -489,7 +484,7 @@ def test_for_policy_bounds_ids_by_the_embedding_rows(vllm_tokenizer: Any) -> Non
     gen = RemoteGenerator.for_policy(policy, GEN, RemoteOptions(urls=("gpu:8000",), model=BASE_MODEL))
     assert gen.embedding_rows == rows and gen.opts.urls == ("http://gpu:8000",)
     reply = _reply(_choice(0, [f"token_id:{rows}"], [-1.0]))
-    with pytest.raises(ReplyError, match=f"token id {rows} is past the model's {rows} embedding rows"):
+    with pytest.raises(MalformedReply, match=f"token id {rows} is past the model's {rows} embedding rows"):
         parse_completions(reply, n=1, max_tokens=4, embedding_rows=gen.embedding_rows)
 
 
@@ -527,7 +522,7 @@ async def test_old_adapter_folders_are_pruned_off_the_event_loop(tmp_path: Path,
 async def test_the_tiny_model_behind_the_fake_agrees_with_the_trainer(tiny_config: Any, tmp_path: Path) -> None:
     """End to end: the adapter goes through a folder to the 'engine', whose ids and log-probs
     the trainer reproduces (same weights, same numerics: no mismatch), and not the base model's."""
-    from jobrl_async.fake_vllm import ModelSampler
+    from jobrl_async.testing.fake_vllm import ModelSampler
     from jobrl_async.generator import sequence_logprobs
     from jobrl_async.model import load_policy, save_adapter
 

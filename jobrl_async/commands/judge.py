@@ -17,10 +17,10 @@ from ..config import Config, Secrets
 from ..data import read_context_file, read_text
 from ..errors import ConfigError, JudgeError
 from ..judge.client import missing_credentials, percentile
-from ..judge.fake_server import FakeChatServer
 from ..judge.stage import Judge, JudgeFailed, example_offer
 from ..log import get_logger
 from ..records import Context
+from ..testing.fake_judge import FakeChatServer
 
 
 def log() -> Any:

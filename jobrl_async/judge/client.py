@@ -2,9 +2,9 @@
 
 One `ask` is one criterion: take a limiter slot, call Chat Completions, parse the reply.
 Transient failures (429, 408/409, 5xx, timeouts, connection errors, unparseable replies)
-are retried here with exponential backoff and full jitter, waiting at least what the
-server's `retry-after-ms` / `Retry-After` asks; the SDK's own retries are off so nothing
-retries twice. A 429 also pauses the shared limiter for every caller.
+are retried here with the shared policy (`jobrl_async.retry`: backoff with full jitter, at
+least what the server's `retry-after-ms` / `Retry-After` asks); the SDK's own retries are off
+so nothing retries twice. A 429 also pauses the shared limiter for every caller.
 
 Never retried: a request the server refuses for what it holds (400, 413, 422: a content
 filter, a prompt over the context length) is `OfferRejected`, which fails that offer only;
@@ -14,26 +14,24 @@ a `JudgeError` that names the endpoint and the variable to fix, never the key.
 
 from __future__ import annotations
 
-import email.utils
 import math
 import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 import openai
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
-from tenacity.wait import wait_random_exponential
 
 from .. import log as logging_
 from ..config import JudgeConfig, Secrets
 from ..errors import ConfigError, JudgeError
 from ..records import CriterionVerdict
+from ..retry import RETRY_AFTER_CAP_S, retry_after_s, retryable_status, retrying
 from .limiter import Limiter
-from .parse import ReplyError, parse_reply
+from .parse import UnreadableVerdict, parse_reply
 from .prompts import estimate_tokens
 
 
@@ -42,12 +40,10 @@ def log() -> Any:
     return logging_.get_logger("judge")
 
 
-RETRYABLE_STATUS = frozenset({408, 409, 429})  # and every 5xx
 # The server refuses this request for its content (its offer): 400 (content filter,
 # context_length_exceeded), 413 (too large), 422 (unprocessable). Other requests may pass.
 REFUSED_STATUS = frozenset({400, 413, 422})
 BACKOFF_FIRST_S = 0.5  # the first retry waits up to this (full jitter), doubling each time
-RETRY_AFTER_CAP_S = 300.0  # a server asking for longer is broken; do not sleep for a day
 PAUSE_WITHOUT_HEADER_S = 1.0  # a 429 with no Retry-After: one rate window
 AZURE_VARS = ("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT", "AZURE_DEPLOYMENT_NAME")
 
@@ -91,31 +87,6 @@ def percentile(values: Iterable[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-def retry_after_s(headers: Mapping[str, str]) -> float | None:
-    """What the server asked us to wait: `retry-after-ms`, else `Retry-After` (seconds or a date)."""
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        try:
-            value = float(ms) / 1000
-            if math.isfinite(value) and value >= 0:
-                return value
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-        return value if math.isfinite(value) and value >= 0 else None
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 class OfferRejected(Exception):
     """The judge refused this offer's request (400, 413, 422): that offer fails, the run goes on.
 
@@ -139,20 +110,20 @@ def reply_text(completion: Any) -> str:
     """The completion's text; a 200 whose body is not a chat completion is a failed call."""
     choices = getattr(completion, "choices", None)
     if not isinstance(choices, list) or not choices:
-        raise ReplyError("the response has no choices")
+        raise UnreadableVerdict("the response has no choices")
     if getattr(choices[0], "finish_reason", None) == "content_filter":  # the offer, quoted, tripped it
         raise OfferRejected("the judge's content filter withheld its reply about the offer", content_filter=True)
     content = getattr(getattr(choices[0], "message", None), "content", None)
     if not isinstance(content, str):
-        raise ReplyError("the response has no message content")
+        raise UnreadableVerdict("the response has no message content")
     return content
 
 
 def is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, ReplyError):
+    if isinstance(exc, UnreadableVerdict):
         return True
     if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in RETRYABLE_STATUS or exc.status_code >= 500
+        return retryable_status(exc.status_code)
     return isinstance(exc, openai.APIConnectionError)  # APITimeoutError included
 
 
@@ -229,14 +200,9 @@ class JudgeClient:
                   retry_if: Callable[[BaseException], bool] = is_retryable) -> CriterionVerdict:
         """One criterion's verdict; raises JudgeError (configuration), OfferRejected, or the
         last transient error once `attempts` (default: 1 + judge.max_retries) are spent."""
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(attempts or self.cfg.max_retries + 1),
-            wait=self._wait,
-            retry=retry_if_exception(retry_if),
-            before_sleep=self._before_sleep,
-            reraise=True,
-        )
-        return await retrying(self._attempt, criterion, messages)
+        retried = retrying(attempts=attempts or self.cfg.max_retries + 1, first_s=BACKOFF_FIRST_S,
+                           max_s=self.cfg.backoff_max_s, retry_if=retry_if, asked=_asked, on_retry=self._on_retry)
+        return await retried(self._attempt, criterion, messages)
 
     async def _attempt(self, criterion: str, messages: list[dict]) -> CriterionVerdict:
         estimate = estimate_tokens(messages, self.cfg.max_tokens)
@@ -256,7 +222,7 @@ class JudgeClient:
                 raise self.config_error(e) from None
             # A body that is not JSON, or nests past the decoder's stack: the server's fault, retried.
             except (ValueError, RecursionError, openai.APIResponseValidationError) as e:
-                raise ReplyError(f"malformed response body ({type(e).__name__})") from None
+                raise UnreadableVerdict(f"malformed response body ({type(e).__name__})") from None
             self.stats.latencies_ms.append((time.monotonic() - started) * 1000)
             text = reply_text(completion)
             usage = getattr(completion, "usage", None)
@@ -292,18 +258,9 @@ class JudgeClient:
             request["response_format"] = {"type": "json_object"}
         return request
 
-    def _wait(self, state: RetryCallState) -> float:
-        backoff = wait_random_exponential(multiplier=BACKOFF_FIRST_S, max=self.cfg.backoff_max_s)(state)
-        exc = state.outcome.exception() if state.outcome else None
-        asked = retry_after_s(exc.response.headers) if isinstance(exc, openai.APIStatusError) else None
-        return max(backoff, min(asked or 0.0, RETRY_AFTER_CAP_S))
-
-    def _before_sleep(self, state: RetryCallState) -> None:
+    def _on_retry(self, attempt: int, wait: float, exc: BaseException | None) -> None:
         self.stats.retries += 1
-        exc = state.outcome.exception() if state.outcome else None
-        wait = state.next_action.sleep if state.next_action else 0.0
-        log().debug("judge_retry", attempt=state.attempt_number, wait_s=round(wait, 3),
-                    reason=self.describe(exc) if exc else "")
+        log().debug("judge_retry", attempt=attempt, wait_s=round(wait, 3), reason=self.describe(exc) if exc else "")
 
     # ------------------------------------------------------------ errors users read
 
@@ -337,7 +294,7 @@ class JudgeClient:
 
     def describe(self, exc: BaseException) -> str:
         """One line on a transient failure, for logs and judge_failed reasons."""
-        if isinstance(exc, ReplyError):
+        if isinstance(exc, UnreadableVerdict):
             text = f"unparseable reply: {exc}"
         elif isinstance(exc, OfferRejected):
             text = str(exc)
@@ -353,6 +310,11 @@ class JudgeClient:
 
     async def aclose(self) -> None:
         await self._sdk.close()
+
+
+def _asked(exc: BaseException) -> float | None:
+    """The wait the server asked for with its error (a 429's or 503's Retry-After)."""
+    return retry_after_s(exc.response.headers) if isinstance(exc, openai.APIStatusError) else None
 
 
 def _server_message(e: openai.APIStatusError) -> str:

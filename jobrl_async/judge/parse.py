@@ -1,4 +1,4 @@
-"""What the LLM judge answered: one CriterionVerdict, or a ReplyError (retry the call).
+"""What the LLM judge answered: one CriterionVerdict, or UnreadableVerdict (retry the call).
 
 Accepted: the JSON object alone, fenced in markdown (```json ... ```), or wrapped in prose
 (the one object in it that looks like an answer). Tolerated: "score" as "8", "8.5", "8,5"
@@ -10,8 +10,8 @@ forgery). A refused reply is a failure of that call, never a zero and never clam
 range: a reward built from a guess teaches the policy noise.
 
 The reply is untrusted text too: every way it can fail to parse (deep nesting, huge numbers,
-stray braces) is a ReplyError, and the work is bounded: one linear scan for places where an
-object may start, and at most MAX_CANDIDATES decoder attempts that do not yield an answer.
+stray braces) is an UnreadableVerdict, and the work is bounded: one linear scan for places where
+an object may start, and at most MAX_CANDIDATES decoder attempts that do not yield an answer.
 """
 
 from __future__ import annotations
@@ -36,24 +36,24 @@ _DECODER = json.JSONDecoder()
 _SCORE_TEXT = re.compile(r"^\s*([0-9]+(?:[.,][0-9]+)?)\s*(?:/\s*10)?\s*$")
 
 
-class ReplyError(ValueError):
+class UnreadableVerdict(ValueError):
     """The judge's reply could not be read as a verdict (the call failed; retry it)."""
 
 
 def parse_reply(criterion: str, text: str) -> CriterionVerdict:
-    """The verdict in the judge's `text` for `criterion`, or ReplyError saying what is wrong."""
+    """The verdict in the judge's `text` for `criterion`, or UnreadableVerdict saying what is wrong."""
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; expected one of {CRITERIA}")
     if len(text) > MAX_REPLY_CHARS:
-        raise ReplyError(f"{criterion}: reply is {len(text)} characters, limit {MAX_REPLY_CHARS}")
+        raise UnreadableVerdict(f"{criterion}: reply is {len(text)} characters, limit {MAX_REPLY_CHARS}")
     try:
         obj = find_json_object(text)
-    except ReplyError as e:
-        raise ReplyError(f"{criterion}: {e}") from None
+    except UnreadableVerdict as e:
+        raise UnreadableVerdict(f"{criterion}: {e}") from None
     except RecursionError:  # comparing two deeply nested objects
-        raise ReplyError(f"{criterion}: reply is nested too deeply") from None
+        raise UnreadableVerdict(f"{criterion}: reply is nested too deeply") from None
     if obj is None:
-        raise ReplyError(f"{criterion}: no JSON object in reply {_excerpt(text)}")
+        raise UnreadableVerdict(f"{criterion}: no JSON object in reply {_excerpt(text)}")
     return CriterionVerdict(
         name=criterion,
         answer=_answer(criterion, obj),
@@ -67,7 +67,7 @@ def parse_reply(criterion: str, text: str) -> CriterionVerdict:
 def find_json_object(text: str) -> dict[str, Any] | None:
     """The reply's JSON object: the whole reply, else the one answer-like object in it.
 
-    ReplyError when the reply holds two different answer-like objects, or when more than
+    UnreadableVerdict when the reply holds two different answer-like objects, or when more than
     MAX_CANDIDATES places that look like an object are not one (a reply built to make the
     scan slow). An answer-like object is skipped whole, so its nested braces cost nothing.
     """
@@ -88,12 +88,12 @@ def find_json_object(text: str) -> dict[str, Any] | None:
         else:
             misses += 1
             if misses > MAX_CANDIDATES:
-                raise ReplyError(f"more than {MAX_CANDIDATES} places in the reply look like JSON objects "
+                raise UnreadableVerdict(f"more than {MAX_CANDIDATES} places in the reply look like JSON objects "
                                  "and are not an answer")
             end = start.start() + 1  # an object that is not an answer may still hold one
         start = _OBJECT_START.search(text, end)
     if len(found) > 1:
-        raise ReplyError(f"reply holds {len(found)} different answers: {_excerpt(found[0])} and "
+        raise UnreadableVerdict(f"reply holds {len(found)} different answers: {_excerpt(found[0])} and "
                          f"{_excerpt(found[1])}")
     return found[0] if found else None
 
@@ -113,17 +113,17 @@ def _loads(text: str) -> dict[str, Any] | None:
 
 def _answer(criterion: str, obj: dict[str, Any]) -> Literal["YES", "NO"]:
     if "answer" not in obj:
-        raise ReplyError(f"{criterion}: reply has no answer")
+        raise UnreadableVerdict(f"{criterion}: reply has no answer")
     value = obj["answer"]
     answer = ANSWERS.get(value.strip().upper()) if isinstance(value, str) else None
     if answer is None:
-        raise ReplyError(f"{criterion}: answer {_excerpt(value)} is not YES or NO")
+        raise UnreadableVerdict(f"{criterion}: answer {_excerpt(value)} is not YES or NO")
     return answer
 
 
 def _score(criterion: str, obj: dict[str, Any]) -> float:
     if "score" not in obj:
-        raise ReplyError(f"{criterion}: reply has no score")
+        raise UnreadableVerdict(f"{criterion}: reply has no score")
     value = obj["score"]
     score: float | None = None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -132,9 +132,9 @@ def _score(criterion: str, obj: dict[str, Any]) -> float:
         match = _SCORE_TEXT.match(value)
         score = float(match.group(1).replace(",", ".")) if match else None
     if score is None or not math.isfinite(score):
-        raise ReplyError(f"{criterion}: score {_excerpt(value)} is not a number from 0 to 10")
+        raise UnreadableVerdict(f"{criterion}: score {_excerpt(value)} is not a number from 0 to 10")
     if not 0.0 <= score <= 10.0:
-        raise ReplyError(f"{criterion}: score {score:g} is outside 0-10")
+        raise UnreadableVerdict(f"{criterion}: score {score:g} is outside 0-10")
     return score
 
 
@@ -145,7 +145,7 @@ def _skills(criterion: str, obj: dict[str, Any], key: str) -> tuple[str, ...]:
     if isinstance(value, str):  # "Python, SQL": a list written as one string
         value = re.split(r"[,;\n]", value)
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ReplyError(f"{criterion}: {key} {_excerpt(value)} is not a list of strings")
+        raise UnreadableVerdict(f"{criterion}: {key} {_excerpt(value)} is not a list of strings")
     skills = (" ".join(v.split())[:MAX_SKILL_CHARS] for v in value)
     return tuple(s for s in skills if s)[:MAX_LIST_ITEMS]
 

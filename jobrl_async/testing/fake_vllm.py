@@ -17,10 +17,11 @@ completes a stop string (kept, `include_stop_str_in_output`), else at `max_token
 Faults are scriptable per route (`inject`): 429 with Retry-After, 500, 400, hang, malformed
 JSON, too few choices, log-prob lists of the wrong length, an oversized reply. `hold()` keeps
 completions waiting until `release()`; `restart()` forgets every adapter, as a restarted server
-does; `outage()` answers every route with 503 until `recover()`. Every request is recorded (never the API key). Runs on 127.0.0.1, port 0, in its own
-thread and event loop, so a test's loop and the server's never block each other.
+does; `outage()` answers every route with 503 until `recover()`. Every request is recorded
+(never the API key). Runs on 127.0.0.1, port 0, in its own thread and event loop, so a test's
+loop and the server's never block each other.
 
-    python -m jobrl_async.fake_vllm [--port 8000] [--model tiny] [--served-model-name NAME]
+    python -m jobrl_async.testing.fake_vllm [--port 8000] [--model tiny] [--served-model-name NAME]
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import random
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +42,7 @@ from typing import Any, Literal
 import orjson
 from aiohttp import web
 
-from .local_server import ThreadedServer
+from .server import Fault, Faults, Served, error_reply, json_reply, too_many
 
 Route = Literal["completions", "load", "unload", "models"]
 FaultKind = Literal["429", "500", "400", "hang", "malformed", "short", "mismatch", "huge"]
@@ -67,14 +67,6 @@ Sampler = Callable[[SamplingCall], list[tuple[list[int], list[float]]]]
 
 
 @dataclass
-class Fault:
-    kind: FaultKind
-    times: int = 1
-    retry_after_ms: int = 50  # for 429
-    hang_s: float = 5.0  # for hang: longer than the client's timeout
-
-
-@dataclass
 class RecordedRequest:
     route: Route
     body: Any
@@ -84,7 +76,7 @@ class RecordedRequest:
 
 
 @dataclass
-class FakeVLLM:
+class FakeVLLM(Served):
     tokenizer: Any
     model: str = "base-model"
     sampler: Sampler | None = None  # None: canned offers (see `canned_sampler`)
@@ -100,21 +92,23 @@ class FakeVLLM:
     def __post_init__(self) -> None:
         # A copy: a fast tokenizer used from two threads at once can fail ("Already borrowed").
         self.tokenizer = copy.deepcopy(self.tokenizer)
-        self._faults: dict[str, deque[Fault]] = {r: deque() for r in ("completions", "load", "unload", "models")}
+        self._faults = Faults()
         self._lock = threading.Lock()
         self._open = threading.Event()
         self._open.set()
         self._down = threading.Event()  # set during an outage
         self._sampler: Sampler = self.sampler or canned_sampler(self.tokenizer)
         self._stop_ids = stop_token_ids(self.tokenizer)
-        self._server: ThreadedServer | None = None
 
     # ------------------------------------------------------------ scripting
 
-    def inject(self, kind: FaultKind, times: int = 1, route: Route = "completions", **options: Any) -> None:
-        """The next `times` requests on `route` misbehave as `kind` (faults queue up in order)."""
-        with self._lock:
-            self._faults[route].append(Fault(kind, times, **options))
+    def inject(self, kind: FaultKind, times: int = 1, route: Route = "completions", *,
+               retry_after_ms: int = 50, hang_s: float = 5.0) -> None:
+        """The next `times` requests on `route` misbehave as `kind` (faults queue up in order).
+
+        `retry_after_ms`: what a 429 asks; `hang_s`: how long a hang lasts (past the client's timeout).
+        """
+        self._faults.add(Fault(kind, times, route, retry_after_ms, hang_s))
 
     def hold(self) -> None:
         """Completions wait (after being recorded) until `release()`."""
@@ -139,17 +133,6 @@ class FakeVLLM:
         with self._lock:
             return [r for r in self.requests if r.route == "completions"]
 
-    def _next_fault(self, route: Route) -> Fault | None:
-        with self._lock:
-            queue = self._faults[route]
-            if not queue:
-                return None
-            fault = queue[0]
-            fault.times -= 1
-            if fault.times <= 0:
-                queue.popleft()
-            return fault
-
     # ------------------------------------------------------------ HTTP
 
     async def _handle(self, request: web.Request, route: Route) -> web.Response:
@@ -172,12 +155,9 @@ class FakeVLLM:
             return _error(401, f"Unauthorized: {sent}", "Unauthorized")  # echoed: the client must not repeat it
         if self._down.is_set():
             return _error(503, "Service Unavailable: the engine is restarting.", "ServiceUnavailableError")
-        fault = self._next_fault(route)
+        fault = self._faults.take(route)
         if fault and fault.kind == "429":
-            response = _error(429, "Too many requests, retry later.", "RateLimitError")
-            response.headers["retry-after-ms"] = str(fault.retry_after_ms)
-            response.headers["retry-after"] = str(max(1, round(fault.retry_after_ms / 1000)))
-            return response
+            return too_many(_error(429, "Too many requests, retry later.", "RateLimitError"), fault.retry_after_ms)
         if fault and fault.kind == "500":
             return _error(500, "Internal server error: the engine is overloaded.", "InternalServerError")
         if fault and fault.kind == "400":
@@ -187,7 +167,7 @@ class FakeVLLM:
         if self.latency_ms > 0:
             await asyncio.sleep(self.latency_ms / 1000)
         if route == "models":
-            return _json(self._models())
+            return json_reply(self._models())
         if route == "load":
             return self._load(body)
         if route == "unload":
@@ -225,7 +205,7 @@ class FakeVLLM:
             self.unloads.append(name)
         return web.Response(text=f"Success: LoRA adapter '{name}' removed successfully.")
 
-    def _complete(self, body: Any, fault: FaultKind | None, rec: RecordedRequest) -> web.Response:
+    def _complete(self, body: Any, fault: str | None, rec: RecordedRequest) -> web.Response:
         problem = _check_completion_request(body)
         if problem:
             return _error(400, problem, "BadRequestError")
@@ -252,7 +232,7 @@ class FakeVLLM:
         rec.reply = reply if isinstance(reply, dict) else None
         if isinstance(reply, bytes):
             return web.Response(body=reply, content_type="application/json")
-        return _json(reply)
+        return json_reply(reply)
 
     def _choice(self, index: int, ids: list[int], logprobs: list[float], finish: str,
                 reason: Any, body: dict) -> dict:
@@ -284,7 +264,9 @@ class FakeVLLM:
 
     # ------------------------------------------------------------ running
 
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> FakeVLLM:
+    thread_name = "fake-vllm"
+
+    def app(self) -> web.Application:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         for method, path, route in (
             ("POST", "/v1/completions", "completions"),
@@ -293,21 +275,11 @@ class FakeVLLM:
             ("GET", "/v1/models", "models"),
         ):
             app.router.add_route(method, path, functools.partial(self._handle, route=route))
-        self._server = ThreadedServer(app, "fake-vllm", host, port)
-        self.url = self._server.start()
-        return self
+        return app
 
     def stop(self) -> None:
-        self.release()
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-    def __enter__(self) -> FakeVLLM:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.release()  # a held completion would keep the server's loop from stopping
+        super().stop()
 
 
 # ---------------------------------------------------------------- sampling and cutting
@@ -354,8 +326,8 @@ def cut(tokenizer: Any, ids: list[int], logprobs: list[float], stop_ids: frozens
 
 def canned_offers(count: int = 8, seed: int = 0) -> list[str]:
     """Template job offers (en and fr, with the tiny model's deliberate flaws) from the bundled data."""
-    from .data import load_bundled
-    from .tiny import pool_for, sample_flaws, skill_pools, template_offer
+    from ..data import load_bundled
+    from ..tiny import pool_for, sample_flaws, skill_pools, template_offer
 
     rng = random.Random(seed)
     contexts = load_bundled()[:60]
@@ -409,8 +381,8 @@ class ModelSampler:
     def __call__(self, call: SamplingCall) -> list[tuple[list[int], list[float]]]:
         from dataclasses import replace
 
-        from .generator import sample_batch
-        from .model import load_adapter
+        from ..generator import sample_batch
+        from ..model import load_adapter
 
         gen = replace(self.gen, temperature=call.temperature, top_p=call.top_p)
         prompts = [call.prompt] * call.n
@@ -447,7 +419,7 @@ def _check_completion_request(body: Any) -> str:
     return ""
 
 
-def _damage(reply: dict, fault: FaultKind | None, n: int, max_tokens: int) -> dict | bytes:
+def _damage(reply: dict, fault: str | None, n: int, max_tokens: int) -> dict | bytes:
     """The reply as a misbehaving server would send it."""
     if fault == "malformed":
         text = orjson.dumps(reply)
@@ -459,18 +431,15 @@ def _damage(reply: dict, fault: FaultKind | None, n: int, max_tokens: int) -> di
         block = {**first["logprobs"], "token_logprobs": first["logprobs"]["token_logprobs"][:-1]}
         return {**reply, "choices": [{**first, "logprobs": block}, *reply["choices"][1:]]}
     if fault == "huge":
-        from .remote import reply_limit
+        from ..remote.reply import reply_limit
 
         return {**reply, "padding": "x" * reply_limit(n, max_tokens)}
     return reply
 
 
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.json_response(body, status=status, dumps=lambda o: orjson.dumps(o).decode())
-
-
 def _error(status: int, message: str, kind: str) -> web.Response:
-    return _json({"error": {"message": message, "type": kind, "param": None, "code": status}}, status)
+    """An error as vLLM words it: its type, and the status as the code."""
+    return error_reply(status, message, type=kind, code=status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -479,9 +448,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from transformers import AutoTokenizer
 
-    from .model import resolve_model
+    from ..model import resolve_model
 
-    parser = argparse.ArgumentParser(prog="python -m jobrl_async.fake_vllm")
+    parser = argparse.ArgumentParser(prog="python -m jobrl_async.testing.fake_vllm")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--model", default="tiny", help="whose tokenizer to use (a folder or 'tiny')")

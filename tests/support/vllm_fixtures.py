@@ -1,4 +1,4 @@
-"""Fake vLLM server fixtures (issue 10): real HTTP on 127.0.0.1 against `jobrl_async.fake_vllm`.
+"""Fake vLLM server fixtures: real HTTP on 127.0.0.1 against `jobrl_async.testing.fake_vllm`.
 
 `vllm_tokenizer` is a small byte-level BPE built like the tiny model's (Gemma's special tokens,
 chat template and XML tags as single tokens) in about a second, without building the model.
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from jobrl_async.fake_vllm import FakeVLLM
+from jobrl_async.testing.fake_vllm import FakeVLLM
 
 BASE_MODEL = "base-model"
 

@@ -1,4 +1,4 @@
-"""A local Chat Completions server for tests and `bench judge`: both URL shapes, scriptable.
+"""A local Chat Completions server (the LLM judge) for tests and `bench judge`: both URL shapes.
 
     POST /v1/chat/completions                                   Authorization: Bearer KEY
     POST /openai/deployments/{name}/chat/completions?api-version=V   api-key: KEY
@@ -26,16 +26,14 @@ import threading
 import time
 import uuid
 import zlib
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
 from aiohttp import web
 
-from ..local_server import ThreadedServer
-
 from ..records import CRITERIA
+from .server import Fault, Faults, Served, error_reply, json_reply, too_many
 
 FaultKind = Literal[
     "429", "500", "503", "hang",  # transient
@@ -43,15 +41,6 @@ FaultKind = Literal[
     "content_filter", "filtered_reply", "context_length", "413",  # this offer refused
     "401", "403", "404",  # configuration
 ]
-
-
-@dataclass
-class Fault:
-    kind: FaultKind
-    times: int = 1
-    retry_after_ms: int = 200  # for 429
-    hang_s: float = 3.0  # for hang: longer than the client's timeout
-    criterion: str | None = None  # only requests about this criterion: one fault per offer judged
 
 
 @dataclass
@@ -67,7 +56,7 @@ class RecordedRequest:
 
 
 @dataclass
-class FakeChatServer:
+class FakeChatServer(Served):
     api_key: str = "fake-judge-key"
     deployments: tuple[str, ...] = ("judge",)
     latency_ms: float = 0.0
@@ -80,27 +69,18 @@ class FakeChatServer:
     url: str = ""
 
     def __post_init__(self) -> None:
-        self._faults: deque[Fault] = deque()
+        self._faults = Faults()
         self._lock = threading.Lock()
         self._window = (-1, 0)  # (second, requests admitted in it)
-        self._server: ThreadedServer | None = None
 
     # ------------------------------------------------------------ scripting
 
-    def inject(self, kind: FaultKind, times: int = 1, **options: Any) -> None:
-        """The next `times` requests (about `criterion=`, if given) misbehave as `kind`, in order."""
-        with self._lock:
-            self._faults.append(Fault(kind, times, **options))
-
-    def _next_fault(self, criterion: str | None) -> Fault | None:
-        with self._lock:
-            fault = next((f for f in self._faults if f.criterion in (None, criterion)), None)
-            if fault is None:
-                return None
-            fault.times -= 1
-            if fault.times <= 0:
-                self._faults.remove(fault)
-            return fault
+    def inject(self, kind: FaultKind, times: int = 1, *, criterion: str | None = None,
+               retry_after_ms: int = 200, hang_s: float = 3.0) -> None:
+        """The next `times` requests (about `criterion`, if given: one fault per offer judged)
+        misbehave as `kind`, in order. `retry_after_ms`: what a 429 asks; `hang_s`: how long a
+        hang lasts (past the client's timeout)."""
+        self._faults.add(Fault(kind, times, criterion, retry_after_ms, hang_s))
 
     def _admit(self, now: float) -> float:
         """0 when the request fits this second's quota, else seconds until the next window."""
@@ -179,7 +159,7 @@ class FakeChatServer:
             return _error(500, "The server had an error while processing your request.", "server_error")
         if (wait := self._admit(time.monotonic())) > 0:
             return self._too_many(math.ceil(wait * 1000))
-        fault = self._next_fault(criterion)
+        fault = self._faults.take(criterion)
         if fault and fault.kind == "429":
             return self._too_many(fault.retry_after_ms)
         if fault and fault.kind == "html":  # a gateway's error page with a 200
@@ -197,20 +177,14 @@ class FakeChatServer:
         if fault and fault.kind == "filtered_reply":  # Azure withholds a reply its output filter caught
             completion["choices"][0].update(message={"role": "assistant", "content": None},
                                             finish_reason="content_filter")
-        return web.json_response(completion, dumps=lambda o: orjson.dumps(o).decode())
+        return json_reply(completion)
 
     def _too_many(self, retry_after_ms: int) -> web.Response:
         with self._lock:
             self.http_429 += 1
-        response = _error(
-            429,
-            "Requests to the ChatCompletions_Create Operation have exceeded call rate limit. "
-            f"Please retry after {math.ceil(retry_after_ms / 1000)} second.",
-            "429",
-        )
-        response.headers["retry-after-ms"] = str(retry_after_ms)
-        response.headers["retry-after"] = str(math.ceil(retry_after_ms / 1000))
-        return response
+        message = ("Requests to the ChatCompletions_Create Operation have exceeded call rate limit. "
+                   f"Please retry after {math.ceil(retry_after_ms / 1000)} second.")
+        return too_many(_error(429, message, "429"), retry_after_ms)
 
     def _content(self, criterion: str | None, body: dict, fault: str | None) -> str:
         answer = self.answers.get(criterion or "") or _default_answer(criterion, body)
@@ -229,24 +203,13 @@ class FakeChatServer:
 
     # ------------------------------------------------------------ running
 
-    def start(self) -> "FakeChatServer":
+    thread_name = "fake-judge"
+
+    def app(self) -> web.Application:
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._openai)
         app.router.add_post("/openai/deployments/{name}/chat/completions", self._azure)
-        self._server = ThreadedServer(app, "fake-judge")
-        self.url = self._server.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-    def __enter__(self) -> "FakeChatServer":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return app
 
 
 # Error replies as the real services word them: (status, message, code).
@@ -310,5 +273,5 @@ def _completion(body: dict, content: str) -> dict:
 
 
 def _error(status: int, message: str, code: str, param: str | None = None) -> web.Response:
-    body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
-    return web.json_response(body, status=status, dumps=lambda o: orjson.dumps(o).decode())
+    """An error as Azure OpenAI words it: its own code, the type always `invalid_request_error`."""
+    return error_reply(status, message, type="invalid_request_error", code=code, param=param)

@@ -1,4 +1,4 @@
-"""Local Chat Completions server fixtures (issue 5): the real openai client talks to it.
+"""Fake judge fixtures: the real openai client talks to `jobrl_async.testing.fake_judge` on 127.0.0.1.
 
 `judge_server` is a fresh `FakeChatServer` on 127.0.0.1 (both URL shapes, scriptable faults,
 every request recorded). `judge_env` points the environment at it in one shape or the
@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from jobrl_async.judge.fake_server import FakeChatServer
+from jobrl_async.testing.fake_judge import FakeChatServer
 
 FAKE_KEY = "sk-FAKE-judge-key-7c1e9d4b2a-must-never-leak"
 DEPLOYMENT = "judge-gpt"
