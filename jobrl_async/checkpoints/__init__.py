@@ -32,7 +32,6 @@ from .formats import (
     LEARNER_JSON,
     LEARNER_TENSORS,
     MANIFEST,
-    Kind,
     ObsoleteCheckpoint,
     manifest_bytes,
     parse_manifest,
@@ -52,14 +51,13 @@ from .readers import (
 )
 from .retention import Folder, folders_from_listing, folders_to_delete
 from .state import TrainerState, capture_rng, restore_rng
-from .writer import CheckpointWriter, WriterStats
+from .writer import CheckpointWriter
 
 __all__ = [
     "ADAPTER", "ADAPTER_CONFIG", "LEARNER_FILES", "LEARNER_JSON", "LEARNER_TENSORS", "MANIFEST",
     "CheckpointInfo", "CheckpointLease", "CheckpointLeaseLost", "CheckpointWriter", "Folder", "Job",
-    "Kind", "LoadedCheckpoint", "ObsoleteCheckpoint", "PendingQueue", "SaveRequest", "TrainerState",
-    "WriterStats", "acquire_lease", "capture_rng", "find_latest", "folders_from_listing",
-    "folders_to_delete", "list_checkpoints", "load_checkpoint", "manifest_bytes", "parse_manifest",
-    "parse_pointer", "preflight", "read_pointer", "restore_rng", "scratch_dir", "snapshot",
-    "split_checkpoint_uri",
+    "LoadedCheckpoint", "ObsoleteCheckpoint", "PendingQueue", "SaveRequest", "TrainerState",
+    "acquire_lease", "capture_rng", "find_latest", "folders_from_listing", "folders_to_delete",
+    "list_checkpoints", "load_checkpoint", "manifest_bytes", "parse_manifest", "parse_pointer",
+    "preflight", "read_pointer", "restore_rng", "scratch_dir", "snapshot", "split_checkpoint_uri",
 ]

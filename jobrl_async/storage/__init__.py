@@ -22,13 +22,13 @@ from pathlib import Path
 
 from ..config import StorageConfig
 from ..errors import StorageError
-from .interface import Location, MiB, ObjectInfo, StorageConflict, Store, check_key, check_prefix, parse_uri
+from .interface import Location, MiB, ObjectInfo, StorageConflict, Store, parse_uri
 from .local import TMP_PREFIX, LocalStore, read_file
 from .s3 import S3Store, s3_error
 
 __all__ = [
     "TMP_PREFIX", "LocalStore", "Location", "ObjectInfo", "S3Store", "StorageConflict", "Store",
-    "check_key", "check_prefix", "open_store", "parse_uri", "read_uri", "s3_error",
+    "open_store", "parse_uri", "read_uri", "s3_error",
 ]
 
 DEFAULT_MAX_BYTES = 1024 * MiB  # read_uri's bound when the caller gives none
