@@ -11,10 +11,11 @@ What is retryable, and what a retry counts or logs, stays the caller's: `retryin
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_random_exponential
@@ -69,10 +70,11 @@ def retrying(
     retry_if: Callable[[BaseException], bool],
     asked: Callable[[BaseException], float | None],
     on_retry: OnRetry,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> AsyncRetrying:
     """At most `attempts` calls; an error `retry_if` accepts is retried after `retry_wait`, an
     error it refuses (and the last one) is raised as it is. `asked(error)`: the wait the server
-    asked for with that error, if any; `on_retry` is called before each wait."""
+    asked for with that error, if any; `on_retry` is called before each wait (`sleep`)."""
     backoff = wait_random_exponential(multiplier=first_s, max=max_s)
 
     def wait(state: RetryCallState) -> float:
@@ -88,5 +90,6 @@ def retrying(
         wait=wait,
         retry=retry_if_exception(retry_if),
         before_sleep=before_sleep,
+        sleep=sleep,
         reraise=True,
     )

@@ -230,6 +230,46 @@ async def test_a_rejected_request_is_not_retried(fake_vllm: FakeVLLM, vllm_token
     assert len(fake_vllm.completions()) == 1
 
 
+async def test_stream_hands_over_a_request_as_soon_as_its_reply_is_in(
+    fake_vllm_pair: tuple[FakeVLLM, FakeVLLM], vllm_tokenizer: Any
+) -> None:
+    a, b = fake_vllm_pair
+    a.hold()  # the first request (on a) waits; the second (on b) is answered
+    async with make(vllm_tokenizer, a.url, b.url) as gen:
+        stream = gen.stream(requests(n=2, attempts=3))
+        first = [await anext(stream) for _ in range(3)]
+        assert [t.group for t in first] == [1, 1, 1] and [t.attempt for t in first] == [0, 1, 2]
+        assert len(a.completions()) == 1 and a.completions()[0].status == 0  # still held
+        a.release()
+        rest = [t async for t in stream]
+    assert [t.group for t in rest] == [0, 0, 0]
+
+
+async def test_stream_raises_a_rejected_request_and_cancels_the_others(
+    fake_vllm_pair: tuple[FakeVLLM, FakeVLLM], vllm_tokenizer: Any
+) -> None:
+    a, b = fake_vllm_pair
+    a.hold()
+    b.inject("400")
+    async with make(vllm_tokenizer, a.url, b.url) as gen:
+        with pytest.raises(RemoteGeneratorError, match=r"\(HTTP 400\)"):
+            [t async for t in gen.stream(requests(n=2))]
+        assert gen.adapters_in_flight == {}  # the request held on a was cancelled, not left running
+        a.release()
+
+
+async def test_a_stream_left_early_cancels_its_requests(fake_vllm_pair: tuple[FakeVLLM, FakeVLLM],
+                                                        vllm_tokenizer: Any) -> None:
+    a, b = fake_vllm_pair
+    a.hold()
+    async with make(vllm_tokenizer, a.url, b.url) as gen:
+        stream = gen.stream(requests(n=2, attempts=1))
+        await anext(stream)  # b's answer
+        await stream.aclose()
+        assert gen.adapters_in_flight == {}
+        a.release()
+
+
 async def test_a_wrong_key_stops_at_start_up_and_pauses_mid_run(vllm_tokenizer: Any) -> None:
     secret = "sk-vllm-test-key-0f3a9c2b7d-must-not-leak"
     with FakeVLLM(vllm_tokenizer, model=BASE_MODEL, api_key="the-right-key") as server:

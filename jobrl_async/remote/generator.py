@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -94,9 +94,25 @@ class RemoteGenerator:
             async with asyncio.TaskGroup() as tg:
                 tasks = [tg.create_task(self._sample(r)) for r in requests]
         except BaseExceptionGroup as group:
-            leaves = leaf_errors(group)  # a bug says more than a generator error: it goes first
-            raise next((e for e in leaves if not isinstance(e, RemoteGeneratorError)), leaves[0]) from None
+            raise _worst(leaf_errors(group)) from None
         return [t for task in tasks for t in task.result()]
+
+    async def stream(self, requests: Sequence[SampleRequest]) -> AsyncIterator[Trajectory]:
+        """Every request's attempts, a request's together as soon as its reply is in (in no set
+        order). Each request is a task of its own: sampling never waits for the consumer. Raises
+        as `generate` does, once the other requests are cancelled."""
+        tasks = [asyncio.create_task(self._sample(r)) for r in requests]
+        try:
+            for reply in asyncio.as_completed(tasks):
+                try:
+                    trajectories = await reply
+                except Exception:
+                    results = await _cancel(tasks)
+                    raise _worst([r for r in results if isinstance(r, Exception)]) from None
+                for t in trajectories:
+                    yield t
+        finally:
+            await _cancel(tasks)  # the consumer stopped early, or was cancelled
 
     async def load_weights(self, policy_version: int, adapter_dir: str | Path | None) -> None:
         """Load the adapter in `adapter_dir` on every server; later requests name it.
@@ -241,3 +257,15 @@ class RemoteGenerator:
     def _probe_prompt(self) -> list[int]:
         ids = [self.tokenizer.bos_token_id, self.tokenizer.eos_token_id, 0]
         return [next(i for i in ids if i is not None)]
+
+
+async def _cancel(tasks: list[asyncio.Task]) -> list[Any]:
+    """Cancel `tasks` and wait for them; their results, errors or cancellations."""
+    for task in tasks:
+        task.cancel()
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _worst(errors: list[BaseException]) -> BaseException:
+    """The error a failed batch raises: a bug says more than a generator error, so it goes first."""
+    return next((e for e in errors if not isinstance(e, RemoteGeneratorError)), errors[0])
