@@ -31,7 +31,8 @@ from jobrl_async.remote.options import normalise_url
 from jobrl_async.remote.reply import MalformedReply, completion_request, parse_completions, server_message
 from jobrl_async.remote.rotation import Rotation
 from jobrl_async.retry import retry_wait
-from jobrl_async.testing.fake_vllm import FakeVLLM, cut, stop_token_ids, token_logprob
+from jobrl_async.testing.fake_vllm import FakeVLLM
+from jobrl_async.testing.samplers import cut, stop_token_ids, token_logprob
 from tests.support.vllm_fixtures import BASE_MODEL
 
 CONTEXTS = load_bundled()[:6]
@@ -562,7 +563,7 @@ async def test_old_adapter_folders_are_pruned_off_the_event_loop(tmp_path: Path,
 async def test_the_tiny_model_behind_the_fake_agrees_with_the_trainer(tiny_config: Any, tmp_path: Path) -> None:
     """End to end: the adapter goes through a folder to the 'engine', whose ids and log-probs
     the trainer reproduces (same weights, same numerics: no mismatch), and not the base model's."""
-    from jobrl_async.testing.fake_vllm import ModelSampler
+    from jobrl_async.testing.samplers import ModelSampler
     from jobrl_async.generator import sequence_logprobs
     from jobrl_async.model import load_policy, save_adapter
 
