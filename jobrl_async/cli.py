@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("uri", metavar="URI")
     ls.add_argument("--json", action="store_true", help="print JSON even on a terminal")
 
+    rep = _cmd(sub, "report", "one offline HTML page of a run from its JSON log", "report:report")
+    rep.add_argument("logs", metavar="LOG|-", nargs="+",
+                     help="the run's JSON log (the stdout of `run`), - for stdin; the logs of a resumed run are joined")
+    rep.add_argument("-o", "--output", metavar="FILE.html",
+                     help="where to write the page (default: stdout when it is not a terminal, else report.html)")
+
     bench = _group(sub, "bench", "benchmarks; the last stdout line is one JSON object")
     bg = _cmd(bench, "generate", "batched generation throughput", "generate:bench")
     bg.add_argument("--batch", type=int, default=100)
@@ -156,7 +162,7 @@ def _handler(spec: str) -> Callable[[argparse.Namespace, Config], int]:
 
 # Commands whose stdout is a document (JSON, TOML, an offer): their logs go to stderr.
 DOCUMENT_COMMANDS = {"config:show", "data:count", "judge:score", "generate:generate", "evaluate:evaluate",
-                     "checkpoints:list_"}
+                     "checkpoints:list_", "report:report"}
 
 
 def main(argv: list[str] | None = None) -> int:

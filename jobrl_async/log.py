@@ -16,7 +16,7 @@ import re
 import sys
 import uuid
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 import structlog
@@ -91,6 +91,29 @@ def _redact_processor(_logger: Any, _name: str, event_dict: dict) -> dict:
     return {k: redact_value(v) for k, v in event_dict.items()}
 
 
+# Called with each event, after redaction, exactly as the log holds it (the in-run report reads
+# the run from these). A listener must be quick and must not change the dict.
+_listeners: list[Callable[[dict], None]] = []
+
+
+def add_listener(listener: Callable[[dict], None]) -> None:
+    _listeners.append(listener)
+
+
+def remove_listener(listener: Callable[[dict], None]) -> None:
+    if listener in _listeners:
+        _listeners.remove(listener)
+
+
+def _listeners_processor(_logger: Any, _name: str, event_dict: dict) -> dict:
+    for listener in tuple(_listeners):
+        try:
+            listener(event_dict)
+        except Exception:  # a listener's bug must never cost the run its log line
+            pass
+    return event_dict
+
+
 def _orjson_default(value: Any) -> Any:
     return redact(str(value))  # unreachable after the redaction processor: a second guard
 
@@ -110,6 +133,7 @@ def configure(fmt: str = "json", level: str = "info", stream: Any = None) -> Non
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
         _redact_processor,
+        _listeners_processor,
     ]
     if fmt == "console":
         renderer: Any = structlog.dev.ConsoleRenderer(colors=stream.isatty())

@@ -20,6 +20,7 @@ from ..log import get_logger
 from ..metrics import RunMetrics, serve_metrics
 from ..producer import steps_per_epoch
 from ..progress import ProgressLine
+from ..report.keeper import ReportKeeper
 from ..tracking import WandbSink
 from .assemble import build
 from .reporting import Observers
@@ -35,6 +36,17 @@ class StageCrashed(JobrlError):
 
 
 async def train(cfg: Config, force: bool = False) -> int:
+    keeper = ReportKeeper.for_run(cfg)  # report.html beside the checkpoints, from the run's own events
+    if keeper is None:
+        return await _train(cfg, force)
+    keeper.start()  # before `build`, which logs `resumed`
+    try:
+        return await _train(cfg, force)
+    finally:
+        await keeper.aclose()  # after `run_summary`, whatever ended the run
+
+
+async def _train(cfg: Config, force: bool) -> int:
     stop = asyncio.Event()
     signals = _install_signal_handlers(stop)
     metrics = RunMetrics(cfg.metrics.stall_timeout_s)
@@ -50,7 +62,10 @@ async def train(cfg: Config, force: bool = False) -> int:
         log.info("run_started", schedule=cfg.pipeline.schedule, model=cfg.model.name, judge=cfg.judge.mode,
                  dataset=cfg.data.dataset, checkpoints=cfg.checkpoints.uri, start_step=progress.next_step,
                  total_steps=total, device=parts.device.name, train=len(parts.train),
-                 validation=len(parts.validation))
+                 validation=len(parts.validation), config_digest=cfg.digest(),
+                 epochs=cfg.training.epochs, batch_contexts=cfg.training.batch_contexts,
+                 attempts=cfg.training.attempts,
+                 max_policy_lag=cfg.training.max_policy_lag, judge_rpm=cfg.judge.rpm, judge_tpm=cfg.judge.tpm)
         stopped_by: str | None = None
         try:
             await (pipeline.run_sequential() if cfg.pipeline.schedule == "sequential" else pipeline.run())
