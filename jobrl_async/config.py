@@ -195,13 +195,13 @@ class WandbConfig:
 
 
 @dataclass
-class Config:
-    data: DataConfig = field(default_factory=DataConfig)
-@dataclass
 class ReportConfig:
     every_steps: int = field(default=10, metadata=_check(lo=0))  # report.html every N steps; 0: off
 
 
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
@@ -215,10 +215,10 @@ class ReportConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     # where each key's value came from: "section.key" -> default | file | env | flag
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
-    report: ReportConfig = field(default_factory=ReportConfig)
     def as_dict(self) -> dict[str, dict[str, Any]]:
         out = asdict(self)
         out.pop("sources")
