@@ -402,13 +402,6 @@ def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-async def test_a_writer_that_wrote_nothing_leaves_no_temp_folder(root_uri: str, scratch: Path) -> None:
-    writer = CheckpointWriter(root_uri, make_cfg())
-    async with running(writer):
-        await until(lambda: any(scratch.iterdir()))  # run() makes its scratch folder up front
-    assert list(scratch.iterdir()) == []
-
-
 async def test_close_timeout_during_upload_leaves_no_partial_checkpoint_visible(root_uri: str, scratch: Path) -> None:
     cfg = make_cfg()
     await write(root_uri, cfg, request("latest", 1))

@@ -14,8 +14,10 @@ retention. Invariants:
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -34,7 +36,7 @@ from ..storage import Store, open_store
 from .files import Staged, stage
 from .formats import KINDS, MANIFEST, MAX_MANIFEST_BYTES, build_manifest, check_sizes, manifest_bytes, pointer_bytes, step_folder
 from .pending import Job, PendingQueue, SaveRequest
-from .readers import listed_sizes, read_pointer, scratch_dir, settle_all
+from .readers import listed_sizes, read_pointer, settle_all
 from .retention import Folder, folders_from_listing, folders_to_delete
 
 if TYPE_CHECKING:
@@ -163,17 +165,18 @@ class CheckpointWriter:
         watch = asyncio.create_task(self._watch_lease()) if self._lease is not None else None
         try:
             with anyio.CancelScope() as self._scope:
-                async with scratch_dir("jobrl-ckpt-") as self._scratch:
-                    while (job := await self._next_job()) is not None:
-                        self._in_flight = job
-                        await self._attempt(job)
-                        self._in_flight = None
-                        await self._sweep()
+                while (job := await self._next_job()) is not None:
+                    self._in_flight = job
+                    await self._attempt(job)
+                    self._in_flight = None
+                    await self._sweep()
         finally:
             with anyio.CancelScope(shield=True):
                 if watch is not None:
                     watch.cancel()
                     await asyncio.gather(watch, return_exceptions=True)
+                if self._scratch is not None:
+                    await anyio.to_thread.run_sync(functools.partial(shutil.rmtree, self._scratch, ignore_errors=True))
                 if self._lease is not None:
                     await self._lease.aclose()
                 if self._own_store:
@@ -221,7 +224,7 @@ class CheckpointWriter:
     async def _attempt(self, job: Job) -> None:
         try:
             if job.staged is None:  # the job owns its folder before the thread writes into it
-                job.staged = Staged(self._new_scratch_folder(), {})
+                job.staged = Staged(await self._new_scratch_folder(), {})
             if not job.staged.files:
                 job.staged.files = await anyio.to_thread.run_sync(stage, job.request, job.staged.folder)
             await self._commit(job)
@@ -237,14 +240,18 @@ class CheckpointWriter:
                                                failures=self.stats.failures_in_a_row)
             self.stats.failures_in_a_row = 0
 
-    def _new_scratch_folder(self) -> Path:
-        assert self._scratch is not None  # run() made it
+    async def _new_scratch_folder(self) -> Path:
+        """A folder for one job's files, in a scratch folder made on first use (a failure to make
+        it is a local disk failure like any other: retried)."""
+        if self._scratch is None:
+            self._scratch = Path(await anyio.to_thread.run_sync(functools.partial(tempfile.mkdtemp, prefix="jobrl-ckpt-")))
         self._jobs_staged += 1
         return self._scratch / f"job-{self._jobs_staged}"  # stage() creates it, in its thread
 
     async def _sweep(self) -> None:
         """Remove serialised files no job holds any more (written, superseded, merged, given up)."""
-        assert self._scratch is not None
+        if self._scratch is None:
+            return
         held = {j.staged.folder for j in [*self._queue.jobs, self._in_flight] if j is not None and j.staged}
         await anyio.to_thread.run_sync(_remove_all_but, self._scratch, held)
 
