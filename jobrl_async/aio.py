@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -48,3 +48,31 @@ def run(main: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(main)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)
+
+
+async def run_ahead(produce: Callable[[Callable[[T], None]], Awaitable[None]]) -> AsyncIterator[T]:
+    """Run `produce(emit)` in its own task and yield what it emits, as it emits it.
+
+    The producer never waits for the consumer (what is not taken yet is buffered: its bound is
+    the producer's own work), so a consumer blocked by backpressure downstream never holds up,
+    say, a generation job that holds a lock; the producer's error comes after what it emitted.
+    `emit` is called on the event loop (from a worker thread: `loop.call_soon_threadsafe`).
+    """
+    buffer: asyncio.Queue = asyncio.Queue()
+    done = object()
+
+    async def body() -> None:
+        try:
+            await produce(buffer.put_nowait)
+        finally:
+            buffer.put_nowait(done)
+
+    task = asyncio.create_task(body())
+    try:
+        while (item := await buffer.get()) is not done:
+            yield item
+        await task
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     bg = _cmd(bench, "generate", "batched generation throughput", "generate:bench")
     bg.add_argument("--batch", type=int, default=100)
     bg.add_argument("--max-new-tokens", type=int, default=128)
+    bg.add_argument("--attempts", type=int, default=10, help="sequences per context (a GRPO group)")
     _model_flag(bg, default="tiny")
     bj = _cmd(bench, "judge", "judge stage against a local rate-limited server", "judge:bench")
     bj.add_argument("--offers", type=int, default=200)

@@ -68,7 +68,10 @@ class GenerationConfig:
     temperature: float = field(default=1.0, metadata=_check(lo=0.0, lo_open=True, hi=5.0))
     top_p: float = field(default=1.0, metadata=_check(lo=0.0, lo_open=True, hi=1.0))
     top_k: int = field(default=0, metadata=_check(lo=0))  # 0: no top-k (transformers' 50 is off)
-    batch_size: int = field(default=128, metadata=_check(lo=1))  # sequences per generate() call
+    batch_size: int = field(default=128, metadata=_check(lo=1))  # sequences per device job
+    # static: the lean decode loop (decode.py); hf: transformers' generate(), the reference
+    engine: Literal["static", "hf"] = "static"
+    compile: Literal["auto", "on", "off"] = "auto"  # the static engine's decode step; auto: on CUDA
     seed: int = 1234
 
 

@@ -17,21 +17,25 @@ so a run is reproducible.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import weakref
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .aio import run_ahead
 from .config import GenerationConfig
+from .decode import STOP_TEXT, Sample, StopCheck, decode, left_pad, position_ids, vocab_rows
 from .device import Device
 from .log import get_logger
 from .model import Policy, load_adapter
 from .prompts import prompt_ids
 from .records import Context, Split, Trajectory
+from .sampling import TokenSampler
 
-STOP_TEXT = "</job_offer>"
-_STOP_TAIL_TOKENS = 24  # enough tokens to spell STOP_TEXT in any tokenizer
+__all__ = ["STOP_TEXT", "LocalGenerator", "SampleRequest", "left_pad", "position_ids", "sample_batch",
+           "sequence_logprobs"]
+
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,11 @@ class SampleRequest:
 
 
 class Generator(Protocol):
-    """What the pipeline needs from a generation backend (in-process now; a vLLM server later)."""
+    """What the pipeline needs from a generation backend (in process, or vLLM servers)."""
+
+    def stream(self, requests: Sequence[SampleRequest]) -> AsyncIterator[Trajectory]:
+        """Every attempt of every request, each as soon as it is sampled (in no set order)."""
+        ...
 
     async def generate(self, requests: Sequence[SampleRequest]) -> list[Trajectory]:
         """All attempts of all requests, in request order, attempts in order."""
@@ -61,18 +69,21 @@ class Generator(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One sampled completion, before it becomes a Trajectory."""
-
-    prompt_ids: tuple[int, ...]
-    completion_ids: tuple[int, ...]  # up to and including the stop token, if any
-    logprobs: tuple[float, ...]
-    truncated: bool
+async def in_request_order(trajectories: AsyncIterator[Trajectory],
+                           requests: Sequence[SampleRequest]) -> list[Trajectory]:
+    """A stream's trajectories, collected, in request order and attempts in order."""
+    order = {(r.split, r.step, r.group): i for i, r in enumerate(requests)}
+    collected = [t async for t in trajectories]
+    return sorted(collected, key=lambda t: (order[(t.split, t.step, t.group)], t.attempt))
 
 
 class LocalGenerator:
-    """The in-process transformers backend; it shares its `Policy` object with the learner."""
+    """The in-process backend; it shares its `Policy` object with the learner.
+
+    `generation.engine`: `static` (decode.py: the lean path; finished offers are handed over as
+    they end) or `hf` (transformers' generate(), the reference; a micro-batch's offers are
+    handed over when its last one ends).
+    """
 
     def __init__(self, policy: Policy, device: Device, gen: GenerationConfig) -> None:
         self.policy = policy
@@ -81,16 +92,20 @@ class LocalGenerator:
         self._prompts: dict[Context, tuple[int, ...]] = {}
         self._log = get_logger("generator")
 
+    def stream(self, requests: Sequence[SampleRequest]) -> AsyncIterator[Trajectory]:
+        async def sample_all(emit: Callable[[Trajectory], None]) -> None:
+            loop = asyncio.get_running_loop()
+
+            def from_worker(t: Trajectory) -> None:
+                loop.call_soon_threadsafe(emit, t)
+
+            for chunk, seed in self._micro_batches(requests):
+                await self.device.run(self._sample_chunk, chunk, seed, from_worker)
+
+        return run_ahead(sample_all)
+
     async def generate(self, requests: Sequence[SampleRequest]) -> list[Trajectory]:
-        jobs = [(r, attempt) for r in requests for attempt in range(r.attempts)]
-        out: list[Trajectory] = []
-        size = self.gen.batch_size
-        for start in range(0, len(jobs), size):
-            chunk = jobs[start : start + size]
-            first, attempt = chunk[0]
-            seed = batch_seed(self.gen.seed, first.split, first.step, first.group, attempt)
-            out += await self.device.run(self._sample_chunk, chunk, seed)
-        return out
+        return await in_request_order(self.stream(requests), requests)
 
     async def load_weights(self, policy_version: int, adapter_dir: str | None) -> None:
         # In process the learner updates the very weights we sample from: only a saved adapter
@@ -99,30 +114,61 @@ class LocalGenerator:
             await self.device.run(load_adapter, self.policy, adapter_dir)
             self.policy.version = policy_version
 
-    def _sample_chunk(self, chunk: Sequence[tuple[SampleRequest, int]], seed: int) -> list[Trajectory]:
+    def _micro_batches(self, requests: Sequence[SampleRequest]) -> Iterator[tuple[list[_Job], int]]:
+        """`generation.batch_size` sequences a job, each seeded by where it starts in the run."""
+        jobs = [(r, attempt) for r in requests for attempt in range(r.attempts)]
+        size = self.gen.batch_size
+        for start in range(0, len(jobs), size):
+            chunk = jobs[start : start + size]
+            first, attempt = chunk[0]
+            yield chunk, batch_seed(self.gen.seed, first.split, first.step, first.group, attempt)
+
+    def _sample_chunk(self, chunk: Sequence[_Job], seed: int, emit: Callable[[Trajectory], None]) -> None:
         """Runs in the device's worker thread, under its lock."""
         version = self.policy.version  # read under the lock: no learner step can be in progress
         prompts = [self._prompt(r.context) for r, _ in chunk]
-        samples = sample_batch(self.policy, prompts, self.gen, seed)
-        tokenizer = self.policy.tokenizer
-        texts = tokenizer.batch_decode(
-            [s.completion_ids for s in samples], skip_special_tokens=True, clean_up_tokenization_spaces=False
+        tokens = [0]
+
+        def finished(row: int, sample: Sample) -> None:
+            tokens[0] += len(sample.completion_ids)
+            emit(self._trajectory(chunk[row], sample, version))
+
+        sample(self.policy, self.gen, prompts, seed, on_finished=finished)
+        self._log.debug("generated", sequences=len(chunk), tokens=tokens[0], policy_version=version,
+                        engine=self.gen.engine)
+
+    def _trajectory(self, job: _Job, s: Sample, version: int) -> Trajectory:
+        r, attempt = job
+        text = self.policy.tokenizer.decode(s.completion_ids, skip_special_tokens=True,
+                                            clean_up_tokenization_spaces=False)
+        return Trajectory(
+            context=r.context, split=r.split, step=r.step, group=r.group, attempt=attempt,
+            prompt_ids=s.prompt_ids, completion_ids=s.completion_ids, completion_text=text,
+            logprobs=s.logprobs, truncated=s.truncated, policy_version=version,
         )
-        self._log.debug("generated", sequences=len(samples), tokens=sum(len(s.completion_ids) for s in samples),
-                        truncated=sum(s.truncated for s in samples), policy_version=version)
-        return [
-            Trajectory(
-                context=r.context, split=r.split, step=r.step, group=r.group, attempt=attempt,
-                prompt_ids=s.prompt_ids, completion_ids=s.completion_ids, completion_text=text,
-                logprobs=s.logprobs, truncated=s.truncated, policy_version=version,
-            )
-            for (r, attempt), s, text in zip(chunk, samples, texts)
-        ]
 
     def _prompt(self, context: Context) -> tuple[int, ...]:
         if context not in self._prompts:
             self._prompts[context] = tuple(prompt_ids(self.policy.tokenizer, context))
         return self._prompts[context]
+
+
+_Job = tuple[SampleRequest, int]  # one attempt of one request
+
+
+def sample(policy: Policy, gen: GenerationConfig, prompts: Sequence[Sequence[int]], seed: int, *,
+           stop: bool = True, on_finished: Callable[[int, Sample], None] | None = None) -> list[Sample]:
+    """One micro-batch on `generation.engine`, each row handed to `on_finished` as it ends (the
+    reference engine ends them all at once). Blocking: call it from the device's worker thread."""
+    if gen.engine == "hf":
+        samples = sample_batch(policy, prompts, gen, seed, stop=stop)
+        for row, s in enumerate(samples):
+            if on_finished is not None:
+                on_finished(row, s)
+        return samples
+    compiled = gen.compile == "on" or (gen.compile == "auto" and policy.device.startswith("cuda"))
+    return decode(policy, prompts, gen, seed, stop=stop, cache="static" if compiled else "dynamic",
+                  compile_step=compiled, on_finished=on_finished)
 
 
 def batch_seed(base: int, split: str, step: int, group: int, attempt: int) -> int:
@@ -157,9 +203,7 @@ def sample_batch(
     ids, mask = left_pad(prompts, policy.pad_id, policy.device)
     width = ids.shape[1]
     sampler = _Sampler(gen, seed, policy.device)
-    stopper = _StopAt(
-        tokenizer, width, policy.stop_ids, STOP_TEXT, len(prompts), _vocab_size(model, tokenizer), policy.device
-    )
+    stopper = _StopAt(tokenizer, width, policy.stop_ids, len(prompts), vocab_rows(model), policy.device)
     config = HFGenerationConfig(
         do_sample=False,  # `_Sampler` draws the token; generate() then takes its one-hot choice
         # Neutral values, so a model's own sampling defaults (Gemma ships top_k=64, top_p=0.95)
@@ -200,56 +244,21 @@ def sample_batch(
     return samples
 
 
-def _vocab_size(model: Any, tokenizer: Any) -> int:
-    return max(int(model.get_output_embeddings().weight.shape[0]), len(tokenizer))
-
-
 class _Sampler:
-    """A logits processor that draws each token itself and records its log-prob.
-
-    generate() runs greedy; this processor, last in its list, samples from the temperature-
-    scaled scores (with top-k / top-p if configured) and returns a one-hot choice, which greedy
-    selection then takes. Why not generate()'s own sampling: a seeded `torch.Generator` per
-    batch instead of the process-wide RNG, the log-prob recorded at the moment of sampling
-    (one [B, V] row at a time, never B x T x V), and inverse-CDF sampling, ~10x cheaper than
-    `torch.multinomial` over a vocabulary on CPU.
-    """
+    """generate()'s last logits processor: it draws each token itself (sampling.py) and records
+    its log-prob; generate() runs greedy and takes the one-hot choice this returns."""
 
     def __init__(self, gen: GenerationConfig, seed: int, device: str) -> None:
-        import torch
-        from transformers import TopKLogitsWarper, TopPLogitsWarper
-
-        self.temperature = gen.temperature
-        self.truncation = ([TopKLogitsWarper(gen.top_k)] if gen.top_k > 0 else []) + (
-            [TopPLogitsWarper(gen.top_p)] if gen.top_p < 1.0 else []
-        )
-        self.generator = torch.Generator(device=device).manual_seed(seed)
-        # Cumulative sums in float64 (where the device has it), so that no token's share of a
-        # large vocabulary's probability mass is lost to rounding.
-        self.cdf_dtype = torch.float32 if torch.device(device).type == "mps" else torch.float64
+        self.tokens = TokenSampler(gen, seed, device)
         self.steps: list[Any] = []
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
-        scaled = scores.float() / self.temperature
-        logprobs = torch.log_softmax(scaled, dim=-1)
-        allowed = scaled
-        for warper in self.truncation:
-            allowed = warper(input_ids, allowed)
-        tokens = self._draw(torch.softmax(allowed, dim=-1))
-        self.steps.append(logprobs.gather(1, tokens).squeeze(1))
+        tokens, logprobs = self.tokens.draw(scores, self.tokens.uniforms(scores.shape[0], scores.device))
+        self.steps.append(logprobs)
         choice = torch.full_like(scores, float("-inf"))
         return choice.scatter_(1, tokens, 0.0)
-
-    def _draw(self, probs: Any) -> Any:
-        import torch
-
-        cdf = probs.to(self.cdf_dtype).cumsum(dim=-1)
-        u = torch.rand((probs.shape[0], 1), generator=self.generator, device=probs.device, dtype=self.cdf_dtype)
-        # right=True: the first token whose cumulative mass exceeds u, never a zero-mass one.
-        tokens = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
-        return tokens.clamp_(max=probs.shape[1] - 1)
 
     def logprobs(self, rows: int, generated: int) -> Any:
         """[rows, generated] log-probs of the sampled tokens (steps a deferred stop undid dropped)."""
@@ -261,80 +270,29 @@ class _Sampler:
 
 
 class _StopAt:
-    """Stopping criterion: a stop token, or the completion text has just closed STOP_TEXT.
+    """generate()'s stopping criterion over decode.StopCheck; `ends` records each row's completion
+    length (stop included) the first time it stops."""
 
-    Records in `ends` the completion length (stop included) of each row the first time it
-    stops. The text check only decodes the tail of rows whose last token contains the stop
-    text's last character, and never looks into the prompt (which quotes the XML template).
-    """
-
-    def __init__(self, tokenizer: Any, prompt_width: int, stop_ids: Sequence[int], stop_text: str,
-                 rows: int, vocab_size: int, device: str) -> None:
+    def __init__(self, tokenizer: Any, prompt_width: int, stop_ids: Sequence[int], rows: int, vocab_size: int,
+                 device: str) -> None:
         import torch
 
-        self.tokenizer = tokenizer
+        self.check = StopCheck(tokenizer, stop_ids, vocab_size, device)
         self.prompt_width = prompt_width
-        self.stop_text = stop_text
-        self.stop_ids = torch.tensor(list(stop_ids), device=device)
-        self.candidate = _tokens_containing(tokenizer, stop_text[-1], vocab_size).to(device)
+        self.rows = torch.arange(rows, device=device)
         self.ends = torch.full((rows,), -1, dtype=torch.long)
         self.done = torch.zeros(rows, dtype=torch.bool, device=device)
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        last = input_ids[:, -1]
-        hit = torch.isin(last, self.stop_ids) & ~self.done
-        maybe = self.candidate[last] & ~hit & ~self.done
-        if bool(maybe.any()):
-            start = max(self.prompt_width, input_ids.shape[1] - _STOP_TAIL_TOKENS)
-            for row in maybe.nonzero().flatten().tolist():
-                tail = self.tokenizer.decode(input_ids[row, start:].tolist(), skip_special_tokens=False)
-                if self.stop_text in tail:
-                    hit[row] = True
+        completions = input_ids[:, self.prompt_width:]
+        hit = self.check.hits(completions[:, -1], completions, self.rows, completions.shape[1] - 1) & ~self.done
         if bool(hit.any()):
-            self.ends[hit.cpu()] = input_ids.shape[1] - self.prompt_width
+            self.ends[hit.cpu()] = completions.shape[1]
             self.done |= hit
         return self.done.clone()
 
 
-_CANDIDATES: weakref.WeakKeyDictionary[Any, dict[tuple[str, int], Any]] = weakref.WeakKeyDictionary()
-
-
-def _tokens_containing(tokenizer: Any, char: str, vocab_size: int) -> Any:
-    """Which token ids contain `char` (cached per tokenizer: Gemma's has 262k entries)."""
-    import torch
-
-    cache = _CANDIDATES.setdefault(tokenizer, {})
-    if (char, vocab_size) not in cache:
-        mask = torch.zeros(vocab_size, dtype=torch.bool)
-        for token, index in tokenizer.get_vocab().items():
-            if char in token and index < vocab_size:
-                mask[index] = True
-        cache[(char, vocab_size)] = mask
-    return cache[(char, vocab_size)]
-
-
 # ---------------------------------------------------------------- teacher-forced recompute
-
-
-def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device: str = "cpu") -> tuple[Any, Any]:
-    """Left-padded ids and attention mask: every row ends at the right edge."""
-    import torch
-
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, s in enumerate(seqs):
-        if s:
-            ids[row, width - len(s):] = torch.tensor(list(s), dtype=torch.long)
-            mask[row, width - len(s):] = 1
-    return ids.to(device), mask.to(device)
-
-
-def position_ids(mask: Any) -> Any:
-    """Positions counted over real tokens only (as `generate` does), so padding shifts nothing."""
-    return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def sequence_logprobs(

@@ -76,46 +76,44 @@ async def _adapter_dir(checkpoint: str, cfg: Config, tmp: Path) -> Path:
 
 
 def bench(args: argparse.Namespace, cfg: Config) -> int:
-    """Tokens/s at batch 1 and batch N, the same number of new tokens per sequence."""
+    """Tokens/s at batch 1 and batch N, the same new tokens per sequence, on the configured engine
+    and on the reference (generate()); then the time to the first finished offer of a real batch.
+
+    The work is a training step's shape: `--batch` sequences over batch / `--attempts` contexts
+    (one GRPO group per context shares its prompt), every row running `--max-new-tokens` tokens.
+    """
     from ..data import load_bundled, split_dataset
     from ..device import configure_threads
-    from ..generator import sample_batch
     from ..model import load_policy
     from ..prompts import prompt_ids
 
-    if args.batch < 1 or args.max_new_tokens < 1:
-        raise DataError("bench generate: --batch and --max-new-tokens must be >= 1")
+    if args.batch < 1 or args.max_new_tokens < 1 or args.attempts < 1:
+        raise DataError("bench generate: --batch, --max-new-tokens and --attempts must be >= 1")
     configure_threads(cfg.model)
-    log = get_logger("bench")
     policy = load_policy(cfg)
     contexts = split_dataset(load_bundled(), cfg.data.validation_fraction, cfg.data.seed).validation
-    prompts = [prompt_ids(policy.tokenizer, contexts[i % len(contexts)]) for i in range(args.batch)]
-    tokens = args.max_new_tokens
-
-    def timed(batch: int) -> float:
-        _sync(policy.device)
-        start = time.perf_counter()
-        sample_batch(policy, prompts[:batch], cfg.generation, seed=batch, max_new_tokens=tokens, stop=False)
-        _sync(policy.device)
-        return time.perf_counter() - start
-
-    # Warm-up at the shapes to be timed: first passes pay one-off costs (allocator, kernels).
-    sample_batch(policy, prompts[:1], cfg.generation, seed=0, max_new_tokens=tokens, stop=False)
-    sample_batch(policy, prompts, cfg.generation, seed=0, max_new_tokens=min(tokens, 8), stop=False)
-    rates = {}
-    for batch in (1, args.batch):
-        seconds = timed(batch)
-        rates[batch] = batch * tokens / seconds
-        log.info("bench_generate", batch=batch, new_tokens=tokens, seconds=round(seconds, 3),
-                 tokens_per_s=round(rates[batch], 1))
+    prompts = [prompt_ids(policy.tokenizer, contexts[(i // args.attempts) % len(contexts)]) for i in range(args.batch)]
+    engine = cfg.generation.engine
+    rates: dict[tuple[int, str], float] = {}
+    for name in (engine, "hf"):  # the configured engine, then the reference on the same work
+        _warm_up(policy, prompts, cfg, name, args.max_new_tokens)
+        for batch in ((1, args.batch) if name == engine else (args.batch,)):
+            rates[(batch, name)] = _tokens_per_s(policy, prompts[:batch], cfg, name, args.max_new_tokens)
+    first = {name: _first_offer_s(policy, prompts, cfg, name) for name in (engine, "hf")}
     result = {
-        "tokens_per_s_batch1": round(rates[1], 1),
-        "tokens_per_s_batch": round(rates[args.batch], 1),
-        "ratio": round(rates[args.batch] / rates[1], 2),
+        "tokens_per_s_batch1": round(rates[(1, engine)], 1),
+        "tokens_per_s_batch": round(rates[(args.batch, engine)], 1),
+        "ratio": round(rates[(args.batch, engine)] / rates[(1, engine)], 2),
+        "reference_tokens_per_s_batch": round(rates[(args.batch, "hf")], 1),
+        "speedup_vs_reference": round(rates[(args.batch, engine)] / rates[(args.batch, "hf")], 2),
+        "first_offer_s": round(first[engine], 3),
+        "reference_first_offer_s": round(first["hf"], 3),
+        "engine": engine,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "device": _describe_device(policy.device),
         "batch": args.batch,
-        "max_new_tokens": tokens,
+        "attempts": args.attempts,
+        "max_new_tokens": args.max_new_tokens,
         "model": policy.base_name,
         "dtype": str(policy.dtype).removeprefix("torch."),
         **_gpu_memory(policy.device),
@@ -123,6 +121,48 @@ def bench(args: argparse.Namespace, cfg: Config) -> int:
     sys.stdout.flush()
     print(orjson.dumps(result).decode(), flush=True)
     return 0
+
+
+def _sample(policy: Any, prompts: list[Any], cfg: Config, engine: str, seed: int, *,
+            max_new_tokens: int | None = None, stop: bool = False, on_finished: Any = None) -> list[Any]:
+    """One micro-batch on `engine`, as the generator runs it (decode options included)."""
+    from dataclasses import replace
+
+    from ..generator import sample
+
+    gen = replace(cfg.generation, engine=engine, max_new_tokens=max_new_tokens or cfg.generation.max_new_tokens)
+    return sample(policy, gen, prompts, seed, stop=stop, on_finished=on_finished)
+
+
+def _warm_up(policy: Any, prompts: list[Any], cfg: Config, engine: str, tokens: int) -> None:
+    """First passes pay one-off costs (allocator, kernels, compilation): at the timed shapes."""
+    _sample(policy, prompts[:1], cfg, engine, 0, max_new_tokens=tokens)
+    _sample(policy, prompts, cfg, engine, 0, max_new_tokens=min(tokens, 8))
+
+
+def _tokens_per_s(policy: Any, prompts: list[Any], cfg: Config, engine: str, tokens: int) -> float:
+    _sync(policy.device)
+    start = time.perf_counter()
+    _sample(policy, prompts, cfg, engine, len(prompts), max_new_tokens=tokens)
+    _sync(policy.device)
+    seconds = time.perf_counter() - start
+    get_logger("bench").info("bench_generate", engine=engine, batch=len(prompts), new_tokens=tokens,
+                             seconds=round(seconds, 3), tokens_per_s=round(len(prompts) * tokens / seconds, 1))
+    return len(prompts) * tokens / seconds
+
+
+def _first_offer_s(policy: Any, prompts: list[Any], cfg: Config, engine: str) -> float:
+    """Seconds from a real batch's start (offers end where they end) to its first finished offer."""
+    start = time.perf_counter()
+    first: list[float] = []
+
+    def finished(row: int, sample: Any) -> None:
+        if not first:
+            _sync(policy.device)
+            first.append(time.perf_counter() - start)
+
+    _sample(policy, prompts, cfg, engine, 1, stop=True, on_finished=finished)
+    return first[0]
 
 
 def _sync(device: str) -> None:

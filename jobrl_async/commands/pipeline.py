@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import statistics
 import sys
 import tempfile
 import time
@@ -92,6 +93,7 @@ async def _bench(cfg: Config) -> dict[str, Any]:
         out["device"] = parts.device.name
     out["speedup"] = round(out["sequential"]["s_per_step"] / out["pipelined"]["s_per_step"], 3)
     out["overlap_efficiency"] = out["pipelined"]["overlap_efficiency"]
+    out["judge_head_start_s"] = out["pipelined"]["judge_head_start_s"]
     out["device_busy_fraction"] = out["pipelined"]["device_busy_fraction"]
     return out
 
@@ -109,6 +111,8 @@ def _steady_state(summary: Any, wall_s: float) -> dict[str, Any]:
         "step_s": [round(t, 3) for t in summary.step_times],
         "stage_busy_s": {k: round(v, 3) for k, v in stage_s.items()},
         "overlap_efficiency": round(wall / busiest, 3) if busiest else None,
+        # seconds before a step's sampling ended that its judging could start (offers stream)
+        "judge_head_start_s": round(statistics.fmean(head), 3) if (head := list(summary.judge_head_start_s)[1:]) else None,
         "device_busy_fraction": round(stage_s["device"] / wall, 3),
         "trajectories": summary.tally.as_dict(),
         "wall_s": round(wall_s, 2),

@@ -46,6 +46,23 @@ class Summary:
     # bounded, so a run of many epochs does not grow them without end
     step_times: deque[float] = field(default_factory=lambda: deque(maxlen=STEP_HISTORY))
     step_busy: deque[dict[str, float]] = field(default_factory=lambda: deque(maxlen=STEP_HISTORY))
+    # how long before its sampling ended each step's judging could start (offers stream)
+    judge_head_start_s: deque[float] = field(default_factory=lambda: deque(maxlen=STEP_HISTORY))
+
+
+@dataclass
+class GenerationTiming:
+    """When a step's training offers became ready for the judge, from the start of its sampling:
+    the first (offers stream to the judge as they end) and the last."""
+
+    started: float = field(default_factory=time.perf_counter)
+    first_s: float | None = None
+    last_s: float | None = None
+
+    def offer_ready(self) -> None:
+        self.last_s = time.perf_counter() - self.started
+        if self.first_s is None:
+            self.first_s = self.last_s
 
 
 @dataclass
@@ -56,6 +73,7 @@ class _Step:
     metrics: StepMetrics | None = None
     batch: StepBatch | None = None
     validation: ValidationResult | None = None
+    generation: GenerationTiming | None = None
 
 
 @dataclass
@@ -91,6 +109,9 @@ class StepReporter:
     def learned(self, batch: StepBatch, metrics: StepMetrics) -> None:
         report = self.steps.setdefault(batch.step, _Step())
         report.metrics, report.batch = metrics, batch
+
+    def generated(self, step: int, timing: GenerationTiming) -> None:
+        self.steps.setdefault(step, _Step()).generation = timing
 
     def dropped(self, step: int) -> None:
         """A step abandoned at shutdown: never learned, never reported."""
@@ -132,6 +153,11 @@ class StepReporter:
                   "busy": {k: v for k, v in busy.items() if k != "device"},
                   "device_idle_fraction": round(1.0 - busy["device"], 4),
                   "judge_rpm": self._judge_rpm(step_s)}
+        if r.generation is not None and r.generation.first_s is not None:
+            # judging of this step started `generation_s - first_offer_s` before its sampling ended
+            fields["first_offer_s"] = round(r.generation.first_s, 3)
+            fields["generation_s"] = round(r.generation.last_s or 0.0, 3)
+            self.summary.judge_head_start_s.append((r.generation.last_s or 0.0) - r.generation.first_s)
         if r.validation is not None:
             fields["validation_score"] = r.validation.score
             fields["validation_trajectories"] = r.validation.tally.as_dict()

@@ -1,17 +1,20 @@
 """The seed's loop, kept as the baseline: generate all, judge all, learn, one step after another.
 
-The same stages' work as the pipeline (pipeline.stages), in sequence: nothing overlaps, so the
-generator and the learner wait for the judge, as TRL's GRPOTrainer does. `bench pipeline` runs
-both on the same work.
+The same stages' work as the pipeline (pipeline.stages), one step after another: the learner
+waits for the judge and the next step's sampling for the learner, as in TRL's GRPOTrainer. Within
+a step an offer is judged as soon as it is sampled. `bench pipeline` runs both on the same work.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from ..device import device_user
 from ..producer import StepPlan
 from ..records import Trajectory
+from .reporting import GenerationTiming
+from .work import Work
 from .validation import score_all
 
 if TYPE_CHECKING:
@@ -30,14 +33,21 @@ async def _step(pipeline: Pipeline, plan: StepPlan) -> None:
     works = [pipeline.plan_training(plan)]
     if pipeline.validation_due(plan.step):
         works.append(pipeline.plan_validation(plan.step))
-    trajectories: list[Trajectory] = []
     device_user.set("generator")
-    for work in works:
-        trajectories += await pipeline.sample(work)
-    with pipeline.judge_busy.busy():
-        results = await score_all(pipeline.parts.judge, trajectories, pipeline.cfg.judge.max_concurrency)
+    with pipeline.judge_busy.busy():  # each offer is judged as soon as it ends
+        results = await score_all(pipeline.parts.judge, _offers(pipeline, works), pipeline.cfg.judge.max_concurrency)
     for scored in results:
         pipeline.route(pipeline.collector.add(scored))
     device_user.set("learner")  # a judged step is learned, even when a stop came meanwhile
     await pipeline.learn_one(pipeline.learn_q.get_nowait())
     pipeline.report.emit_ready()
+
+
+async def _offers(pipeline: Pipeline, works: list[Work]) -> AsyncIterator[Trajectory]:
+    for work in works:
+        timing = GenerationTiming()
+        async for t in pipeline.stream(work):
+            timing.offer_ready()
+            yield t
+        if work.split == "train":
+            pipeline.report.generated(work.step, timing)

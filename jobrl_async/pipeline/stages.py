@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
-from ..aio import finish_then_cancel
+from ..aio import finish_then_cancel, run_ahead
 from ..collector import Collector, StepBatch, ValidationResult
 from ..device import device_user
+from ..generator import in_request_order
 from ..learner import StepMetrics
 from ..log import get_logger
 from ..meters import BusyMeter
@@ -31,7 +32,7 @@ from ..records import ScoredTrajectory, Trajectory
 from ..staleness import StalenessGate
 from .assemble import Parts, Progress
 from .publish import publish_weights
-from .reporting import Observers, StepReporter, Summary
+from .reporting import GenerationTiming, Observers, StepReporter, Summary
 from .saves import Saves
 from .sequential import sequential_steps
 from .validation import Snapshot, ValidationRounds
@@ -126,8 +127,12 @@ class Pipeline:
                 self.route(self.collector.drop(work.split, work.step, work.trajectories))
                 log.info("trajectories_dropped", split=work.split, step=work.step, n=work.trajectories, reason="shutdown")
                 continue
-            for t in await self.sample(work):
+            timing = GenerationTiming()
+            async for t in self.stream(work):  # each offer goes to the judge as soon as it ends
+                timing.offer_ready()
                 await self.judge_q.put(t)  # blocks while the judge is behind: backpressure
+            if work.split == "train":
+                self.report.generated(work.step, timing)
 
     async def _judge(self) -> None:
         while True:
@@ -173,13 +178,23 @@ class Pipeline:
         self.collector.expect_validation(step, contexts, self.cfg.validation.attempts)
         return validation_work(self.cfg, contexts, step)
 
-    async def sample(self, work: Work) -> list[Trajectory]:
+    def stream(self, work: Work) -> AsyncIterator[Trajectory]:
+        """A work's trajectories as they are sampled; a validation round samples under the policy
+        lock (the saved `best` must be exactly the validated adapter), which it holds only while
+        it samples, not while the judge's queue is full."""
         if work.split == "train":
-            return await self.parts.generator.generate(list(work.requests))
-        async with self.policy_lock:  # the saved `best` must be exactly the validated adapter
+            return self.parts.generator.stream(list(work.requests))
+        return run_ahead(lambda emit: self._validation_round(work, emit))
+
+    async def _validation_round(self, work: Work, emit: Callable[[Trajectory], None]) -> None:
+        async with self.policy_lock:
             weights = await self.parts.device.run(adapter_state, self.parts.policy)
             self.validation.sampled(work.step, Snapshot(weights, self.saves.trainer_state()))
-            return await self.parts.generator.generate(list(work.requests))
+            async for t in self.parts.generator.stream(list(work.requests)):
+                emit(t)
+
+    async def sample(self, work: Work) -> list[Trajectory]:
+        return await in_request_order(self.stream(work), work.requests)
 
     def route(self, done: StepBatch | ValidationResult | None) -> None:
         if isinstance(done, StepBatch):

@@ -12,6 +12,7 @@ best before it, this run's and the ones on record (`Progress.best_score`, restor
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass, replace
 
 from ..checkpoints import TrainerState
@@ -58,12 +59,18 @@ class ValidationRounds:
         return replace(snapshot, trainer=replace(snapshot.trainer, best_score=result.score))
 
 
-async def score_all(judge: Judge, trajectories: list[Trajectory], concurrency: int) -> list[ScoredTrajectory]:
-    """Judge many trajectories at once, at most `concurrency` offers in flight."""
+async def score_all(judge: Judge, trajectories: Iterable[Trajectory] | AsyncIterable[Trajectory],
+                    concurrency: int) -> list[ScoredTrajectory]:
+    """Judge trajectories as they come, at most `concurrency` offers in flight, in arrival order."""
     limit = asyncio.Semaphore(max(1, concurrency))
 
     async def score(t: Trajectory) -> ScoredTrajectory:
         async with limit:
             return await judge.score_trajectory(t)
 
-    return list(await asyncio.gather(*(score(t) for t in trajectories)))
+    async with asyncio.TaskGroup() as tg:
+        if isinstance(trajectories, AsyncIterable):
+            tasks = [tg.create_task(score(t)) async for t in trajectories]
+        else:
+            tasks = [tg.create_task(score(t)) for t in trajectories]
+    return [task.result() for task in tasks]

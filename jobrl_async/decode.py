@@ -1,0 +1,259 @@
+"""The lean decode path (`generation.engine = "static"`): prefill once, then one model step per
+token over a KV cache, with sampling, log-probs and stop checks on tensors.
+
+    prompts ──dedupe──▶ prefill (each distinct prompt once) ──expand──▶ B rows
+            ──▶ loop: draw a token per row (sampling.py) ──▶ stop? (EOS ids, or the row's last
+                tokens spell </job_offer>: a table of token strings, never a decode per step)
+                ──▶ finished rows leave the batch (the cache keeps only the rows still going)
+                    and are handed over at once (`on_finished`: offers stream to the judge)
+                ──▶ one model step on the rows still going
+
+What generate() spends per step on logits processors, stopping criteria that decode text and
+cache bookkeeping is not spent here (`bench generate` measures both on the same work). The GRPO
+shape helps: a training step's 10 attempts per context share one prompt, prefilled once.
+
+Two caches: `dynamic` (transformers' DynamicCache: rows can leave the batch) and `static`
+(StaticCache: fixed addresses, what CUDA graphs need; rows stay, finished ones are ignored). On
+CUDA the decode step is compiled (`torch.compile`, mode "reduce-overhead": CUDA graphs) with the
+static cache; on a CPU compilation is off and the dynamic cache is the cheaper one. Both caches
+run the same loop, and the tests run both on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .config import GenerationConfig
+from .sampling import TokenSampler
+
+STOP_TEXT = "</job_offer>"
+COMPACT_SHARE = 0.25  # rows leave the batch once this share of it has finished (dynamic cache)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sampled completion, before it becomes a Trajectory."""
+
+    prompt_ids: tuple[int, ...]
+    completion_ids: tuple[int, ...]  # up to and including the stop token, if any
+    logprobs: tuple[float, ...]
+    truncated: bool
+
+
+OnFinished = Callable[[int, Sample], None]  # (row, its sample), called as each row ends
+
+
+def decode(policy: Any, prompts: Sequence[Sequence[int]], gen: GenerationConfig, seed: int, *,
+           max_new_tokens: int | None = None, stop: bool = True, cache: str = "dynamic",
+           compile_step: bool = False, on_finished: OnFinished | None = None) -> list[Sample]:
+    """Sample one completion per prompt; `stop=False` runs every row to `max_new_tokens`
+    (benchmarks). Blocking: call it from the device's worker thread."""
+    model = policy.model
+    was_training = model.training
+    model.eval()  # no LoRA dropout while sampling
+    try:
+        with torch.no_grad(), merged_lora(model):
+            run = _Run(policy, prompts, gen, seed, max_new_tokens or gen.max_new_tokens, stop, on_finished)
+            return run.loop(cache, compile_step)
+    finally:
+        model.train(was_training)
+
+
+@contextmanager
+def merged_lora(model: Any) -> Iterator[None]:
+    """While sampling, each LoRA layer's base weight is a private copy with the adapter folded in
+    (W + s·B·A, rounded once) and the adapter is bypassed: one matmul per linear instead of three.
+    The original weights are put back afterwards, untouched (peft's own merge/unmerge would add
+    and subtract in place: a bf16 base would drift a little with every step). Callers hold the
+    device lock, so no learner step sees the swap."""
+    from peft.tuners.lora import LoraLayer
+
+    swapped: list[tuple[Any, torch.Tensor]] = []
+    try:
+        for module in model.modules():
+            if isinstance(module, LoraLayer) and not module.merged and module.active_adapters:
+                base = module.get_base_layer()
+                delta = sum(module.get_delta_weight(name).float() for name in module.active_adapters)
+                swapped.append((base, base.weight.data))
+                base.weight.data = (base.weight.data.float() + delta).to(base.weight.dtype)
+        with model.disable_adapter() if swapped else contextlib.nullcontext():
+            yield
+    finally:
+        for base, original in swapped:
+            base.weight.data = original
+
+
+class _Run:
+    """One decode: the rows' state as tensors, the cache, and the finished rows' samples."""
+
+    def __init__(self, policy: Any, prompts: Sequence[Sequence[int]], gen: GenerationConfig, seed: int,
+                 new_tokens: int, stop: bool, on_finished: OnFinished | None) -> None:
+        self.policy, self.model, self.device = policy, policy.model, policy.device
+        self.prompts = [tuple(int(t) for t in p) for p in prompts]
+        self.new_tokens, self.stop, self.on_finished = new_tokens, stop, on_finished
+        self.sampler = TokenSampler(gen, seed, self.device)
+        self.stopper = StopCheck(policy.tokenizer, policy.stop_ids, vocab_rows(policy.model), self.device)
+        rows = len(self.prompts)
+        self.tokens = torch.full((rows, new_tokens), policy.pad_id, dtype=torch.long)
+        self.logprobs = torch.zeros((rows, new_tokens))
+        self.samples: list[Sample | None] = [None] * rows
+
+    def loop(self, cache_kind: str, compile_step: bool) -> list[Sample]:
+        scores, cache, mask, positions, filled = self._prefill(cache_kind)  # filled: the prompts' width
+        step = _compiled(self.model) if compile_step else self.model
+        rows = torch.arange(len(self.prompts), device=self.device)  # original row of each batch row
+        done = torch.zeros(len(rows), dtype=torch.bool, device=self.device)
+        for t in range(self.new_tokens):
+            u = self.sampler.uniforms(len(self.prompts), self.device)[rows]
+            tokens, logprobs = self.sampler.draw(scores, u)
+            self._record(rows, done, t, tokens, logprobs)
+            finished = ~done & self.stopper.hits(tokens.squeeze(1), self.tokens, rows, t) if self.stop else None
+            if finished is not None and bool(finished.any()):
+                self._finish(rows[finished], t + 1, truncated=False)
+                done |= finished
+            if t + 1 == self.new_tokens or bool(done.all()):
+                break
+            if not compile_step and int(done.sum()) >= max(1, COMPACT_SHARE * len(rows)):
+                keep = (~done).nonzero().squeeze(1)
+                select_rows(cache, keep)
+                rows, done, tokens, mask, positions = rows[keep], done[keep], tokens[keep], mask[keep], positions[keep]
+            if cache_kind == "static":  # a fixed-size mask, filled in place: the same shapes every step
+                mask[:, filled] = 1
+            else:
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            filled += 1
+            positions = positions + 1
+            out = step(input_ids=tokens, attention_mask=mask, position_ids=positions, cache=cache,
+                       use_cache=True)
+            scores = out.logits[:, -1, :]
+        unfinished = [r for r, s in enumerate(self.samples) if s is None]
+        if unfinished:
+            self._finish(torch.tensor(unfinished), self.new_tokens, truncated=True)
+        return [s for s in self.samples if s is not None]
+
+    def _prefill(self, cache_kind: str) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor, int]:
+        """Each distinct prompt once, then its cache rows repeated for every row that asked for it."""
+        from transformers import DynamicCache, StaticCache
+
+        distinct = list(dict.fromkeys(self.prompts))
+        index = torch.tensor([distinct.index(p) for p in self.prompts], device=self.device)
+        ids, mask = left_pad(distinct, self.policy.pad_id, self.device)
+        positions = position_ids(mask)
+        cache = (StaticCache(config=self.model.config, max_cache_len=ids.shape[1] + self.new_tokens)
+                 if cache_kind == "static" else DynamicCache(config=self.model.config))
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
+                         use_cache=True, logits_to_keep=1)
+        if len(distinct) < len(self.prompts):
+            select_rows(cache, index)
+        mask = mask[index]
+        if cache_kind == "static":  # room for every new token, masked until it is written
+            mask = torch.cat([mask, torch.zeros((len(index), self.new_tokens), dtype=mask.dtype, device=mask.device)], 1)
+        return out.logits[index, -1, :], cache, mask, positions[index, -1:], ids.shape[1]
+
+    def _record(self, rows: torch.Tensor, done: torch.Tensor, t: int, tokens: torch.Tensor,
+                logprobs: torch.Tensor) -> None:
+        going = rows[~done].cpu()
+        self.tokens[going, t] = tokens[~done].squeeze(1).cpu()
+        self.logprobs[going, t] = logprobs[~done].float().cpu()
+
+    def _finish(self, rows: torch.Tensor, length: int, *, truncated: bool) -> None:
+        for row in rows.tolist():
+            sample = Sample(
+                prompt_ids=self.prompts[row],
+                completion_ids=tuple(self.tokens[row, :length].tolist()),
+                logprobs=tuple(self.logprobs[row, :length].tolist()),
+                truncated=truncated,
+            )
+            self.samples[row] = sample
+            if self.on_finished is not None:
+                self.on_finished(row, sample)
+
+
+def select_rows(cache: Any, index: torch.Tensor) -> None:
+    """Keep (or repeat) the cache rows `index` names, in that order, in every layer."""
+    for layer in cache.layers:
+        if isinstance(getattr(layer, "keys", None), torch.Tensor):
+            layer.keys = layer.keys.index_select(0, index)
+            layer.values = layer.values.index_select(0, index)
+            if hasattr(layer, "batch_size"):
+                layer.batch_size = len(index)
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and attention mask: every row ends at the right edge."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        if s:
+            ids[row, width - len(s):] = torch.tensor(list(s), dtype=torch.long)
+            mask[row, width - len(s):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def position_ids(mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only (as `generate` does), so padding shifts nothing."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class StopCheck:
+    """Which rows just ended: an EOS-like id, or their last tokens spell STOP_TEXT.
+
+    The text check looks only at rows whose new token contains the stop text's last character,
+    and joins the strings of their last few tokens from a table built once per tokenizer: no
+    tokenizer decode inside the loop, and never a look into the prompt (which quotes the XML
+    template).
+    """
+
+    def __init__(self, tokenizer: Any, stop_ids: Sequence[int], vocab_size: int, device: str) -> None:
+        self.stop_ids = torch.tensor(sorted(stop_ids), device=device)
+        pieces = token_pieces(tokenizer)
+        self.pieces = pieces + [""] * (vocab_size - len(pieces))  # rows past the tokenizer spell nothing
+        self.candidate = torch.tensor([STOP_TEXT[-1] in p for p in self.pieces], device=device)
+        self.tail = len(STOP_TEXT)  # every token spells at least one character of it
+
+    def hits(self, new: torch.Tensor, history: torch.Tensor, rows: torch.Tensor, t: int) -> torch.Tensor:
+        """[B] bool for the batch's new tokens; `history[rows, :t + 1]` holds each row's completion."""
+        hit = torch.isin(new, self.stop_ids)
+        maybe = self.candidate[new] & ~hit
+        for i in maybe.nonzero().flatten().tolist():
+            ids = history[int(rows[i]), max(0, t + 1 - self.tail): t + 1].tolist()
+            if STOP_TEXT in "".join(self.pieces[j] for j in ids):
+                hit[i] = True
+        return hit
+
+
+def vocab_rows(model: Any) -> int:
+    """Ids a model can sample: its output rows (the tokenizer may have fewer: rows rounded up)."""
+    return int(model.get_output_embeddings().weight.shape[0])
+
+
+_PIECES: weakref.WeakKeyDictionary[Any, list[str]] = weakref.WeakKeyDictionary()
+
+
+def token_pieces(tokenizer: Any) -> list[str]:
+    """Each token id's text on its own (cached per tokenizer: Gemma's has 262k entries)."""
+    if tokenizer not in _PIECES:
+        size = max(len(tokenizer), max(tokenizer.get_vocab().values()) + 1)
+        _PIECES[tokenizer] = tokenizer.batch_decode([[i] for i in range(size)], skip_special_tokens=False,
+                                                   clean_up_tokenization_spaces=False)
+    return _PIECES[tokenizer]
+
+
+COMPILE_OPTIONS: dict[str, Any] = {"mode": "reduce-overhead"}  # CUDA graphs; tests use backend "eager"
+
+
+def _compiled(model: Any) -> Any:
+    """The decode step compiled for CUDA graphs (once per model; shapes stay fixed with the static cache)."""
+    compiled = getattr(model, "_jobrl_compiled_step", None)
+    if compiled is None:
+        compiled = torch.compile(model.forward, **COMPILE_OPTIONS)
+        model._jobrl_compiled_step = compiled
+    return compiled

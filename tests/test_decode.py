@@ -1,0 +1,132 @@
+"""The lean decode path (generation.engine = "static") against the reference (generate()): same
+tokens for a seed, log-probs a teacher-forced recompute agrees with, offers handed over as they
+end, rows leaving the batch, the adapter folded in while sampling and put back after."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from jobrl_async import decode as decode_module
+from jobrl_async.config import Config, GenerationConfig
+from jobrl_async.decode import decode, merged_lora
+from jobrl_async.device import Device
+from jobrl_async.generator import LocalGenerator, SampleRequest, sample_batch, sequence_logprobs
+from jobrl_async.prompts import prompt_ids
+from jobrl_async.sampling import TokenSampler
+
+from .test_generator import LONG, MID, SHORT
+
+pytestmark = pytest.mark.slow
+
+
+def _prompts(policy, repeat: int = 2) -> list[list[int]]:
+    return [prompt_ids(policy.tokenizer, c) for c in (SHORT, LONG, MID) for _ in range(repeat)]
+
+
+def _perturb(policy, scale: float = 0.05) -> None:
+    """A trained-looking adapter: B != 0, so folding it in changes the weights."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in policy.model.named_parameters():
+            if "lora_B" in name:
+                p.add_(torch.randn(p.shape, generator=gen) * scale)
+
+
+def _teacher_forced_gap(policy, samples, temperature: float) -> float:
+    with torch.no_grad():
+        recomputed = sequence_logprobs(policy.model, [s.prompt_ids for s in samples],
+                                       [s.completion_ids for s in samples], temperature, policy.pad_id)
+    return max(float((torch.tensor(s.logprobs) - lp).abs().max()) for s, lp in zip(samples, recomputed))
+
+
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_same_tokens_as_the_reference_for_a_seed(tiny_policy, tiny_config: Config, cache: str) -> None:
+    tiny_config.generation.max_new_tokens = 320  # rows end at different steps: rows leave the batch
+    _perturb(tiny_policy)
+    prompts = _prompts(tiny_policy)
+    reference = sample_batch(tiny_policy, prompts, tiny_config.generation, seed=11)
+    lean = decode(tiny_policy, prompts, tiny_config.generation, seed=11, cache=cache)
+    assert len({len(s.completion_ids) for s in lean}) > 1  # they did end at different steps
+    assert [s.completion_ids for s in lean] == [s.completion_ids for s in reference]
+    assert [s.truncated for s in lean] == [s.truncated for s in reference]
+    for a, b in zip(lean, reference):
+        assert max((abs(x - y) for x, y in zip(a.logprobs, b.logprobs)), default=0.0) <= 1e-4
+    assert _teacher_forced_gap(tiny_policy, lean, 1.0) <= 1e-4
+
+
+def test_log_probs_agree_with_the_learner_at_a_temperature_with_truncation(tiny_policy, tiny_config: Config) -> None:
+    gen = tiny_config.generation
+    gen.max_new_tokens, gen.temperature, gen.top_p, gen.top_k = 300, 0.7, 0.9, 40
+    _perturb(tiny_policy)
+    samples = decode(tiny_policy, _prompts(tiny_policy), gen, seed=3)
+    window = tiny_policy.model.get_base_model().config.sliding_window
+    assert max(len(s.prompt_ids) + len(s.completion_ids) for s in samples) > window  # past the window
+    assert _teacher_forced_gap(tiny_policy, samples, 0.7) <= 1e-4
+
+
+def test_the_adapter_is_folded_in_while_sampling_and_put_back_bit_for_bit(tiny_policy) -> None:
+    _perturb(tiny_policy)
+    base = {n: p.detach().clone() for n, p in tiny_policy.model.named_parameters()}
+    ids = torch.tensor([prompt_ids(tiny_policy.tokenizer, SHORT)])
+    with torch.no_grad():
+        unmerged = tiny_policy.model(input_ids=ids).logits
+        with merged_lora(tiny_policy.model):
+            merged = tiny_policy.model(input_ids=ids).logits
+            changed = [n for n, p in tiny_policy.model.named_parameters() if not torch.equal(p, base[n])]
+        after = tiny_policy.model(input_ids=ids).logits
+    assert changed and all("base_layer" in n for n in changed)  # only base weights, and only meanwhile
+    assert torch.allclose(merged, unmerged, atol=1e-4) and not torch.equal(merged, unmerged)
+    assert torch.equal(after, unmerged)
+    assert all(torch.equal(p, base[n]) for n, p in tiny_policy.model.named_parameters())
+
+
+def test_offers_are_handed_over_as_they_end(tiny_policy, tiny_config: Config) -> None:
+    tiny_config.generation.max_new_tokens = 320
+    handed: list[tuple[int, int]] = []  # (row, its length), in hand-over order
+    samples = decode(tiny_policy, _prompts(tiny_policy, repeat=3), tiny_config.generation, seed=5,
+                     on_finished=lambda row, s: handed.append((row, len(s.completion_ids))))
+    assert sorted(row for row, _ in handed) == list(range(len(samples)))  # each row once
+    lengths = [length for _, length in handed]
+    assert lengths == sorted(lengths) and lengths[0] < lengths[-1]  # the short ones first
+    assert all(samples[row] is not None and len(samples[row].completion_ids) == n for row, n in handed)
+
+
+def test_the_compiled_step_samples_what_the_plain_step_samples(tiny_policy, tiny_config: Config,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA path (static cache, fixed shapes, a compiled decode step) run on the CPU, with
+    torch.compile's eager backend: no GPU-only branch goes untested."""
+    monkeypatch.setattr(decode_module, "COMPILE_OPTIONS", {"backend": "eager"})
+    tiny_config.generation.max_new_tokens = 48
+    prompts = _prompts(tiny_policy)
+    plain = decode(tiny_policy, prompts, tiny_config.generation, seed=2, cache="static")
+    compiled = decode(tiny_policy, prompts, tiny_config.generation, seed=2, cache="static", compile_step=True)
+    assert [s.completion_ids for s in compiled] == [s.completion_ids for s in plain]
+
+
+async def test_the_generator_streams_offers_before_its_batch_ends(tiny_policy, tiny_config: Config) -> None:
+    tiny_config.generation.max_new_tokens = 320
+    device = Device("cpu")
+    generator = LocalGenerator(tiny_policy, device, tiny_config.generation)
+    requests = [SampleRequest(c, "train", 1, i, 3) for i, c in enumerate((SHORT, LONG, MID))]
+    arrivals: list[bool] = []  # whether the device was still sampling when each offer arrived
+    async for _ in generator.stream(requests):
+        arrivals.append(device.locked)
+    assert len(arrivals) == 9 and arrivals[0]  # the first offer came while the batch still ran
+    ordered = await generator.generate(requests)
+    assert [(t.group, t.attempt) for t in ordered] == [(g, a) for g in range(3) for a in range(3)]
+
+
+def test_the_sampler_draws_each_token_with_its_probability() -> None:
+    """Inverse-CDF sampling: over many draws the frequencies match softmax(scores / T)."""
+    scores = torch.tensor([[2.0, 1.0, 0.0, -1.0, 0.5, -3.0]]).repeat(20_000, 1)
+    sampler = TokenSampler(GenerationConfig(temperature=0.8), seed=1, device="cpu")
+    tokens, logprobs = sampler.draw(scores, sampler.uniforms(len(scores), "cpu"))
+    expected = torch.softmax(scores[0] / 0.8, dim=-1)
+    counts = torch.bincount(tokens.squeeze(1), minlength=6).double()
+    chi2 = float((((counts - 20_000 * expected) ** 2) / (20_000 * expected)).sum())
+    assert chi2 < 20.5  # 5 degrees of freedom: p = 0.001
+    assert torch.allclose(logprobs, torch.log(expected)[tokens.squeeze(1)], atol=1e-6)
+    assert math.isclose(float(expected.sum()), 1.0, rel_tol=1e-6)
