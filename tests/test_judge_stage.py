@@ -173,7 +173,9 @@ async def test_breaker_opens_on_an_outage_and_closes_when_the_server_recovers(
     judge_server: FakeChatServer, captured_logs
 ):
     judge_server.down = True
-    cfg = config(breaker_failures=2, probe_interval_s=0.05, max_retries=1)
+    # one call at a time: an offer's other criteria are never sent once one failed, so no
+    # straggler can reach the server among the probes
+    cfg = config(breaker_failures=2, probe_interval_s=0.05, max_retries=1, max_concurrency=1)
     async with Judge(cfg, openai_secrets(judge_server)) as judge:
         for _ in range(2):
             with pytest.raises(JudgeFailed, match="HTTP 500"):

@@ -21,8 +21,9 @@ import pytest
 
 from jobrl_async import log
 from jobrl_async.config import load_config
+from jobrl_async.storage import LocalStore
 from jobrl_async.report import build_run_log, iter_lines, read_logs, render_html
-from jobrl_async.report.keeper import REPORT_KEY, ReportKeeper
+from jobrl_async.report.keeper import HISTORY_KEY, REPORT_KEY, ReportKeeper
 from jobrl_async.report.runlog import ReportError, parse_events
 from jobrl_async.report.sections import header_rows, judge_totals, sections, trajectory_totals
 
@@ -135,15 +136,20 @@ def test_report_reads_a_log_on_stdin(logs: DryRunLogs, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_the_run_keeps_its_report_fresh_beside_its_checkpoints(logs: DryRunLogs) -> None:
-    """report.every_steps = 1: each run wrote report.html under --checkpoints, the last time after
-    its run_summary, from its own events."""
+    """report.every_steps = 1: each run wrote report.html under --checkpoints (said once, before
+    its run_summary, which stays the last event); the resumed run's page covers both runs."""
     for path in (logs.first, logs.resumed):
-        written = [e for e in events_of(path) if e["event"] == "report_written"]
-        assert written and written[-1].get("final") is True
-        assert written[-1]["uri"] == f"{logs.checkpoints}/{REPORT_KEY}"
+        events = events_of(path)
+        written = [e for e in events if e["event"] == "report_written"]
+        assert len(written) == 1 and written[0]["uri"] == f"{logs.checkpoints}/{REPORT_KEY}"
+        assert next(e for e in events if e["event"] == "run_started")["report"] == written[0]["uri"]
+        assert events[-1]["event"] == "run_summary"
+    assert written[0]["earlier_events"] > 0  # the resumed run read the first run's history back
     page = (logs.checkpoints / REPORT_KEY).read_text()
-    resumed_steps = [e["step"] for e in events_of(logs.resumed) if e["event"] == "step"]
-    assert trace(figures(page)["plot-reward"], "reward mean")["x"] == resumed_steps
+    all_steps = [e["step"] for p in (logs.first, logs.resumed) for e in events_of(p) if e["event"] == "step"]
+    assert all_steps == [1, 2, 3]
+    assert trace(figures(page)["plot-reward"], "reward mean")["x"] == all_steps
+    assert "in 2 runs (resumed)" in header(page)["wall time"]
     assert header(page)["config digest"] == next(
         e for e in events_of(logs.resumed) if e["event"] == "run_started")["config_digest"]
 
@@ -328,25 +334,34 @@ def test_log_listeners_get_each_event_redacted_and_cannot_break_the_log(monkeypa
     assert [orjson.loads(line)["step"] for line in out.getvalue().splitlines()] == [1, 2]
 
 
-class Pages:
-    """A keeper's write target: pages in order, and an event per page for tests to wait on."""
+class Pages(LocalStore):
+    """A real local store that keeps each report.html written, in order (an event per write for
+    tests to wait on), and can fail the next `fail` writes."""
 
-    def __init__(self, fail: int = 0) -> None:
+    def __init__(self, root: Path, fail: int = 0) -> None:
+        super().__init__(root)
         self.pages: list[bytes] = []
         self.fail = fail
         self.changed = asyncio.Event()
 
-    async def write(self, page: bytes) -> None:
-        self.changed.set()
-        if self.fail:
-            self.fail -= 1
-            raise OSError("disk full")
-        self.pages.append(page)
+    async def write_bytes(self, key: str, data: bytes) -> None:
+        try:
+            if self.fail:
+                self.fail -= 1
+                raise OSError("disk full")
+            await super().write_bytes(key, data)
+            if key == REPORT_KEY:
+                self.pages.append(data)
+        finally:
+            self.changed.set()
 
     async def wait_for(self, n: int) -> None:
         while len(self.pages) < n:
             self.changed.clear()
             await self.changed.wait()
+
+    def keeper(self, every_steps: int) -> ReportKeeper:
+        return ReportKeeper(every_steps, lambda: self, "mem://report.html")
 
 
 def step_events(logger: Any, steps: range) -> None:
@@ -362,9 +377,9 @@ def captured_log() -> io.BytesIO:
     return out
 
 
-async def test_keeper_writes_every_n_steps_and_once_at_the_end(captured_log: io.BytesIO) -> None:
-    pages = Pages()
-    keeper = ReportKeeper(2, pages.write, "mem://report.html")
+async def test_keeper_writes_every_n_steps_and_once_at_the_end(captured_log: io.BytesIO, tmp_path: Path) -> None:
+    pages = Pages(tmp_path)
+    keeper = pages.keeper(2)
     keeper.start()
     logger = log.get_logger("pipeline")
     logger.info("run_started", model="tiny", config_digest="0123456789abcdef")
@@ -378,15 +393,16 @@ async def test_keeper_writes_every_n_steps_and_once_at_the_end(captured_log: io.
     assert trace(figures(final)["plot-reward"], "reward mean")["x"] == [1, 2, 3]
     assert header(final)["config digest"] == "0123456789abcdef"
     logged = [orjson.loads(line) for line in captured_log.getvalue().splitlines()]
-    assert [e.get("final") for e in logged if e["event"] == "report_written"] == [None, True]
+    assert [e["event"] for e in logged if e["event"] == "report_written"] == ["report_written"]
+    assert logged[-1]["event"] == "run_summary"  # the final page is written silently
     step_events(logger, range(4, 8))  # after aclose the keeper no longer listens
     await asyncio.sleep(0)
     assert len(pages.pages) == 2
 
 
-async def test_steps_logged_from_worker_threads_make_pages_too(captured_log: io.BytesIO) -> None:
-    pages = Pages()
-    keeper = ReportKeeper(1, pages.write, "mem://report.html")
+async def test_steps_logged_from_worker_threads_make_pages_too(captured_log: io.BytesIO, tmp_path: Path) -> None:
+    pages = Pages(tmp_path)
+    keeper = pages.keeper(1)
     keeper.start()
     logger = log.get_logger("pipeline")
     logger.info("run_started")
@@ -396,9 +412,9 @@ async def test_steps_logged_from_worker_threads_make_pages_too(captured_log: io.
     assert trace(figures(pages.pages[-1].decode())["plot-reward"], "reward mean")["x"] == [1, 2]
 
 
-async def test_a_failed_write_is_one_warning_and_the_next_page_still_comes(captured_log: io.BytesIO) -> None:
-    pages = Pages(fail=1)
-    keeper = ReportKeeper(1, pages.write, "mem://report.html")
+async def test_a_failed_write_is_one_warning_and_the_next_page_still_comes(captured_log: io.BytesIO, tmp_path: Path) -> None:
+    pages = Pages(tmp_path, fail=1)
+    keeper = pages.keeper(1)
     keeper.start()
     logger = log.get_logger("pipeline")
     logger.info("run_started")
@@ -415,9 +431,53 @@ async def test_a_failed_write_is_one_warning_and_the_next_page_still_comes(captu
     assert len(pages.pages) == 2  # step 2's page and the final one
 
 
-async def test_a_run_that_never_started_leaves_no_report(captured_log: io.BytesIO) -> None:
-    pages = Pages()
-    keeper = ReportKeeper(1, pages.write, "mem://report.html")
+async def test_a_resumed_run_draws_the_earlier_runs_from_the_history_beside_the_page(
+    captured_log: io.BytesIO, tmp_path: Path
+) -> None:
+    pages = Pages(tmp_path)
+    first = pages.keeper(1)
+    first.start()
+    logger = log.get_logger("pipeline")
+    logger.info("run_started")
+    step_events(logger, range(1, 3))
+    await first.aclose()
+    assert (tmp_path / HISTORY_KEY).exists()
+    resumed = pages.keeper(1)
+    resumed.start()
+    logger.info("resumed", step=2)
+    logger.info("run_started")
+    step_events(logger, range(3, 4))
+    await resumed.aclose()
+    page = pages.pages[-1].decode()
+    assert trace(figures(page)["plot-reward"], "reward mean")["x"] == [1, 2, 3]
+    # a fresh run (no `resumed`) ignores the history and starts it anew
+    fresh = pages.keeper(1)
+    fresh.start()
+    logger.info("run_started")
+    step_events(logger, range(1, 2))
+    await fresh.aclose()
+    assert trace(figures(pages.pages[-1].decode())["plot-reward"], "reward mean")["x"] == [1]
+    assert (tmp_path / HISTORY_KEY).read_bytes().count(b'"event":"step"') == 1
+
+
+async def test_a_history_of_garbage_adds_nothing_and_the_page_shows_this_run(
+    captured_log: io.BytesIO, tmp_path: Path
+) -> None:
+    pages = Pages(tmp_path)
+    (tmp_path / HISTORY_KEY).write_bytes(b"not json\n" + b"x" * 100)
+    keeper = pages.keeper(1)
+    keeper.start()
+    logger = log.get_logger("pipeline")
+    logger.info("resumed", step=4)
+    logger.info("run_started")
+    step_events(logger, range(5, 6))
+    await keeper.aclose()
+    assert trace(figures(pages.pages[-1].decode())["plot-reward"], "reward mean")["x"] == [5]
+
+
+async def test_a_run_that_never_started_leaves_no_report(captured_log: io.BytesIO, tmp_path: Path) -> None:
+    pages = Pages(tmp_path)
+    keeper = pages.keeper(1)
     keeper.start()
     log.get_logger("checkpoints").info("checkpoint_lease_acquired")
     await keeper.aclose()

@@ -20,7 +20,7 @@ from ..log import get_logger
 from ..metrics import RunMetrics, serve_metrics
 from ..producer import steps_per_epoch
 from ..progress import ProgressLine
-from ..report.keeper import ReportKeeper
+from ..report.keeper import ReportKeeper, report_uri
 from ..tracking import WandbSink
 from .assemble import build
 from .reporting import Observers
@@ -65,7 +65,8 @@ async def _train(cfg: Config, force: bool) -> int:
                  validation=len(parts.validation), config_digest=cfg.digest(),
                  epochs=cfg.training.epochs, batch_contexts=cfg.training.batch_contexts,
                  attempts=cfg.training.attempts,
-                 max_policy_lag=cfg.training.max_policy_lag, judge_rpm=cfg.judge.rpm, judge_tpm=cfg.judge.tpm)
+                 max_policy_lag=cfg.training.max_policy_lag, judge_rpm=cfg.judge.rpm, judge_tpm=cfg.judge.tpm,
+                 report=report_uri(cfg))
         stopped_by: str | None = None
         try:
             await (pipeline.run_sequential() if cfg.pipeline.schedule == "sequential" else pipeline.run())

@@ -5,7 +5,13 @@ keeps those the report reads (bounded). Every `report.every_steps` steps it rend
 worker thread and writes it through the checkpoint store, in the background: training never
 waits for it. One refresh runs at a time; steps that fall due meanwhile make one more refresh
 right after it. A failed render or write is one warning (`report_failed`), never the run's end.
-At the end of the run (after `run_summary`) the page is written once more.
+At the end of the run (after `run_summary`, which stays the run's last event: this write logs
+only a failure) the page is written once more.
+
+Beside the page, `report-events.jsonl` holds the events it was drawn from. A resumed run (it
+logs `resumed`) reads that file back once, bounded and parsed like any log, and draws the
+earlier runs' events before its own: the page covers the whole run across restarts. A fresh run
+(`--no-resume`) starts its history anew.
 """
 
 from __future__ import annotations
@@ -13,37 +19,51 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-from ..log import add_listener, get_logger, redact, remove_listener
+import orjson
+
 from ..config import Config
-from ..storage import open_store
+from ..log import add_listener, get_logger, redact, remove_listener
+from ..storage import Store, open_store
 from .page import render_html
-from .runlog import READ, build_run_log
+from .runlog import READ, build_run_log, parse_events
 
 REPORT_KEY = "report.html"
-MAX_EVENTS = 20_000  # events kept besides the run's start: ~20,000 steps, some 40 MB at worst
+HISTORY_KEY = "report-events.jsonl"
+MAX_EVENTS = 20_000  # events kept (and carried over a resume): ~20,000 steps, some 40 MB at worst
+MAX_HISTORY_BYTES = 64 << 20  # a larger history file read back is refused (this run's events only)
 FINAL_WRITE_TIMEOUT_S = 60.0  # the last write may wait this long for a slow store at shutdown
 ONCE = frozenset({"run_started", "resumed"})  # few and needed whatever the run's length: kept apart
 
 log = get_logger("report")
 
 
+def report_uri(cfg: Config) -> str | None:
+    """Where the run keeps its report.html (None when `report.every_steps` is 0), for the logs."""
+    if cfg.report.every_steps == 0:
+        return None
+    return redact(f"{cfg.checkpoints.uri.rstrip('/')}/{REPORT_KEY}")
+
+
 class ReportKeeper:
-    def __init__(self, every_steps: int, write: Callable[[bytes], Awaitable[None]], where: str,
+    def __init__(self, every_steps: int, store: Callable[[], Store], where: str,
                  title: str = "jobrl-async run report", max_events: int = MAX_EVENTS) -> None:
         assert every_steps >= 1
         self.every_steps = every_steps
         self.where = where  # for the log lines: the page's URI
         self.title = title
         self.written = 0  # pages written
-        self._write = write
+        self._store = store
+        self._max_events = max_events
         self._once: list[dict[str, Any]] = []
         self._events: deque[dict[str, Any]] = deque(maxlen=max_events)
+        self._earlier: list[dict[str, Any]] | None = None  # earlier runs' events, once read back
         self._lock = threading.Lock()  # events may be logged from worker threads
         self._steps = 0
         self._started = False
+        self._resumed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._due = False
@@ -54,13 +74,8 @@ class ReportKeeper:
         if cfg.report.every_steps == 0:
             return None
         uri, storage = cfg.checkpoints.uri, cfg.storage
-
-        async def write(page: bytes) -> None:
-            async with open_store(uri, storage) as store:
-                await store.write_bytes(REPORT_KEY, page)
-
-        where = redact(f"{uri.rstrip('/')}/{REPORT_KEY}")
-        return cls(cfg.report.every_steps, write, where, title=f"jobrl-async run report: {redact(uri)}")
+        return cls(cfg.report.every_steps, lambda: open_store(uri, storage), report_uri(cfg),
+                   title=f"jobrl-async run report: {redact(uri)}")
 
     def start(self) -> None:
         """Listen to the log; from the event loop that will run the refreshes."""
@@ -75,6 +90,7 @@ class ReportKeeper:
         with self._lock:
             (self._once if kind in ONCE else self._events).append(event)
             self._started |= kind == "run_started"
+            self._resumed |= kind == "resumed"
             if kind == "step":
                 self._steps += 1
             due = kind == "step" and self._steps % self.every_steps == 0
@@ -91,23 +107,48 @@ class ReportKeeper:
             self._due = False
             await self.refresh()
 
-    async def refresh(self) -> bool:
+    async def refresh(self, final: bool = False) -> bool:
         """Render the page from the events so far (worker thread) and write it; never raises."""
         with self._lock:
-            events = [*self._once, *self._events]
+            own = [*self._once, *self._events]
+            resumed = self._resumed
         try:
-            page = await asyncio.to_thread(self._render, events)
-            await self._write(page)
+            if resumed and self._earlier is None:
+                self._earlier = await self._read_earlier()
+            page, history = await asyncio.to_thread(self._render, self._earlier or [], own)
+            async with self._store() as store:
+                await store.write_bytes(HISTORY_KEY, history)
+                await store.write_bytes(REPORT_KEY, page)
         except Exception as e:  # the report is a view of the run, never a reason to stop it
             log.warning("report_failed", uri=self.where, error=f"{type(e).__name__}: {e}")
             return False
         self.written += 1
-        if self.written == 1:
-            log.info("report_written", uri=self.where, every_steps=self.every_steps)
+        if self.written == 1 and not final:  # where to look, once; the run's `run_started` names it too
+            log.info("report_written", uri=self.where, every_steps=self.every_steps,
+                     earlier_events=len(self._earlier or []))
         return True
 
-    def _render(self, events: list[dict[str, Any]]) -> bytes:
-        return render_html(build_run_log([("this run", events)]), title=self.title).encode("utf-8")
+    async def _read_earlier(self) -> list[dict[str, Any]]:
+        """The events of the runs this one resumed, as their keeper left them; none when there is
+        no such file (a run of an older version) or it cannot be read."""
+        try:
+            async with self._store() as store:
+                if not await store.exists(HISTORY_KEY):
+                    return []
+                raw = await store.read_bytes(HISTORY_KEY, max_bytes=MAX_HISTORY_BYTES)
+        except Exception as e:
+            log.warning("report_history_unreadable", uri=self.where, error=f"{type(e).__name__}: {e}")
+            return []
+        events, _ = parse_events(raw.splitlines())
+        return [e for e in events if e["event"] in READ]
+
+    def _render(self, earlier: list[dict[str, Any]], own: list[dict[str, Any]]) -> tuple[bytes, bytes]:
+        room = max(0, self._max_events - len(own))  # the oldest earlier events go first
+        earlier = earlier[len(earlier) - room:] if len(earlier) > room else earlier
+        sources = [("earlier runs", earlier), ("this run", own)] if earlier else [("this run", own)]
+        page = render_html(build_run_log(sources), title=self.title).encode("utf-8")
+        history = b"".join(orjson.dumps(e) + b"\n" for e in [*earlier, *own])
+        return page, history
 
     async def aclose(self) -> None:
         """Stop listening, let a refresh in flight finish, and write the final page (when the run
@@ -119,9 +160,6 @@ class ReportKeeper:
         if not self._started:
             return
         try:
-            written = await asyncio.wait_for(self.refresh(), FINAL_WRITE_TIMEOUT_S)
+            await asyncio.wait_for(self.refresh(final=True), FINAL_WRITE_TIMEOUT_S)
         except TimeoutError:
             log.warning("report_failed", uri=self.where, error=f"no write within {FINAL_WRITE_TIMEOUT_S:.0f} s")
-            return
-        if written:
-            log.info("report_written", uri=self.where, final=True)
