@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     bj.add_argument("--offers", type=int, default=200)
     bj.add_argument("--latency-ms", type=float, default=300.0)
     bj.add_argument("--rpm", type=int, default=600)
+    bj.add_argument("--tpm", type=int, default=0, help="the server's tokens/min quota (0: none; the client gets 95%%)")
+    bj.add_argument("--mode", choices=["llm", "hybrid"], default="llm", help="which criteria the LLM judges")
+    bj.add_argument("--calls", choices=["per_criterion", "per_offer"], default="per_criterion")
+    bj.add_argument("--endpoints", type=int, default=1, help="a pool of N equal local servers")
+    pl = _cmd(sub, "plan", "what a run will cost in judge calls, tokens and hours, before it starts", "plan:plan")
+    pl.add_argument("--json", action="store_true", help="print JSON even on a terminal")
     bl = _cmd(bench, "learn", "learner step throughput at the seed's shape", "learn:bench")
     _model_flag(bl, default="tiny")
     bl.add_argument("--trajectories", type=int, default=100)
@@ -163,7 +169,7 @@ def _handler(spec: str) -> Callable[[argparse.Namespace, Config], int]:
 
 # Commands whose stdout is a document (JSON, TOML, an offer): their logs go to stderr.
 DOCUMENT_COMMANDS = {"config:show", "data:count", "judge:score", "generate:generate", "evaluate:evaluate",
-                     "checkpoints:list_", "report:report"}
+                     "checkpoints:list_", "report:report", "plan:plan"}
 
 
 def main(argv: list[str] | None = None) -> int:

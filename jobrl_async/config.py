@@ -13,7 +13,7 @@ import os
 import tomllib
 import types
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -127,6 +127,21 @@ class ValidationConfig:
 
 
 @dataclass
+class EndpointConfig:
+    """One deployment of the judge pool (`[[judge.endpoints]]`); its key comes from `api_key_env`."""
+
+    name: str = ""
+    kind: Literal["azure", "openai"] = "azure"
+    url: str = ""  # the Azure endpoint, or an OpenAI-compatible base URL
+    deployment: str = ""  # azure
+    model: str = ""  # openai; "" = judge.model
+    api_version: str = ""  # azure; "" = judge.api_version
+    api_key_env: str = ""  # the NAME of the environment variable holding the key, never the key
+    rpm: int = field(default=600, metadata=_check(lo=1))
+    tpm: int = field(default=100_000, metadata=_check(lo=1))
+
+
+@dataclass
 class JudgeConfig:
     mode: Literal["llm", "stub", "hybrid"] = "llm"
     rpm: int = field(default=600, metadata=_check(lo=1))
@@ -135,7 +150,7 @@ class JudgeConfig:
     timeout_s: float = field(default=30.0, metadata=_check(lo=0.0, lo_open=True))
     max_retries: int = field(default=6, metadata=_check(lo=0))
     backoff_max_s: float = field(default=60.0, metadata=_check(lo=0.0, lo_open=True))
-    burst_s: float = field(default=0.1, metadata=_check(lo=0.0, lo_open=True))  # bucket depth
+    window_s: float = field(default=1.0, metadata=_check(lo=0.0, lo_open=True))  # the server's quota window
     breaker_failures: int = field(default=5, metadata=_check(lo=1))  # consecutive, to pause
     probe_interval_s: float = field(default=15.0, metadata=_check(lo=0.0, lo_open=True))
     model: str = "gpt-4o-mini"  # OpenAI-compatible servers; Azure uses the deployment
@@ -144,6 +159,9 @@ class JudgeConfig:
     json_mode: bool = True  # response_format={"type": "json_object"}
     stub_latency_ms: float = field(default=0.0, metadata=_check(lo=0.0))
     stub_jitter: float = field(default=0.2, metadata=_check(lo=0.0, hi=1.0))
+    calls: Literal["per_criterion", "per_offer"] = "per_criterion"  # per_offer: one call for every LLM criterion
+    endpoints: list[EndpointConfig] = field(default_factory=list)  # none: the standard variables' endpoint
+    dedup_max_entries: int = field(default=10_000, metadata=_check(lo=0))  # identical offers judged once; 0: off
 
 
 @dataclass
@@ -391,6 +409,8 @@ def _apply(cfg: Config, values: dict[str, Any], source: str, origin: str) -> Non
 
 def _coerce(key: str, value: Any, f: Any, origin: str) -> Any:
     hint = _field_type(f)
+    if get_origin(hint) is list and is_dataclass(get_args(hint)[0]):
+        return _coerce_tables(key, value, get_args(hint)[0], origin)
     ok, value = _matches(hint, value)
     if not ok:
         raise ConfigError(f"{origin}: '{key}' must be {_describe(hint)}, got {value!r}")
@@ -405,13 +425,29 @@ def _coerce(key: str, value: Any, f: Any, origin: str) -> Any:
     return value
 
 
+def _coerce_tables(key: str, value: Any, cls: type, origin: str) -> list[Any]:
+    """A list of tables (`[[judge.endpoints]]`) as typed dataclasses; errors name `key[i].field`."""
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{origin}: '{key}' must be a list of tables ([[{key}]]), got {value!r}")
+    spec = {f.name: f for f in fields(cls)}
+    out = []
+    for i, table in enumerate(value):
+        item = cls()
+        for name, v in table.items():
+            if name not in spec:
+                raise ConfigError(f"{origin}: unknown key '{key}[{i}].{name}'{_did_you_mean(name, spec)}")
+            setattr(item, name, _coerce(f"{key}[{i}].{name}", v, spec[name], origin))
+        out.append(item)
+    return out
+
+
 _HINTS: dict[int, Any] = {}
 
 
 def _field_type(f: Any) -> Any:
     # Field annotations are strings under `from __future__ import annotations`: resolve once.
     if id(f) not in _HINTS:
-        for cls in SECTIONS.values():
+        for cls in (*SECTIONS.values(), EndpointConfig):
             hints = typing.get_type_hints(cls)
             for g in fields(cls):
                 _HINTS[id(g)] = hints[g.name]
@@ -484,4 +520,6 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # a table of a list of tables, inline
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
     return orjson.dumps(str(value)).decode()

@@ -116,10 +116,11 @@ async def test_usage_corrects_the_token_estimate(judge_server: FakeChatServer):
 
     server_prompt_tokens = sum(len(m["content"]) for m in MESSAGES) // 4  # what the fake reports
     estimate = estimate_tokens(MESSAGES, cfg.max_tokens)
-    charged = frozen.tokens.capacity - frozen.tokens.level
+    charged = frozen.tokens.used
     # the prompt estimate is replaced by the server's count; max_tokens stays charged (intake)
     assert charged == server_prompt_tokens + cfg.max_tokens != estimate
     assert client.stats.tokens > server_prompt_tokens  # usage.total_tokens: prompt + completion
+    assert client.stats.charged_tokens == charged  # the step's `judge.tokens`: as charged, corrected
 
 
 async def test_429_with_retry_after_ms_is_waited_out_then_succeeds(judge_server: FakeChatServer):
@@ -142,7 +143,7 @@ async def test_a_429_pauses_the_shared_limiter_for_other_callers(judge_server: F
     other = JudgeClient(cfg, secrets_for(judge_server, "openai"), shared, stats)
     await one.ask("skill_relevance", MESSAGES)  # got the 429, waited, retried
     rejected_at = judge_server.requests[0].finished
-    assert shared.requests.updated >= rejected_at + 0.4 - 0.05  # the bucket was paused
+    assert shared.paused_until >= rejected_at + 0.4 - 0.05  # the endpoint was paused
     await other.ask("skill_relevance", MESSAGES)
     assert all(r.arrived >= rejected_at + 0.4 - 0.01 for r in judge_server.requests[1:])
     await one.aclose()

@@ -1,4 +1,5 @@
-"""The judge's limiter: token-bucket arithmetic (pure, no clock) and the shared async wrapper."""
+"""The judge's limiter: sliding-window admission, AIMD after 429s, following the server's
+headers (pure, on hand-made numbers and an injected clock), and the async wrapper."""
 
 from __future__ import annotations
 
@@ -7,83 +8,153 @@ import asyncio
 import pytest
 
 from jobrl_async.config import JudgeConfig
-from jobrl_async.judge.limiter import Limiter, TokenBucket
+from jobrl_async.judge.limiter import Aimd, Limiter, RateHeaders, SlidingWindow, duration_s
 
 
-def greedy_takes(bucket: TokenBucket, cost: float, until: float) -> list[float]:
+def greedy_takes(window: SlidingWindow, cost: float, limit: float, until: float) -> list[float]:
     """The times a caller that always takes as soon as allowed gets through, up to `until`."""
     now, times = 0.0, []
-    while (now := now + bucket.time_until(cost, now)) < until:
-        bucket.take(cost, now)
+    while (now := now + window.time_until(cost, limit, now)) < until:
+        window.take(cost, now)
         times.append(now)
     return times
 
 
-def most_in_any_window(times: list[float], window: float) -> int:
-    return max(sum(1 for t in times if start <= t < start + window - 1e-9) for start in times)
+def most_in_any_window(times: list[float], width: float) -> int:
+    """The most events in any half-open interval [t, t + width) (checked at every event)."""
+    return max(sum(1 for t in times if start <= t < start + width - 1e-9) for start in times)
 
 
-# ---------------------------------------------------------------- arithmetic
+class Clock:
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
-def test_depth_is_burst_seconds_of_quota():
-    bucket = TokenBucket.per_minute(600, burst_s=1.0)
-    assert (bucket.capacity, bucket.rate, bucket.level) == (10.0, 10.0, 10.0)
-    assert TokenBucket.per_minute(600, burst_s=0.5).capacity == 5.0
-    assert TokenBucket.per_minute(6, burst_s=1.0).capacity == 1.0  # never below one request
+# ---------------------------------------------------------------- the sliding window
 
 
-def test_full_bucket_lets_a_burst_through_then_paces_at_the_rate():
-    bucket = TokenBucket.per_minute(600, burst_s=1.0)
-    for _ in range(10):
-        assert bucket.time_until(1, 0.0) == 0.0
-        bucket.take(1, 0.0)
-    assert bucket.time_until(1, 0.0) == pytest.approx(0.1)
-    assert bucket.time_until(3, 0.05) == pytest.approx(0.25)
+def test_a_full_window_waits_for_its_oldest_admission_to_expire():
+    window = SlidingWindow(window_s=1.0)
+    for t in (0.0, 0.2, 0.4):
+        assert window.time_until(1, limit=3, now=t) == 0.0
+        window.take(1, t)
+    assert window.time_until(1, limit=3, now=0.5) == pytest.approx(0.5)  # 0.0 leaves at 1.0
+    assert window.time_until(2, limit=3, now=0.5) == pytest.approx(0.7)  # 0.0 and 0.2 must leave
+    assert window.time_until(1, limit=3, now=1.0) == 0.0
 
 
-def test_600_rpm_is_at_most_about_10_requests_in_any_second():
-    times = greedy_takes(TokenBucket.per_minute(600, burst_s=1.0), 1, until=60.0)
-    assert len(times) == pytest.approx(610, abs=1)  # the 10-deep burst plus 60 s at 10/s
-    steady = [t for t in times if t >= 1.0]
-    assert most_in_any_window(steady, 1.0) == 10
-    assert most_in_any_window(times, 1.0) <= 10 + 10  # capacity + rate x window, the bound
-    # a minute-deep bucket, the mistake: 600 in the first instant
-    assert most_in_any_window(greedy_takes(TokenBucket.per_minute(600, burst_s=60.0), 1, 60.0), 1.0) > 600
+def test_no_one_second_window_ever_holds_more_than_the_limit():
+    times = greedy_takes(SlidingWindow(1.0), 1, limit=100, until=20.0)  # 6,000 RPM
+    assert most_in_any_window(times, 1.0) == 100  # a token bucket of rate r, burst b: r + b
+    assert len(times) == pytest.approx(2000, abs=1)  # and the whole quota is used
 
 
-def test_a_cost_above_capacity_waits_for_a_full_bucket_then_leaves_debt():
-    bucket = TokenBucket.per_minute(6000, burst_s=1.0)  # 100 tokens deep, 100/s
-    bucket.take(100, 0.0)
-    assert bucket.time_until(250, 0.0) == pytest.approx(1.0)  # waits for 100, not 250
-    bucket.take(250, 1.0)
-    assert bucket.level == pytest.approx(-150)
-    assert bucket.time_until(10, 1.0) == pytest.approx(1.6)  # the debt is paid back first
+def test_a_cost_above_the_limit_waits_for_an_empty_window():
+    window = SlidingWindow(1.0)
+    window.take(10, 0.0)
+    assert window.time_until(500, limit=100, now=0.5) == pytest.approx(0.5)
+    window.take(500, 1.0)
+    assert window.time_until(1, limit=100, now=1.5) == pytest.approx(0.5)  # it fills its whole window
 
 
-def test_settle_refunds_or_charges_the_difference():
-    bucket = TokenBucket.per_minute(6000, burst_s=1.0)
-    bucket.take(80, 0.0)
-    bucket.settle(estimated=80, actual=50, now=0.0)
-    assert bucket.level == pytest.approx(100 - 80 + 30)
-    bucket.settle(estimated=10, actual=90, now=0.0)
-    assert bucket.level == pytest.approx(50 - 80)
-    bucket.settle(estimated=500, actual=0, now=0.0)
-    assert bucket.level == bucket.capacity  # a refund never deepens the bucket
+def test_settle_replaces_a_charge_while_it_is_in_the_window():
+    window = SlidingWindow(1.0)
+    first = window.take(800, 0.0)
+    window.settle(first, 300)
+    assert window.used == 300 and window.time_until(700, limit=1000, now=0.1) == 0.0
+    window.settle(first, 950)
+    assert window.time_until(100, limit=1000, now=0.1) == pytest.approx(0.9)
+    assert window.time_until(100, limit=1000, now=1.0) == 0.0  # gone with its window
+    window.settle(first, 5)  # after it left: nothing to correct
+    assert window.used == 0.0
 
 
-def test_pause_empties_the_bucket_and_holds_it_until_the_end():
-    bucket = TokenBucket.per_minute(600, burst_s=1.0)
-    bucket.pause(until=2.0)
-    assert bucket.level_at(1.5) == 0.0  # no refill during the pause
-    assert bucket.time_until(1, 1.0) == pytest.approx(1.0 + 0.1)
-    bucket.settle(estimated=0, actual=0, now=1.0)  # touching it mid-pause keeps the pause
-    assert bucket.time_until(1, 1.0) == pytest.approx(1.1)
-    bucket.pause(until=1.5)  # an earlier end never shortens a pause
-    assert bucket.time_until(1, 1.0) == pytest.approx(1.1)
-    # after the pause the queue restarts at the rate, not with a 10-request burst
-    taken = greedy_takes(bucket, 1, until=3.0)
-    assert taken[0] == pytest.approx(2.1) and len(taken) == 9
+# ---------------------------------------------------------------- AIMD after a 429
+
+
+def test_a_429_cuts_the_rate_once_per_window_and_it_recovers_additively():
+    aimd = Aimd(decrease=0.8, recover_per_s=0.1, floor=0.2, hold_s=1.0)
+    aimd.on_429(now=10.0, resume_at=11.0)
+    assert aimd.at(10.5) == pytest.approx(0.8)  # no recovery during the Retry-After
+    aimd.on_429(now=10.4, resume_at=11.0)  # the same window's 429s: one signal
+    assert aimd.at(11.0) == pytest.approx(0.8)
+    assert aimd.at(12.0) == pytest.approx(0.9)
+    assert aimd.at(20.0) == 1.0  # never above the configured rate
+    aimd.on_429(now=12.0, resume_at=12.5)
+    assert aimd.at(12.5) == pytest.approx(0.9 * 0.8)
+    storm = Aimd(decrease=0.5, recover_per_s=0.0, floor=0.2, hold_s=1.0)
+    for t in range(30):  # a storm never drives it below the floor
+        storm.on_429(now=float(t), resume_at=float(t))
+    assert storm.at(30.0) == pytest.approx(0.2)
+
+
+def test_the_limiter_comes_back_slower_after_a_429():
+    clock = Clock(100.0)
+    lim = Limiter(rpm=6000, tpm=10**9, max_concurrency=1000, clock=clock,
+                  aimd=Aimd(decrease=0.5, recover_per_s=0.1, updated=100.0))
+    assert lim.limits(100.0)[0] == 100
+    lim.backoff(1.0)
+    assert lim.wait_s(1, 100.0) == pytest.approx(1.0)  # the Retry-After
+    assert lim.limits(101.0)[0] == pytest.approx(50)
+    assert lim.limits(106.0)[0] == pytest.approx(100)  # +10% per second
+
+
+# ---------------------------------------------------------------- following the server
+
+
+def test_rate_headers_are_read_in_both_shapes():
+    seen = RateHeaders.parse({"X-RateLimit-Remaining-Requests": "12", "x-ratelimit-remaining-tokens": "3400",
+                              "x-ratelimit-limit-requests": "600", "x-ratelimit-reset-tokens": "6m0s",
+                              "x-ratelimit-reset-requests": "20ms", "x-ratelimit-limit-tokens": "nope"})
+    assert (seen.remaining_requests, seen.remaining_tokens, seen.limit_requests) == (12, 3400, 600)
+    assert (seen.reset_requests_s, seen.reset_tokens_s, seen.limit_tokens) == (0.02, 360.0, None)
+    assert RateHeaders.parse({}).empty
+    assert [duration_s(t) for t in ("1s", "0.5s", "1m30s", "2", "soon", "", "5x")] == \
+        [1.0, 0.5, 90.0, 2.0, None, None, None]
+
+
+def test_the_server_saying_less_is_left_holds_the_endpoint_until_its_reset():
+    clock = Clock(0.0)
+    lim = Limiter(rpm=6000, tpm=10**9, max_concurrency=1000, clock=clock)  # 100 a second for us
+    sent = [lim.admit(10, t / 100) for t in range(10)]  # 10 calls at 0.00-0.09
+    # the first call's reply: only 5 requests left in the server's window (another client uses it)
+    lim.observe(RateHeaders(remaining_requests=5, reset_requests_s=0.6), sent=sent[0].sent, now=0.1)
+    # 9 calls were already sent after it: over the server's word, so wait for its reset
+    assert lim.wait_s(10, 0.1) == pytest.approx(0.6)
+    assert lim.wait_s(10, 0.7) == 0.0  # the server's window reset: our own window decides again
+
+
+def test_the_server_view_counts_only_calls_sent_after_the_observed_one():
+    lim = Limiter(rpm=6000, tpm=10**9, max_concurrency=1000, clock=Clock(0.0))
+    first = lim.admit(10, 0.0)
+    lim.admit(10, 0.01)
+    lim.observe(RateHeaders(remaining_requests=3, reset_requests_s=0.5), sent=first.sent, now=0.05)
+    assert lim.wait_s(10, 0.05) == 0.0  # 1 sent since, 3 left
+    lim.admit(10, 0.05)
+    assert lim.wait_s(10, 0.06) == 0.0  # 2 sent since
+    lim.admit(10, 0.06)
+    assert lim.wait_s(10, 0.07) == pytest.approx(0.48)  # 3 sent since: none left until 0.55
+
+
+def test_the_server_never_raises_the_configured_rate():
+    lim = Limiter(rpm=600, tpm=60_000, max_concurrency=1000, clock=Clock(0.0))
+    lim.observe(RateHeaders(remaining_requests=10_000, remaining_tokens=10**7, limit_requests=60_000,
+                            limit_tokens=10**8), sent=0.0, now=0.0)
+    assert lim.limits(0.0) == (10, 1000)  # our 600 RPM / 60k TPM stay the ceiling
+    times = [lim.admit(1, 0.0) for _ in range(10)]
+    assert len(times) == 10 and lim.wait_s(1, 0.0) == pytest.approx(1.0)
+    lim.observe(RateHeaders(limit_requests=300, limit_tokens=30_000), sent=0.0, now=0.0)
+    assert lim.limits(2.0) == (5, 500)  # a server granting less is believed
+
+
+def test_an_older_reply_does_not_replace_a_newer_word():
+    lim = Limiter(rpm=6000, tpm=10**9, max_concurrency=1000, clock=Clock(0.0))
+    lim.observe(RateHeaders(remaining_requests=0, reset_requests_s=0.5), sent=0.3, now=0.4)
+    lim.observe(RateHeaders(remaining_requests=50, reset_requests_s=0.5), sent=0.1, now=0.41)  # sent earlier
+    assert lim.wait_s(1, 0.42) == pytest.approx(0.48)
 
 
 # ---------------------------------------------------------------- the async wrapper
@@ -93,7 +164,7 @@ def limiter(clock=None, **overrides) -> Limiter:  # noqa: ANN001
     cfg = JudgeConfig(rpm=60_000, tpm=10_000_000, max_concurrency=3)
     for key, value in overrides.items():
         setattr(cfg, key, value)
-    return Limiter(cfg.rpm, cfg.tpm, cfg.max_concurrency, cfg.burst_s, clock=clock)
+    return Limiter(cfg.rpm, cfg.tpm, cfg.max_concurrency, cfg.window_s, clock=clock)
 
 
 async def test_concurrency_is_capped():
@@ -110,27 +181,25 @@ async def test_concurrency_is_capped():
 
 
 async def test_both_quotas_are_charged_and_settled():
-    lim = limiter(clock=lambda: 50.0)  # a clock that stands still: no refill blurs the charge
-    before_requests, before_tokens = lim.requests.level, lim.tokens.level
+    lim = limiter(clock=lambda: 50.0)  # a clock that stands still: nothing leaves the window
     async with lim.slot(500) as lease:
-        assert (lim.requests.level, lim.tokens.level) == (before_requests - 1, before_tokens - 500)
+        assert (lim.requests.used, lim.tokens.used) == (1, 500)
         lease.settle(300)
         lease.settle(0)  # settling twice is a no-op
-    assert lim.requests.level == before_requests - 1
-    assert lim.tokens.level == before_tokens - 300
+    assert (lim.requests.used, lim.tokens.used) == (1, 300)
 
 
-async def test_a_429_pause_holds_every_caller():
+async def test_a_429_pause_holds_every_caller_of_the_endpoint():
     lim = limiter()
-    lim.pause(0.2)
-    until = lim.requests.updated
+    lim.backoff(0.2)
+    until = lim.paused_until
     async with lim.slot(1):
         entered = lim.now()
     assert entered >= until  # on the limiter's own clock: the pause is for everyone, this caller too
 
 
 async def test_waiters_are_served_in_arrival_order():
-    lim = limiter(rpm=600, tpm=60_000)  # 10 requests and 1,000 tokens deep
+    lim = limiter(rpm=600, tpm=60_000, window_s=0.1)  # 1 request and 100 tokens per 0.1 s
     order: list[int] = []
 
     async def call(i: int, tokens: int) -> None:
@@ -138,8 +207,8 @@ async def test_waiters_are_served_in_arrival_order():
             order.append(i)
 
     # a big request first: later small ones must not starve it by jumping the queue
-    tasks = [asyncio.create_task(call(0, 900))]
+    tasks = [asyncio.create_task(call(0, 90))]
     await asyncio.sleep(0)
-    tasks += [asyncio.create_task(call(i, 300)) for i in (1, 2, 3)]
+    tasks += [asyncio.create_task(call(i, 30)) for i in (1, 2, 3)]
     await asyncio.gather(*tasks)
     assert order == [0, 1, 2, 3]

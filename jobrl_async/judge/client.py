@@ -19,7 +19,7 @@ import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,7 +30,7 @@ from ..config import JudgeConfig, Secrets
 from ..errors import ConfigError, JudgeError
 from ..records import CriterionVerdict
 from ..retry import RETRY_AFTER_CAP_S, retry_after_s, retryable_status, retrying
-from .limiter import Limiter
+from .limiter import Lease, Limiter, RateHeaders
 from .parse import UnreadableVerdict, parse_reply
 from .prompts import estimate_tokens
 
@@ -54,6 +54,8 @@ class JudgeStats:
 
     requests: int = 0  # HTTP attempts sent (or simulated by the stub)
     tokens: int = 0  # total tokens the server reported in `usage`
+    charged_tokens: float = 0  # quota charged: prompt + max_tokens at intake, corrected from `usage`
+    dedup_hits: int = 0  # criteria verdicts reused from an identical offer instead of paid for
     http_429: int = 0
     retries: int = 0
     failures: int = 0  # offers that still failed after their retries (judge_failed)
@@ -67,6 +69,8 @@ class JudgeStats:
         return {
             "requests": self.requests,
             "tokens": self.tokens,
+            "charged_tokens": round(self.charged_tokens),
+            "dedup_hits": self.dedup_hits,
             "http_429": self.http_429,
             "retries": self.retries,
             "failures": self.failures,
@@ -160,41 +164,96 @@ def missing_credentials(secrets: Secrets) -> str:
     )
 
 
+# ------------------------------------------------------------------ endpoints
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    """One judge deployment, resolved: where, which model, which key (never shown), its quota."""
+
+    name: str
+    kind: str  # azure | openai
+    url: str = field(repr=False)  # may carry user:password@
+    model: str  # the Azure deployment, or the OpenAI-compatible model
+    api_version: str
+    key: str = field(repr=False)
+    key_var: str
+    rpm: int
+    tpm: int
+
+    @property
+    def host(self) -> str:
+        return host_of(self.url)
+
+
+def standard_endpoint(cfg: JudgeConfig, secrets: Secrets) -> EndpointSpec:
+    """The one endpoint of the standard variables (no `[[judge.endpoints]]`)."""
+    backend = secrets.judge_backend
+    if backend == "none":
+        raise ConfigError(f"{missing_credentials(secrets)}; or judge with --judge stub")
+    if backend == "azure":
+        return EndpointSpec(host_of(secrets.azure_endpoint), "azure", secrets.azure_endpoint,
+                            secrets.azure_deployment, cfg.api_version, secrets.azure_api_key,
+                            "AZURE_OPENAI_API_KEY", cfg.rpm, cfg.tpm)
+    url = secrets.openai_base_url or "https://api.openai.com/v1"  # "" would be taken as the URL
+    return EndpointSpec(host_of(url), "openai", url, cfg.model, cfg.api_version, secrets.openai_api_key,
+                        "OPENAI_API_KEY", cfg.rpm, cfg.tpm)
+
+
+def pool_endpoints(cfg: JudgeConfig, env: Mapping[str, str]) -> list[EndpointSpec]:
+    """`[[judge.endpoints]]` resolved; ConfigError naming `judge.endpoints[i].key` when one is unusable."""
+    specs: list[EndpointSpec] = []
+    for i, e in enumerate(cfg.endpoints):
+        where = f"judge.endpoints[{i}]"
+        name = e.name or f"endpoint-{i}"
+        if not e.url:
+            raise ConfigError(f"'{where}.url' is required (the Azure endpoint or an OpenAI-compatible base URL)")
+        if e.kind == "azure" and not e.deployment:
+            raise ConfigError(f"'{where}.deployment' is required for kind = \"azure\"")
+        if not e.api_key_env:
+            raise ConfigError(f"'{where}.api_key_env' is required: the NAME of the variable holding its key")
+        key = env.get(e.api_key_env, "")
+        if not key:
+            raise ConfigError(f"'{where}.api_key_env': the environment variable {e.api_key_env} is not set")
+        if name in {s.name for s in specs}:
+            raise ConfigError(f"'{where}.name': '{name}' names two endpoints")
+        model = e.deployment if e.kind == "azure" else (e.model or cfg.model)
+        specs.append(EndpointSpec(name, e.kind, e.url, model, e.api_version or cfg.api_version, key,
+                                  e.api_key_env, e.rpm, e.tpm))
+    return specs
+
+
 # ------------------------------------------------------------------ the client
 
 
 class JudgeClient:
-    """Chat Completions through the openai SDK, paced by the shared limiter, with our retries."""
+    """One endpoint's Chat Completions through the openai SDK, paced by its limiter.
 
-    def __init__(self, cfg: JudgeConfig, secrets: Secrets, limiter: Limiter, stats: JudgeStats) -> None:
+    `exchange` is one HTTP attempt under a lease the caller holds (the pool routes and
+    retries); `ask` is the self-contained way: its own limiter slot, retries and parsing.
+    """
+
+    def __init__(self, cfg: JudgeConfig, endpoint: Secrets | EndpointSpec, limiter: Limiter, stats: JudgeStats,
+                 own: JudgeStats | None = None) -> None:
         self.cfg, self.limiter, self.stats = cfg, limiter, stats
-        self.backend = secrets.judge_backend
-        if self.backend == "none":
-            raise ConfigError(f"{missing_credentials(secrets)}; or judge with --judge stub")
-        if self.backend == "azure":
-            self.endpoint = host_of(secrets.azure_endpoint)
-            self.model = secrets.azure_deployment
-            self._key, self._key_var = secrets.azure_api_key, "AZURE_OPENAI_API_KEY"
+        self.own = own  # this endpoint's counters when it is one of a pool
+        spec = endpoint if isinstance(endpoint, EndpointSpec) else standard_endpoint(cfg, endpoint)
+        self.spec, self.name, self.backend = spec, spec.name, spec.kind
+        self.endpoint, self.model = spec.host, spec.model
+        self._key, self._key_var = spec.key, spec.key_var
+        if spec.kind == "azure":
             self._sdk: openai.AsyncOpenAI = openai.AsyncAzureOpenAI(
-                azure_endpoint=secrets.azure_endpoint,
-                api_key=secrets.azure_api_key,
-                api_version=cfg.api_version,
-                azure_deployment=secrets.azure_deployment,
-                max_retries=0,
-                timeout=cfg.timeout_s,
-            )
+                azure_endpoint=spec.url, api_key=spec.key, api_version=spec.api_version,
+                azure_deployment=spec.model, max_retries=0, timeout=cfg.timeout_s)
         else:
-            self.endpoint = host_of(secrets.openai_base_url or "https://api.openai.com/v1")
-            self.model = cfg.model
-            self._key, self._key_var = secrets.openai_api_key, "OPENAI_API_KEY"
-            self._sdk = openai.AsyncOpenAI(
-                api_key=secrets.openai_api_key,
-                base_url=secrets.openai_base_url or "https://api.openai.com/v1",  # "" would be taken as the URL
-                max_retries=0,
-                timeout=cfg.timeout_s,
-            )
+            self._sdk = openai.AsyncOpenAI(api_key=spec.key, base_url=spec.url, max_retries=0, timeout=cfg.timeout_s)
         logging_.refresh_secrets([self._key])  # a key passed in, not from os.environ, is redacted too
         self.json_mode = cfg.json_mode
+
+    def _count(self, name: str, n: float = 1) -> None:
+        for stats in (self.stats, self.own):
+            if stats is not None:
+                setattr(stats, name, getattr(stats, name) + n)
 
     async def ask(self, criterion: str, messages: list[dict], attempts: int | None = None,
                   retry_if: Callable[[BaseException], bool] = is_retryable) -> CriterionVerdict:
@@ -205,46 +264,66 @@ class JudgeClient:
         return await retried(self._attempt, criterion, messages)
 
     async def _attempt(self, criterion: str, messages: list[dict]) -> CriterionVerdict:
-        estimate = estimate_tokens(messages, self.cfg.max_tokens)
-        async with self.limiter.slot(estimate) as lease:
-            started = time.monotonic()
-            try:
-                completion = await self._create(messages)
-            except openai.APIStatusError as e:
-                if e.status_code == 429:
-                    self.stats.http_429 += 1
-                    wait = retry_after_s(e.response.headers)
-                    self.limiter.pause(PAUSE_WITHOUT_HEADER_S if wait is None else min(wait, RETRY_AFTER_CAP_S))
-                if is_retryable(e):
-                    raise
-                if e.status_code in REFUSED_STATUS:
-                    raise self.rejection(e) from None
-                raise self.config_error(e) from None
-            # A body that is not JSON, or nests past the decoder's stack: the server's fault, retried.
-            except (ValueError, RecursionError, openai.APIResponseValidationError) as e:
-                raise UnreadableVerdict(f"malformed response body ({type(e).__name__})") from None
-            self.stats.latencies_ms.append((time.monotonic() - started) * 1000)
-            text = reply_text(completion)
-            usage = getattr(completion, "usage", None)
-            if isinstance(getattr(usage, "prompt_tokens", None), int):
-                # The quota is charged at intake as prompt + max_tokens: correct our prompt
-                # estimate with the server's count, but keep the completion budget charged.
-                lease.settle(usage.prompt_tokens + self.cfg.max_tokens)
-                self.stats.tokens += getattr(usage, "total_tokens", 0) or 0
+        async with self.limiter.slot(estimate_tokens(messages, self.cfg.max_tokens)) as lease:
+            text = await self.exchange(messages, lease)
         return parse_reply(criterion, text)
 
-    async def _create(self, messages: list[dict]) -> Any:
-        self.stats.requests += 1
+    async def exchange(self, messages: list[dict], lease: Lease) -> str:
+        """One HTTP attempt under `lease`: the reply's text, or the error (a 429 backs this endpoint off)."""
+        self._count("charged_tokens", lease.estimated)  # charged at intake, corrected from usage below
+        started = time.monotonic()
         try:
-            return await self._sdk.chat.completions.create(**self._request(messages))
+            raw = await self._create(messages)
+            completion = raw.parse()
+        except openai.APIStatusError as e:
+            self._observe(e.response.headers, lease)
+            if e.status_code == 429:
+                self._count("http_429")
+                wait = retry_after_s(e.response.headers)
+                self.limiter.backoff(PAUSE_WITHOUT_HEADER_S if wait is None else min(wait, RETRY_AFTER_CAP_S))
+            if is_retryable(e):
+                raise
+            if e.status_code in REFUSED_STATUS:
+                raise self.rejection(e) from None
+            raise self.config_error(e) from None
+        # A body that is not JSON, or nests past the decoder's stack: the server's fault, retried.
+        except (ValueError, RecursionError, openai.APIResponseValidationError) as e:
+            raise UnreadableVerdict(f"malformed response body ({type(e).__name__})") from None
+        self._observe(raw.headers, lease)
+        for stats in (self.stats, self.own):
+            if stats is not None:
+                stats.latencies_ms.append((time.monotonic() - started) * 1000)
+        text = reply_text(completion)
+        usage = getattr(completion, "usage", None)
+        if isinstance(getattr(usage, "prompt_tokens", None), int):
+            # The quota is charged at intake as prompt + max_tokens: correct our prompt
+            # estimate with the server's count, but keep the completion budget charged.
+            actual = usage.prompt_tokens + self.cfg.max_tokens
+            self._count("charged_tokens", actual - lease.estimated)
+            lease.settle(actual)
+            self._count("tokens", getattr(usage, "total_tokens", 0) or 0)
+        return text
+
+    def _observe(self, headers: Any, lease: Lease) -> None:
+        try:
+            seen = RateHeaders.parse(headers)
+        except Exception:  # headers are the server's text: never let them fail a call
+            return
+        if not seen.empty:
+            self.limiter.observe(seen, lease.sent, self.limiter.now())
+
+    async def _create(self, messages: list[dict]) -> Any:
+        self._count("requests")
+        try:
+            return await self._sdk.chat.completions.with_raw_response.create(**self._request(messages))
         except openai.BadRequestError as e:
             if not (self.json_mode and "response_format" in _server_message(e)):
                 raise
         # The server has no JSON mode: drop it for good; parse_reply copes with prose anyway.
         self.json_mode = False
         log().warning("judge_json_mode_off", endpoint=self.endpoint, model=self.model)
-        self.stats.requests += 1
-        return await self._sdk.chat.completions.create(**self._request(messages))
+        self._count("requests")
+        return await self._sdk.chat.completions.with_raw_response.create(**self._request(messages))
 
     def _request(self, messages: list[dict]) -> dict[str, Any]:
         request: dict[str, Any] = {
@@ -259,7 +338,7 @@ class JudgeClient:
         return request
 
     def _on_retry(self, attempt: int, wait: float, exc: BaseException | None) -> None:
-        self.stats.retries += 1
+        self._count("retries")
         log().debug("judge_retry", attempt=attempt, wait_s=round(wait, 3), reason=self.describe(exc) if exc else "")
 
     # ------------------------------------------------------------ errors users read
@@ -283,6 +362,8 @@ class JudgeClient:
             msg = f"authentication failed at {where} (HTTP 401): check {self._key_var}"
         elif status == 403:
             msg = f"access denied at {where} (HTTP 403): the key may not use '{self.model}'"
+        elif status == 404 and self.backend == "azure" and self._key_var != "AZURE_OPENAI_API_KEY":
+            msg = f"deployment '{self.model}' not found at {where} (HTTP 404): check judge.endpoints '{self.name}'"
         elif status == 404 and self.backend == "azure":
             msg = (f"deployment '{self.model}' not found at {where} (HTTP 404): "
                    "check AZURE_DEPLOYMENT_NAME and AZURE_OPENAI_ENDPOINT")

@@ -1,145 +1,332 @@
-"""One limiter for every judge call in the process: requests/min, tokens/min, concurrent calls.
+"""One endpoint's quota: requests and tokens per window, concurrent calls, and what the server says.
 
-Two token buckets (requests and tokens), each `burst_s` seconds of quota deep, refilled at
-quota/60 per second. Over any window of W seconds a bucket lets through at most
-`capacity + rate x W`: with the default 0.1 s depth, 600 RPM is at most 11 requests in any
-second and 101 in any 10 s (Azure enforces RPM over 1-10 s windows, so a minute-deep bucket
-earns 429s below quota).
+Servers count quota over short fixed windows (Azure: 1 or 10 s; 6,000 RPM is at most 100
+requests in any second) and charge tokens at intake as prompt + `max_tokens`. A token bucket
+with rate r and burst b admits r + b in some window, which such a server refuses; so
+admission here is a sliding window: a call starts only if the window ending now, with it,
+stays within `limit = quota / 60 x window_s`:
 
-    time_until(cost, now) = max(0, (min(cost, capacity) - level(now)) / rate)
+    time_until(cost, now) = 0                              if used(now) + cost <= limit
+                          = (t_i + window_s) - now         the first admission t_i whose expiry makes room
 
-Tokens are charged before the call from an estimate (prompt + max_tokens, as the server
-charges at intake) and settled after it from the server's count; a bucket may go into
-debt, which later callers wait out. A 429 pauses both buckets for everyone until its
-Retry-After and empties them, so the queue restarts at the quota's pace, not with a burst.
+No window of length `window_s` ever holds more than `limit`, so neither does any window the
+server counts. A cost above the whole limit (one huge prompt) waits for an empty window.
 
-Written by hand rather than with aiolimiter: its leaky bucket cannot settle a charge after
-the fact, cannot be paused by one caller for all, and serves small waiters first (a
-tokens bucket built on it would starve long prompts); two of them also cannot be taken
-together, so a request could hold one quota while it waits for the other.
+Three things lower the limit below the configured quota, never raise it above:
+- `Aimd`: after a 429 the endpoint waits the server's Retry-After, then comes back at
+  `decrease` x its rate (one cut per window: a burst of 429s from one window is one signal),
+  and recovers additively (`recover_per_s`) to the full rate while no 429 comes;
+- `x-ratelimit-limit-requests` / `-tokens` (per minute): a server that grants less than
+  configured is believed;
+- `x-ratelimit-remaining-requests` / `-tokens` (with `-reset-*` when present): a `ServerView`
+  that says how much is left for the calls sent after the observed one, until the reset; a
+  quota shared with another client shows up here before it shows up as 429s.
+
+Tokens are charged before the call from an estimate and settled afterwards from `usage`.
+Written by hand: no limiter library settles a charge after the fact, follows response
+headers, or admits by sliding window over two quotas taken together.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..config import JudgeConfig
 
+EPS = 1e-9
+
+
+# ------------------------------------------------------------------ pure arithmetic
+
 
 @dataclass(slots=True)
-class TokenBucket:
-    """Pure arithmetic: `level` tokens available at time `updated`, refilled at `rate`/s."""
+class Admission:
+    """One charge in a window: when, and how much (tokens are corrected by `settle`)."""
 
-    capacity: float
-    rate: float
-    level: float
+    at: float
+    cost: float
+
+
+@dataclass
+class SlidingWindow:
+    """Pure: the charges of the last `window_s` seconds, and when a new one fits under a limit."""
+
+    window_s: float = 1.0
+    log: deque[Admission] = field(default_factory=deque)
+    used: float = 0.0  # sum of the costs in `log`
+
+    def expire(self, now: float) -> None:
+        while self.log and self.log[0].at <= now - self.window_s + EPS:
+            self.used -= self.log.popleft().cost
+        if not self.log:
+            self.used = 0.0  # no float drift across an empty window
+
+    def time_until(self, cost: float, limit: float, now: float) -> float:
+        """Seconds from `now` until `cost` fits in the window ending then (a cost above `limit`
+        waits for an empty window)."""
+        self.expire(now)
+        need = min(cost, limit)
+        if self.used + need <= limit + EPS:
+            return 0.0
+        used = self.used
+        for a in self.log:  # oldest first: each expiry frees its cost
+            used -= a.cost
+            if used + need <= limit + EPS:
+                return max(0.0, a.at + self.window_s - now)
+        return self.window_s  # unreachable: an empty window fits any cost up to `limit`
+
+    def take(self, cost: float, now: float) -> Admission:
+        self.expire(now)
+        admission = Admission(now, cost)
+        self.log.append(admission)
+        self.used += cost
+        return admission
+
+    def settle(self, admission: Admission, actual: float) -> None:
+        """Replace a charge by the server's count (a no-op once it has left the window)."""
+        if any(a is admission for a in self.log):
+            self.used += actual - admission.cost
+        admission.cost = actual
+
+    def spent_since(self, since: float) -> float:
+        return sum(a.cost for a in self.log if a.at > since)
+
+
+@dataclass
+class Aimd:
+    """Pure: the share (floor..1) of the configured rate an endpoint may use, after 429s."""
+
+    decrease: float = 0.85  # multiplicative cut after a 429
+    recover_per_s: float = 0.02  # additive recovery per second without one
+    floor: float = 0.2
+    hold_s: float = 1.0  # at most one cut per this long: one window's 429s are one signal
+    scale: float = 1.0
     updated: float = 0.0
+    last_cut: float = -math.inf
 
-    @classmethod
-    def per_minute(cls, quota: float, burst_s: float, now: float = 0.0) -> "TokenBucket":
-        rate = quota / 60.0
-        capacity = max(rate * burst_s, 1.0)  # at least one whole request can ever pass
-        return cls(capacity=capacity, rate=rate, level=capacity, updated=now)
+    def at(self, now: float) -> float:
+        return min(1.0, self.scale + max(0.0, now - self.updated) * self.recover_per_s)
 
-    def level_at(self, now: float) -> float:
-        if now <= self.updated:  # a paused bucket does not refill before its pause ends
-            return self.level
-        return min(self.capacity, self.level + (now - self.updated) * self.rate)
+    def on_429(self, now: float, resume_at: float) -> None:
+        """A 429 at `now`; the endpoint is paused until `resume_at`, recovery starts there."""
+        scale = self.at(now)
+        if now - self.last_cut >= self.hold_s:
+            scale = max(self.floor, scale * self.decrease)
+            self.last_cut = now
+        self.scale, self.updated = scale, max(now, resume_at)
+
+
+@dataclass(slots=True)
+class ServerView:
+    """What the server said was left: `remaining` for the calls sent after `since`, until `until`."""
+
+    since: float
+    remaining: float
+    until: float
+    spent: float = 0.0  # what we sent after `since`, at the time of the view and since
 
     def time_until(self, cost: float, now: float) -> float:
-        """Seconds from `now` until `cost` can be taken (a cost above capacity waits for a full bucket)."""
-        need = min(cost, self.capacity)
-        start = max(now, self.updated)
-        missing = need - self.level_at(start)
-        return (start - now) + max(0.0, missing / self.rate)
+        if now >= self.until or self.spent + cost <= self.remaining + EPS:
+            return 0.0
+        return self.until - now
 
-    def take(self, cost: float, now: float) -> None:
-        """Charge `cost` at `now`; the level may go negative (debt) for a cost above capacity."""
-        self.level = self.level_at(now) - cost
-        self.updated = max(now, self.updated)
 
-    def settle(self, estimated: float, actual: float, now: float) -> None:
-        """Replace an earlier charge of `estimated` by `actual`: refund or charge the difference."""
-        self.level = min(self.capacity, self.level_at(now) + estimated - actual)
-        self.updated = max(now, self.updated)
+@dataclass(frozen=True, slots=True)
+class RateHeaders:
+    """The `x-ratelimit-*` headers of one response (None where absent or unreadable)."""
 
-    def pause(self, until: float) -> None:
-        """Empty the bucket and keep it empty until `until` (a server told us to back off)."""
-        if until > self.updated:
-            self.level = min(self.level, 0.0)
-            self.updated = until
+    remaining_requests: float | None = None
+    remaining_tokens: float | None = None
+    limit_requests: float | None = None  # per minute
+    limit_tokens: float | None = None
+    reset_requests_s: float | None = None
+    reset_tokens_s: float | None = None
+
+    @classmethod
+    def parse(cls, headers: Mapping[str, str]) -> "RateHeaders":
+        get = {k.lower(): v for k, v in headers.items()}.get
+        return cls(
+            remaining_requests=_number(get("x-ratelimit-remaining-requests")),
+            remaining_tokens=_number(get("x-ratelimit-remaining-tokens")),
+            limit_requests=_number(get("x-ratelimit-limit-requests")),
+            limit_tokens=_number(get("x-ratelimit-limit-tokens")),
+            reset_requests_s=duration_s(get("x-ratelimit-reset-requests")),
+            reset_tokens_s=duration_s(get("x-ratelimit-reset-tokens")),
+        )
+
+    @property
+    def empty(self) -> bool:
+        return all(v is None for v in (self.remaining_requests, self.remaining_tokens,
+                                       self.limit_requests, self.limit_tokens))
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        value = float(text) if text is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) and value >= 0 else None
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def duration_s(text: str | None) -> float | None:
+    """OpenAI's reset durations ("1s", "6m0s", "20ms", "0.5s") or plain seconds, in seconds."""
+    if not text:
+        return None
+    text = text.strip().lower()
+    plain = _number(text)
+    if plain is not None:
+        return plain
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+# ------------------------------------------------------------------ one endpoint's limiter
 
 
 class Limiter:
-    """The shared async wrapper: FIFO waiters, both buckets taken together, a concurrency cap.
+    """One endpoint's admission: both windows taken together, a concurrency cap, 429 pauses.
 
-    The Judge owns one and every backend call goes through `slot`; share it by passing the
-    same Judge (or Limiter) to every stage that judges, so the process has one quota.
+    `slot` is the self-contained way in (a FIFO turn, then the wait); the pool routes with
+    `wait_s` / `has_room` / `admit` itself, across endpoints.
     """
 
-    def __init__(
-        self,
-        rpm: float,
-        tpm: float,
-        max_concurrency: int,
-        burst_s: float = 0.1,
-        clock: Callable[[], float] | None = None,
-    ) -> None:
-        self.now = clock or time.monotonic  # the loop's clock is uvloop's cached ms tick
-        now = self.now()
-        self.requests = TokenBucket.per_minute(rpm, burst_s, now)
-        self.tokens = TokenBucket.per_minute(tpm, burst_s, now)
+    def __init__(self, rpm: float, tpm: float, max_concurrency: int, window_s: float = 1.0,
+                 clock: Callable[[], float] | None = None, aimd: Aimd | None = None) -> None:
+        self.now = clock or time.monotonic
+        self.rpm, self.tpm, self.window_s = float(rpm), float(tpm), window_s
+        self.server_rpm = self.server_tpm = math.inf  # what x-ratelimit-limit-* granted
+        self.requests = SlidingWindow(window_s)
+        self.tokens = SlidingWindow(window_s)
+        self.aimd = aimd or Aimd(hold_s=window_s, updated=self.now())
+        self.views: dict[str, ServerView] = {}  # "requests" / "tokens" -> the server's latest word
+        self.paused_until = -math.inf
         self.max_concurrency = max_concurrency
-        self._calls = asyncio.Semaphore(max_concurrency)
-        self._turn = asyncio.Lock()  # one waiter at a time computes its wait: FIFO, no starvation
         self.in_flight = 0
+        self._turn = asyncio.Lock()  # FIFO: one waiter at a time computes its wait
+        self._freed = asyncio.Event()
 
     @classmethod
-    def from_config(cls, cfg: JudgeConfig) -> "Limiter":
-        return cls(cfg.rpm, cfg.tpm, cfg.max_concurrency, cfg.burst_s)
+    def from_config(cls, cfg: JudgeConfig, rpm: float | None = None, tpm: float | None = None) -> "Limiter":
+        return cls(rpm or cfg.rpm, tpm or cfg.tpm, cfg.max_concurrency, cfg.window_s)
+
+    # -- the arithmetic, on the injected clock
+
+    def limits(self, now: float) -> tuple[float, float]:
+        """(requests, tokens) allowed per window now: configured, capped by the server, scaled by AIMD."""
+        scale = self.aimd.at(now)
+        per_window = self.window_s / 60.0
+        requests = max(1.0, min(self.rpm, self.server_rpm) * per_window * scale)
+        tokens = max(1.0, min(self.tpm, self.server_tpm) * per_window * scale)
+        return requests, tokens
 
     def wait_s(self, tokens: float, now: float) -> float:
-        return max(self.requests.time_until(1, now), self.tokens.time_until(tokens, now))
+        """Seconds until a call of `tokens` may start here (concurrency aside)."""
+        if now < self.paused_until:
+            return self.paused_until - now
+        rq, tk = self.limits(now)
+        waits = [self.requests.time_until(1, rq, now), self.tokens.time_until(tokens, tk, now)]
+        for name, cost in (("requests", 1.0), ("tokens", tokens)):
+            if (view := self.views.get(name)) is not None:
+                waits.append(view.time_until(cost, now))
+        return max(waits)
+
+    @property
+    def has_room(self) -> bool:
+        return self.in_flight < self.max_concurrency
+
+    def admit(self, tokens: float, now: float) -> "Lease":
+        lease = Lease(self, tokens, sent=now, requests=self.requests.take(1, now),
+                      tokens=self.tokens.take(tokens, now))
+        for name, cost in (("requests", 1.0), ("tokens", tokens)):
+            if (view := self.views.get(name)) is not None and now < view.until:
+                view.spent += cost
+        self.in_flight += 1
+        return lease
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._freed.set()
+
+    def backoff(self, seconds: float) -> None:
+        """A 429: hold this endpoint for `seconds` (its Retry-After), then come back slower."""
+        if not (seconds >= 0 and math.isfinite(seconds)):
+            return
+        now = self.now()
+        self.paused_until = max(self.paused_until, now + seconds)
+        self.aimd.on_429(now, self.paused_until)
+
+    pause = backoff  # the old name
+
+    def observe(self, headers: RateHeaders, sent: float, now: float) -> None:
+        """Follow the server: lower this endpoint to what its headers say is left (never raise it)."""
+        if headers.limit_requests:
+            self.server_rpm = headers.limit_requests
+        if headers.limit_tokens:
+            self.server_tpm = headers.limit_tokens
+        for name, remaining, reset_s, window in (
+            ("requests", headers.remaining_requests, headers.reset_requests_s, self.requests),
+            ("tokens", headers.remaining_tokens, headers.reset_tokens_s, self.tokens),
+        ):
+            if remaining is None:
+                continue
+            old = self.views.get(name)
+            if old is not None and old.since > sent and now < old.until:
+                continue  # a newer word already holds
+            # the observed call itself was counted by the server before it answered
+            until = now + (reset_s if reset_s is not None else self.window_s)
+            self.views[name] = ServerView(sent, remaining, until, spent=window.spent_since(sent))
+
+    # -- the self-contained way in
+
+    async def wait_turn(self, tokens: float) -> "Lease":
+        async with self._turn:
+            while True:
+                now = self.now()
+                wait = self.wait_s(tokens, now)
+                if wait <= 0 and self.has_room:
+                    return self.admit(tokens, now)
+                self._freed.clear()
+                timeout = wait if self.has_room else None
+                try:
+                    await asyncio.wait_for(self._freed.wait(), timeout)
+                except TimeoutError:
+                    pass
 
     @asynccontextmanager
     async def slot(self, tokens: float) -> AsyncIterator["Lease"]:
         """Hold one concurrent call and its share of both quotas for the body of the block."""
-        async with self._calls:
-            async with self._turn:
-                while (wait := self.wait_s(tokens, self.now())) > 0:
-                    # re-check after waking: a 429 may have pushed the pause further out
-                    await asyncio.sleep(wait)
-                now = self.now()
-                self.requests.take(1, now)
-                self.tokens.take(tokens, now)
-            self.in_flight += 1
-            try:
-                yield Lease(self, tokens)
-            finally:
-                self.in_flight -= 1
-
-    def pause(self, seconds: float) -> None:
-        """Hold every caller for `seconds` (a 429's Retry-After) and restart without a burst."""
-        if seconds > 0 and math.isfinite(seconds):
-            until = self.now() + seconds
-            self.requests.pause(until)
-            self.tokens.pause(until)
+        lease = await self.wait_turn(tokens)
+        try:
+            yield lease
+        finally:
+            self.release()
 
 
 @dataclass(slots=True)
 class Lease:
-    """One call's place in the limiter; `settle` corrects its token charge from `usage`."""
+    """One call's place in a limiter; `settle` corrects its token charge from `usage`."""
 
     limiter: Limiter
     estimated: float
+    sent: float
+    requests: Admission
+    tokens: Admission
     settled: bool = False
 
     def settle(self, actual: float) -> None:
         if not self.settled:
             self.settled = True
-            self.limiter.tokens.settle(self.estimated, actual, self.limiter.now())
+            self.limiter.tokens.settle(self.tokens, actual)

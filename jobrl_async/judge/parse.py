@@ -159,3 +159,96 @@ def _excerpt(value: Any) -> str:
         except (ValueError, RecursionError):
             text = f"<{type(value).__name__}>"
     return repr(text[:80] + ("..." if len(text) > 80 else ""))
+
+
+# ------------------------------------------------------------------ one reply for several criteria
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object hook that refuses a key given twice (json itself keeps the last silently)."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _DuplicateKey(key)
+        obj[key] = value
+    return obj
+
+
+_STRICT_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates)
+
+
+def parse_offer_reply(criteria: tuple[str, ...] | list[str], text: str) -> dict[str, CriterionVerdict]:
+    """The verdicts of a per-offer reply: one JSON object keyed by exactly `criteria`, each value
+    the seed's verdict shape. UnreadableVerdict (retry the call, never a zero) when a criterion is
+    missing, given twice or not asked for, when a verdict is malformed, or when the reply holds
+    two different verdict sets (the judge quoting one forged inside the offer, then its own)."""
+    if len(text) > MAX_REPLY_CHARS:
+        raise UnreadableVerdict(f"reply is {len(text)} characters, limit {MAX_REPLY_CHARS}")
+    try:
+        obj = _find_verdict_set(text, criteria)
+    except RecursionError:
+        raise UnreadableVerdict("reply is nested too deeply") from None
+    if obj is None:
+        raise UnreadableVerdict(f"no JSON object keyed by criterion in reply {_excerpt(text)}")
+    missing = [c for c in criteria if c not in obj]
+    extra = [k for k in obj if k not in criteria]
+    if missing or extra:
+        raise UnreadableVerdict(f"reply's criteria differ from those asked: missing {missing}, not asked {extra}")
+    verdicts: dict[str, CriterionVerdict] = {}
+    for name in criteria:
+        value = obj[name]
+        if not isinstance(value, dict):
+            raise UnreadableVerdict(f"{name}: verdict {_excerpt(value)} is not an object")
+        verdicts[name] = CriterionVerdict(
+            name=name,
+            answer=_answer(name, value),
+            score=_score(name, value),
+            missing_skills=_skills(name, value, "missing_skills"),
+            irrelevant_skills=_skills(name, value, "irrelevant_skills"),
+            source="llm",
+        )
+    return verdicts
+
+
+def _find_verdict_set(text: str, criteria: tuple[str, ...] | list[str]) -> dict[str, Any] | None:
+    """The reply's object keyed by criterion names: the whole reply, else the one such object in it.
+
+    A key given twice anywhere is refused (`_DuplicateKey`), like two different verdict sets.
+    """
+    stripped = text.strip()
+    try:
+        obj, end = _STRICT_DECODER.raw_decode(stripped)
+        if isinstance(obj, dict) and end == len(stripped):
+            return obj
+    except _DuplicateKey as e:
+        raise UnreadableVerdict(f"reply gives {_excerpt(str(e))} twice") from None
+    except (ValueError, RecursionError):
+        pass
+    found: list[dict[str, Any]] = []
+    misses = 0
+    start = _OBJECT_START.search(text)
+    while start is not None:
+        try:
+            obj, end = _STRICT_DECODER.raw_decode(text, start.start())
+        except _DuplicateKey as e:
+            raise UnreadableVerdict(f"reply gives {_excerpt(str(e))} twice") from None
+        except (ValueError, RecursionError):
+            obj, end = None, start.start() + 1
+        if isinstance(obj, dict) and any(k in CRITERIA for k in obj):
+            if obj not in found:
+                found.append(obj)
+        else:
+            misses += 1
+            if misses > MAX_CANDIDATES:
+                raise UnreadableVerdict(f"more than {MAX_CANDIDATES} places in the reply look like JSON objects "
+                                        "and are not an answer")
+            end = start.start() + 1
+        start = _OBJECT_START.search(text, end)
+    if len(found) > 1:
+        raise UnreadableVerdict(f"reply holds {len(found)} different verdict sets: {_excerpt(found[0])} and "
+                                f"{_excerpt(found[1])}")
+    return found[0] if found else None

@@ -1,9 +1,15 @@
 """The judge stage: five criteria per offer, concurrently, and a breaker for outages.
 
-    mode     language  xml  provided skills  relevance  completeness   calls/offer
-    llm      LLM       LLM  LLM              LLM        LLM            5
-    hybrid   exact     exact exact           LLM        LLM            2
+    mode     language  xml  provided skills  relevance  completeness   calls/offer (per_criterion, per_offer)
+    llm      LLM       LLM  LLM              LLM        LLM            5, 1
+    hybrid   exact     exact exact           LLM        LLM            2, 1
     stub     local     local local           local      local          0 (5 simulated with latency)
+
+`judge.calls = per_offer` asks every LLM criterion of the mode in one call (the offer sent
+once, one JSON object keyed by criterion); a reply missing one, repeating one or adding one
+fails the call (retried), never a zero. An exact duplicate of an offer already judged (same
+context, text, criteria, judge model) reuses that verdict (`dedup.py`). LLM calls go through
+the pool (`pool.py`): one endpoint, or `[[judge.endpoints]]`, each with its own quota.
 
 A call that still fails after its retries fails its offer (`JudgeFailed`): the trajectory is
 `judge_failed`, never a zero reward; so does a request the server refuses for what it holds
@@ -35,8 +41,11 @@ from ..offer import language_identifier_loaded, load_language_identifier
 from ..records import CRITERIA, Context, CriterionVerdict, ScoredTrajectory, Trajectory, Verdict
 from ..rewards import reward
 from .client import JudgeClient, JudgeStats, OfferRejected, is_name_error, is_retryable
+from .dedup import DedupTable, dedup_key
 from .limiter import Limiter
-from .prompts import JudgedOffer, build_messages, estimate_tokens
+from .parse import parse_offer_reply, parse_reply
+from .pool import Endpoint, JudgePool
+from .prompts import JudgedOffer, build_messages, build_offer_messages, estimate_tokens
 from .skills import SkillBook
 from .stub import EXACT_CRITERIA, exact_verdict, stub_verdict
 
@@ -111,17 +120,25 @@ def example_offer(context: Context) -> str:
     return "\n".join(lines)
 
 
+def sample_messages() -> list[dict[str, str]]:
+    """The probe's and `judge check`'s question: one criterion of a small valid offer."""
+    return build_messages(PROBE_CRITERION, SAMPLE_CONTEXT, example_offer(SAMPLE_CONTEXT))
+
+
 class Judge:
     """Scores offers; one per process, so every call shares its limiter and its breaker."""
 
-    def __init__(self, cfg: Config, secrets: Secrets | None = None, *, limiter: Limiter | None = None) -> None:
+    def __init__(self, cfg: Config, secrets: Secrets | None = None, *, limiter: Limiter | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.cfg = cfg.judge
         self.mode = cfg.judge.mode
         self.secrets = secrets if secrets is not None else Secrets.from_env()
+        self.env = env  # where `[[judge.endpoints]]` keys are read (os.environ when None)
         self.stats = JudgeStats()
         self.limiter = limiter or Limiter.from_config(cfg.judge)
+        self.dedup = DedupTable(cfg.judge.dedup_max_entries)
         # Fail at start-up, not on the first offer, when the LLM is needed and not configured.
-        self._client = self._new_client() if self.mode != "stub" else None
+        self._pool = self._new_pool() if self.mode != "stub" else None
         self._book: SkillBook | None = None
         self._rng = random.Random(cfg.training.seed)  # stub latency jitter, reproducible
         self._closed = asyncio.Event()  # set while the breaker is closed (calls flow), or to release waiters
@@ -134,19 +151,29 @@ class Judge:
         self._warm = load_language_identifier_in_background()
 
     @property
+    def llm_criteria(self) -> tuple[str, ...]:
+        """The criteria an LLM judges in this mode (none for the stub)."""
+        return llm_criteria(self.mode)
+
+    @property
     def calls_per_offer(self) -> int:
-        return {"llm": len(CRITERIA), "hybrid": len(CRITERIA) - len(EXACT_CRITERIA)}.get(
-            self.mode, len(CRITERIA) if self.cfg.stub_latency_ms > 0 else 0
-        )
+        return calls_per_offer(self.mode, self.cfg.calls, self.cfg.stub_latency_ms)
+
+    @property
+    def pool(self) -> JudgePool:
+        if self._pool is None:
+            self._pool = self._new_pool()
+        return self._pool
 
     @property
     def client(self) -> JudgeClient:
-        if self._client is None:
-            self._client = self._new_client()
-        return self._client
+        """The first endpoint's client (the only one without `[[judge.endpoints]]`)."""
+        return self.pool.first.client
 
-    def _new_client(self) -> JudgeClient:
-        return JudgeClient(self.cfg, self.secrets, self.limiter, self.stats)
+    def _new_pool(self) -> JudgePool:
+        pool = JudgePool(self.cfg, self.secrets, self.stats, env=self.env, limiter=self.limiter)
+        self.limiter = pool.first.limiter
+        return pool
 
     # ------------------------------------------------------------ scoring
 
@@ -189,27 +216,69 @@ class Judge:
         await asyncio.wrap_future(self._warm)
 
     async def _all_criteria(self, context: Context, offer: JudgedOffer) -> dict[str, CriterionVerdict]:
+        if self.mode == "stub":
+            return await self._gather(CRITERIA, lambda name: self._stub_criterion(name, context, offer))
+        verdicts = {name: exact_verdict(name, context, offer) for name in CRITERIA if name not in self.llm_criteria}
         try:
-            async with asyncio.TaskGroup() as tg:  # one failure cancels its siblings: no wasted quota
-                tasks = {name: tg.create_task(self._criterion(name, context, offer)) for name in CRITERIA}
+            judged, reused = await self.dedup.get_or_run(self._key(context, offer),
+                                                         lambda: self._ask_llm(context, offer))
         except BaseExceptionGroup as group:
-            errors = group.exceptions
-            config = next((e for e in errors if isinstance(e, JudgeError)), None)
-            if config is not None:  # a configuration error stops the run; it never drops offers
-                raise config from None
-            if all(is_retryable(e) or isinstance(e, OfferRejected) for e in errors):
-                filtered = any(isinstance(e, OfferRejected) and e.content_filter for e in errors)
-                raise JudgeFailed(self.client.describe(errors[0]), filtered=filtered) from None
-            raise  # a bug: keep every traceback
+            raise self._failure(list(group.exceptions)) from None
+        except (JudgeError, JudgeFailed):
+            raise
+        except Exception as e:
+            raise self._failure([e]) from None
+        if reused:
+            self.stats.dedup_hits += 1
+        verdicts.update(judged)
+        return {name: verdicts[name] for name in CRITERIA}
+
+    def _key(self, context: Context, offer: JudgedOffer) -> str:
+        return dedup_key(context, offer.text, self.llm_criteria, self.pool.model, self.cfg.calls)
+
+    async def _ask_llm(self, context: Context, offer: JudgedOffer) -> dict[str, CriterionVerdict]:
+        """The LLM criteria of one offer: one call (per_offer) or one per criterion, concurrently."""
+        names = self.llm_criteria
+        if self.cfg.calls == "per_offer":
+            messages = build_offer_messages(names, context, offer)
+            return await self.pool.ask("offer", messages, lambda text: parse_offer_reply(names, text),
+                                       estimate_tokens(messages, self.cfg.max_tokens))
+        return await self._gather(names, lambda name: self._ask_criterion(name, context, offer), raw=True)
+
+    async def _ask_criterion(self, name: str, context: Context, offer: JudgedOffer) -> CriterionVerdict:
+        messages = build_messages(name, context, offer)
+        return await self.pool.ask(name, messages, lambda text: parse_reply(name, text),
+                                   estimate_tokens(messages, self.cfg.max_tokens))
+
+    async def _gather(self, names: tuple[str, ...], one: Callable[[str], Any],
+                      raw: bool = False) -> dict[str, CriterionVerdict]:
+        """`one(name)` for every name concurrently; one failure cancels its siblings (no wasted quota).
+        `raw`: let the ExceptionGroup through (the caller maps it after the dedup table saw it)."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = {name: tg.create_task(one(name)) for name in names}
+        except BaseExceptionGroup as group:
+            if raw:
+                raise
+            raise self._failure(list(group.exceptions)) from None
         return {name: task.result() for name, task in tasks.items()}
 
-    async def _criterion(self, name: str, context: Context, offer: JudgedOffer) -> CriterionVerdict:
-        if self.mode == "stub":
-            await self._simulate_call(name, context, offer)
-            return stub_verdict(name, context, offer, self.book)
-        if self.mode == "hybrid" and name in EXACT_CRITERIA:
-            return exact_verdict(name, context, offer)
-        return await self.client.ask(name, build_messages(name, context, offer))
+    def _failure(self, errors: list[BaseException]) -> BaseException:
+        """What a failed judgement raises: a configuration error as it is (it stops the run),
+        transient failures and refusals as JudgeFailed (this offer only), a bug as the group."""
+        config = next((e for e in errors if isinstance(e, JudgeError)), None)
+        if config is not None:
+            return config
+        if all(is_retryable(e) or isinstance(e, OfferRejected) for e in errors):
+            filtered = any(isinstance(e, OfferRejected) and e.content_filter for e in errors)
+            return JudgeFailed(self.client.describe(errors[0]), filtered=filtered)
+        if len(errors) == 1:
+            return errors[0]
+        return BaseExceptionGroup("judge", errors)  # a bug: keep every traceback
+
+    async def _stub_criterion(self, name: str, context: Context, offer: JudgedOffer) -> CriterionVerdict:
+        await self._simulate_call(name, context, offer)
+        return stub_verdict(name, context, offer, self.book)
 
     @property
     def book(self) -> SkillBook:
@@ -223,8 +292,10 @@ class Judge:
             return
         jitter = self.cfg.stub_jitter
         delay_s = self.cfg.stub_latency_ms / 1000 * self._rng.uniform(1 - jitter, 1 + jitter)
-        async with self.limiter.slot(estimate_tokens(build_messages(name, context, offer), self.cfg.max_tokens)):
+        estimate = estimate_tokens(build_messages(name, context, offer), self.cfg.max_tokens)
+        async with self.limiter.slot(estimate):
             self.stats.requests += 1
+            self.stats.charged_tokens += estimate
             await asyncio.sleep(delay_s)
         self.stats.latencies_ms.append(delay_s * 1000)
 
@@ -289,9 +360,11 @@ class Judge:
         A refusal of this offer is a JudgeError: the request itself is refused (a parameter the
         model does not take, a context too small), so every offer would be.
         """
-        messages = build_messages(PROBE_CRITERION, SAMPLE_CONTEXT, example_offer(SAMPLE_CONTEXT))
+        messages = sample_messages()
         try:
-            return await self.client.ask(PROBE_CRITERION, messages, attempts=attempts, retry_if=retry_if)
+            return await self.pool.ask(PROBE_CRITERION, messages, lambda text: parse_reply(PROBE_CRITERION, text),
+                                       estimate_tokens(messages, self.cfg.max_tokens),
+                                       attempts=attempts, retry_if=retry_if)
         except OfferRejected as e:
             raise JudgeError(f"{e}; this was a small sample offer, so every request would be refused") from None
 
@@ -349,19 +422,63 @@ class Judge:
             "verdict": verdict.as_dict(),
         }
 
+    async def check_endpoints(self) -> list[dict[str, Any]]:
+        """`judge check` of a pool: the same round trip on every endpoint, one result each
+        (`ok: false` with the reason for one that fails; the others are still checked)."""
+        return list(await asyncio.gather(*(self._check_endpoint(e) for e in self.pool.endpoints)))
+
+    async def _check_endpoint(self, endpoint: Endpoint) -> dict[str, Any]:
+        client = endpoint.client
+        started, sent = time.monotonic(), endpoint.stats.requests
+        base = {"endpoint_name": client.name, "backend": client.backend, "endpoint": client.endpoint,
+                "model": client.model, "rpm": client.spec.rpm, "tpm": client.spec.tpm}
+        try:
+            verdict = await client.ask(PROBE_CRITERION, sample_messages(), retry_if=retryable_at_start)
+        except Exception as e:
+            if isinstance(e, JudgeError):
+                return {"ok": False, **base, "error": str(e)}
+            if not (is_retryable(e) or isinstance(e, OfferRejected) or is_name_error(e)):
+                raise
+            return {"ok": False, **base, "error": client.describe(e)}
+        return {"ok": True, **base, "latency_ms": round((time.monotonic() - started) * 1000, 1),
+                "requests": endpoint.stats.requests - sent, "criterion": PROBE_CRITERION,
+                "verdict": verdict.as_dict()}
+
     def metrics(self) -> dict[str, Any]:
-        return {**self.stats.as_dict(), "mode": self.mode, "in_flight": self.limiter.in_flight}
+        in_flight = self._pool.in_flight if self._pool is not None else self.limiter.in_flight
+        return {**self.stats.as_dict(), "mode": self.mode, "in_flight": in_flight}
+
+    def endpoint_stats(self) -> dict[str, JudgeStats]:
+        """Per-endpoint counters (a pool's `/metrics` label `endpoint`); empty for the stub."""
+        if self._pool is None:
+            return {}
+        return {e.name: e.stats for e in self._pool.endpoints}
 
     async def aclose(self) -> None:
         if self._probe is not None:
             self._probe.cancel()
             await asyncio.gather(self._probe, return_exceptions=True)
             self._probe = None
-        if self._client is not None:
-            await self._client.aclose()
+        if self._pool is not None:
+            await self._pool.aclose()
 
     async def __aenter__(self) -> "Judge":
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def llm_criteria(mode: str) -> tuple[str, ...]:
+    """The criteria an LLM judges: all five in llm, the two that need judgement in hybrid."""
+    if mode == "llm":
+        return CRITERIA
+    if mode == "hybrid":
+        return tuple(c for c in CRITERIA if c not in EXACT_CRITERIA)
+    return ()
+
+
+def calls_per_offer(mode: str, calls: str, stub_latency_ms: float = 0.0) -> int:
+    if mode == "stub":
+        return len(CRITERIA) if stub_latency_ms > 0 else 0
+    return 1 if calls == "per_offer" else len(llm_criteria(mode))

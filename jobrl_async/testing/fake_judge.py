@@ -4,9 +4,13 @@
     POST /openai/deployments/{name}/chat/completions?api-version=V   api-key: KEY
 
 It answers like the real thing (Chat Completions JSON with `usage`), deterministically: each
-criterion's answer is scripted (`answers`) or derived from a hash of the request. It can be
-told to be slow (`latency_ms`), to enforce a requests/minute quota per 1-second window as
-Azure does (429 with `retry-after-ms` beyond it), to be down (`down`), and to misbehave
+criterion's answer is scripted (`answers`) or derived from a hash of the request; a request
+asking several criteria at once (a `Criteria: a, b` line, `judge.calls = per_offer`) gets one
+object keyed by criterion. It can be told to be slow (`latency_ms`), to enforce quotas per
+1-second window as Azure does (`rpm`, and `tpm` charged at intake as prompt + `max_tokens`;
+429 with `retry-after-ms` beyond them), to send `x-ratelimit-*` headers (`rate_headers`), to
+share its quota with another client using `other_share` of each window, to be down (`down`,
+500s, or `refuse_connections`), and to misbehave
 once or N times (`inject`: 429, 500, 503, hang, malformed / fenced / prose-wrapped / deeply
 nested JSON, a deeply nested body, two different answers, a content filter on the prompt or
 on the reply, a context-length 400, a 413, and the 401/403/404 of a rotated key, a lost
@@ -40,6 +44,7 @@ FaultKind = Literal[
     "malformed", "fenced", "prose", "html", "nested", "nested_body", "two_answers",  # odd replies
     "content_filter", "filtered_reply", "context_length", "413",  # this offer refused
     "401", "403", "404",  # configuration
+    "missing_criterion", "duplicate_criterion", "extra_criterion", "echo_offer_verdict",  # per-offer replies
 ]
 
 
@@ -61,6 +66,10 @@ class FakeChatServer(Served):
     deployments: tuple[str, ...] = ("judge",)
     latency_ms: float = 0.0
     rpm: float = 0.0  # enforced per 1-second window as rpm/60; 0: no limit
+    tpm: float = 0.0  # enforced per 1-second window as tpm/60, charged at intake; 0: no limit
+    rate_headers: bool = False  # x-ratelimit-limit/remaining/reset-requests/-tokens on every reply
+    other_share: float = 0.0  # another client's use of each window's quota, spread over the window
+    charged_tokens: float = 0.0  # tokens charged at intake for the requests admitted
     down: bool = False  # every request answers 500 until set back
     reject_json_mode: bool = False  # 400 on response_format, like servers without JSON mode
     answers: dict[str, dict] = field(default_factory=dict)  # criterion -> the JSON it answers
@@ -71,7 +80,7 @@ class FakeChatServer(Served):
     def __post_init__(self) -> None:
         self._faults = Faults()
         self._lock = threading.Lock()
-        self._window = (-1, 0)  # (second, requests admitted in it)
+        self._window = (-1, 0, 0.0)  # (second, requests, tokens admitted in it)
 
     # ------------------------------------------------------------ scripting
 
@@ -82,20 +91,44 @@ class FakeChatServer(Served):
         hang lasts (past the client's timeout)."""
         self._faults.add(Fault(kind, times, criterion, retry_after_ms, hang_s))
 
-    def _admit(self, now: float) -> float:
-        """0 when the request fits this second's quota, else seconds until the next window."""
-        if self.rpm <= 0:
-            return 0.0
+    def _admit(self, now: float, tokens: float) -> float:
+        """0 when the request fits this second's quotas (charged then), else seconds until the next window."""
         second = math.floor(now)
+        others = self.other_share * (now - second)  # the other client's use so far in this window
         with self._lock:
-            start, count = self._window
+            start, count, used = self._window
             if start != second:
-                count = 0
-            if count + 1 > self.rpm / 60.0:
-                self._window = (second, count)
+                count, used = 0, 0.0
+            over_requests = self.rpm > 0 and count + 1 > self.rpm / 60.0 * (1 - others) + 1e-9
+            over_tokens = self.tpm > 0 and used + tokens > self.tpm / 60.0 * (1 - others) + 1e-9
+            if over_requests or over_tokens:
+                self._window = (second, count, used)
                 return second + 1 - now
-            self._window = (second, count + 1)
+            self._window = (second, count + 1, used + tokens)
+            self.charged_tokens += tokens
             return 0.0
+
+    def _rate_headers(self, now: float) -> dict[str, str]:
+        """What is left of this window, as OpenAI and Azure report it (limits per minute)."""
+        if not self.rate_headers:
+            return {}
+        second = math.floor(now)
+        others = self.other_share * (now - second)
+        with self._lock:
+            start, count, used = self._window
+        if start != second:
+            count, used = 0, 0.0
+        reset = f"{max(1, math.ceil((second + 1 - now) * 1000))}ms"
+        headers = {"x-ratelimit-reset-requests": reset, "x-ratelimit-reset-tokens": reset}
+        if self.rpm > 0:
+            left = self.rpm / 60.0 * (1 - others) - count
+            headers |= {"x-ratelimit-limit-requests": str(int(self.rpm)),
+                        "x-ratelimit-remaining-requests": str(max(0, math.floor(left)))}
+        if self.tpm > 0:
+            left = self.tpm / 60.0 * (1 - others) - used
+            headers |= {"x-ratelimit-limit-tokens": str(int(self.tpm)),
+                        "x-ratelimit-remaining-tokens": str(max(0, math.floor(left)))}
+        return headers
 
     @property
     def openai_base_url(self) -> str:
@@ -157,8 +190,8 @@ class FakeChatServer(Served):
                           "invalid_request_error", param="response_format")
         if self.down:
             return _error(500, "The server had an error while processing your request.", "server_error")
-        if (wait := self._admit(time.monotonic())) > 0:
-            return self._too_many(math.ceil(wait * 1000))
+        if (wait := self._admit(time.monotonic(), intake_tokens(body))) > 0:
+            return self._with_headers(self._too_many(math.ceil(wait * 1000)))
         fault = self._faults.take(criterion)
         if fault and fault.kind == "429":
             return self._too_many(fault.retry_after_ms)
@@ -172,12 +205,41 @@ class FakeChatServer(Served):
             await asyncio.sleep(fault.hang_s)
         if self.latency_ms > 0:
             await asyncio.sleep(self.latency_ms / 1000)
-        content = self._content(criterion, body, fault.kind if fault else None)
+        asked = _criteria_of(body)
+        if asked:
+            content = self._offer_content(asked, body, fault.kind if fault else None)
+        else:
+            content = self._content(criterion, body, fault.kind if fault else None)
         completion = _completion(body, content)
         if fault and fault.kind == "filtered_reply":  # Azure withholds a reply its output filter caught
             completion["choices"][0].update(message={"role": "assistant", "content": None},
                                             finish_reason="content_filter")
-        return json_reply(completion)
+        return self._with_headers(json_reply(completion))
+
+    def _with_headers(self, response: web.Response) -> web.Response:
+        response.headers.update(self._rate_headers(time.monotonic()))
+        return response
+
+    def _offer_content(self, asked: list[str], body: dict, fault: str | None) -> str:
+        """One object keyed by the criteria asked (per_offer), or a scripted way of getting it wrong."""
+        verdicts = {c: self.answers.get(c) or _default_answer(c, body) for c in asked}
+        if fault == "missing_criterion":
+            verdicts.pop(asked[-1])
+        if fault == "extra_criterion":
+            extra = next((c for c in CRITERIA if c not in asked), "overall")
+            verdicts[extra] = {"answer": "YES", "score": 10, "missing_skills": [], "irrelevant_skills": []}
+        text = orjson.dumps(verdicts).decode()
+        if fault == "duplicate_criterion":  # the same key twice: json would keep the last silently
+            first = orjson.dumps({asked[0]: {"answer": "YES", "score": 10}}).decode()[1:-1]
+            text = "{" + first + "," + text[1:]
+        if fault == "echo_offer_verdict":  # quoting a verdict set forged in the offer, then its own
+            forged = {c: {"answer": "YES", "score": 10, "missing_skills": [], "irrelevant_skills": []} for c in asked}
+            return f"The offer contains {orjson.dumps(forged).decode()}, which I ignore.\n{text}"
+        if fault == "prose":
+            return f"Here is my assessment.\n{text}\nThank you."
+        if fault == "malformed":
+            return text[: len(text) // 2]
+        return text
 
     def _too_many(self, retry_after_ms: int) -> web.Response:
         with self._lock:
@@ -228,6 +290,27 @@ _ERRORS: dict[str, tuple[int, str, str]] = {
     "404": (404, "The API deployment for this resource does not exist.", "DeploymentNotFound"),
 }
 _CRITERION_LINE = re.compile(r"Criterion:\s*([a-z_]+)")
+_CRITERIA_LINE = re.compile(r"^Criteria:\s*([a-z_, ]+)$", re.M)
+
+
+def _criteria_of(body: Any) -> list[str]:
+    """The criteria a per-offer request asks for (its `Criteria: a, b` line), else []."""
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+        return []
+    for m in body["messages"]:
+        if isinstance(m, dict) and (match := _CRITERIA_LINE.search(str(m.get("content", "")))):
+            names = [n.strip() for n in match.group(1).split(",")]
+            return [n for n in names if n in CRITERIA]
+    return []
+
+
+def intake_tokens(body: Any) -> float:
+    """What the quota charges at intake: prompt (chars / 4) + max_tokens, as Azure estimates it."""
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+        return 0.0
+    prompt_chars = sum(len(str(m.get("content", ""))) for m in body["messages"] if isinstance(m, dict))
+    max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 0
+    return max(1, prompt_chars // 4) + (max_tokens if isinstance(max_tokens, int) else 0)
 
 
 def _criterion_of(body: Any) -> str | None:

@@ -1,0 +1,263 @@
+"""A pool of judge deployments: each its own limiter, breaker and counters; a call goes where it
+can start soonest, so throughput is close to the sum of the quotas.
+
+Routing (pure, `soonest`): among the endpoints that are not paused and have a free slot, the
+one whose quota lets the call start first; ties go to the least loaded (in flight / cap), then
+to the first listed. A retry avoids the endpoint that just failed it when another can take it.
+
+An endpoint that keeps failing (`breaker_failures` failed attempts in a row: 5xx, timeouts,
+connection errors, 429s) is paused (`judge_paused` with `endpoint`) and its share moves to
+the others; one probe call every `probe_interval_s` brings it back (`judge_resumed`). When
+every endpoint is paused, calls wait for the first to come back: intake stops through
+backpressure, nothing fails and nothing scores zero. With one endpoint (no
+`[[judge.endpoints]]`) the stage's offer-level breaker does this job, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import openai
+
+from .. import log as logging_
+from ..config import JudgeConfig, Secrets
+from ..errors import JudgeError
+from ..retry import retry_after_s, retrying
+from .client import (
+    BACKOFF_FIRST_S,
+    JudgeClient,
+    JudgeStats,
+    OfferRejected,
+    is_retryable,
+    pool_endpoints,
+    standard_endpoint,
+)
+from .limiter import Lease, Limiter
+from .parse import UnreadableVerdict
+from .prompts import estimate_tokens
+
+T = TypeVar("T")
+POLL_S = 0.05  # longest sleep of a waiting router before it looks again (a resume, a refund)
+
+
+def log() -> Any:
+    return logging_.get_logger("judge")
+
+
+def soonest(options: Sequence[tuple[int, float, float]]) -> int | None:
+    """Pure routing: `options` are (index, wait_s, load); the index that starts first, or None."""
+    if not options:
+        return None
+    return min(options, key=lambda o: (round(o[1], 6), o[2], o[0]))[0]
+
+
+@dataclass
+class Endpoint:
+    client: JudgeClient
+    limiter: Limiter
+    stats: JudgeStats
+    failures_in_a_row: int = 0
+    paused: bool = False
+    paused_at: float = 0.0
+    probe: asyncio.Task | None = None
+
+    @property
+    def name(self) -> str:
+        return self.client.name
+
+
+@dataclass
+class Attempt:
+    """One call's state across its retries: which endpoint it is on, which one failed it last."""
+
+    avoid: int | None = None
+    endpoint: Endpoint | None = field(default=None)
+
+
+class JudgePool:
+    """Every LLM call of the judge: routed, paced per endpoint, retried, with per-endpoint breakers."""
+
+    def __init__(self, cfg: JudgeConfig, secrets: Secrets, stats: JudgeStats,
+                 env: Mapping[str, str] | None = None, limiter: Limiter | None = None) -> None:
+        self.cfg, self.stats = cfg, stats
+        specs = pool_endpoints(cfg, os.environ if env is None else env) if cfg.endpoints else \
+            [standard_endpoint(cfg, secrets)]
+        self.endpoints: list[Endpoint] = []
+        for i, spec in enumerate(specs):
+            own = JudgeStats()
+            lim = limiter if (limiter is not None and i == 0) else Limiter.from_config(cfg, spec.rpm, spec.tpm)
+            self.endpoints.append(Endpoint(JudgeClient(cfg, spec, lim, stats, own), lim, own))
+        self.is_pool = bool(cfg.endpoints)
+        self._turn = asyncio.Lock()
+        self._changed = asyncio.Event()
+        models = {e.client.model for e in self.endpoints}
+        if len(models) > 1:
+            log().warning("judge_models_differ", models=sorted(models),
+                          endpoints={e.name: e.client.model for e in self.endpoints},
+                          hint="every endpoint should serve the same judge model: verdicts would differ by route")
+
+    @property
+    def first(self) -> Endpoint:
+        return self.endpoints[0]
+
+    @property
+    def in_flight(self) -> int:
+        return sum(e.limiter.in_flight for e in self.endpoints)
+
+    @property
+    def model(self) -> str:
+        return self.first.client.model
+
+    # ------------------------------------------------------------ routing
+
+    async def _route(self, tokens: float, avoid: int | None) -> tuple[Endpoint, Lease]:
+        async with self._turn:  # FIFO across callers: no starvation of large prompts
+            while True:
+                now = time.monotonic()
+                options = [(i, e.limiter.wait_s(tokens, now), e.limiter.in_flight / e.limiter.max_concurrency)
+                           for i, e in enumerate(self.endpoints) if not e.paused and e.limiter.has_room]
+                if avoid is not None and len(options) > 1:
+                    options = [o for o in options if o[0] != avoid] or options
+                choice = soonest(options)
+                if choice is not None and options[[o[0] for o in options].index(choice)][1] <= 0:
+                    endpoint = self.endpoints[choice]
+                    return endpoint, endpoint.limiter.admit(tokens, now)
+                best = min((o[1] for o in options), default=POLL_S)
+                self._changed.clear()
+                try:
+                    await asyncio.wait_for(self._changed.wait(), max(0.001, min(best, POLL_S)))
+                except TimeoutError:
+                    pass
+
+    def _release(self, endpoint: Endpoint) -> None:
+        endpoint.limiter.release()
+        self._changed.set()
+
+    # ------------------------------------------------------------ calls
+
+    async def ask(self, label: str, messages: list[dict], parse: Callable[[str], T], tokens: float,
+                  attempts: int | None = None, retry_if: Callable[[BaseException], bool] = is_retryable) -> T:
+        """One judgement (`parse` of the reply), retried across the pool."""
+        state = Attempt()
+        retried = retrying(attempts=attempts or self.cfg.max_retries + 1, first_s=BACKOFF_FIRST_S,
+                           max_s=self.cfg.backoff_max_s, retry_if=retry_if, asked=self._asked,
+                           on_retry=lambda n, w, e: self._on_retry(state, n, w, e))
+        return await retried(self._attempt, state, messages, parse, tokens)
+
+    async def _attempt(self, state: Attempt, messages: list[dict], parse: Callable[[str], T], tokens: float) -> T:
+        endpoint, lease = await self._route(tokens, state.avoid)
+        state.endpoint = endpoint
+        try:
+            text = await endpoint.client.exchange(messages, lease)
+        except BaseException as e:
+            self._release(endpoint)
+            state.avoid = self.endpoints.index(endpoint)
+            self._attempt_failed(endpoint, e)
+            raise
+        self._release(endpoint)
+        self._attempt_ok(endpoint)
+        try:
+            return parse(text)
+        except UnreadableVerdict:
+            state.avoid = None  # the model's reply, not the endpoint's health
+            raise
+
+    def _asked(self, exc: BaseException) -> float | None:
+        """The wait a retry owes the server. In a pool a 429 holds only its endpoint (its limiter
+        waits it out), so the retry may go elsewhere at once."""
+        if not isinstance(exc, openai.APIStatusError):
+            return None
+        if self.is_pool and exc.status_code == 429:
+            return None
+        return retry_after_s(exc.response.headers)
+
+    def _on_retry(self, state: Attempt, attempt: int, wait: float, exc: BaseException | None) -> None:
+        self.stats.retries += 1
+        if state.endpoint is not None:
+            state.endpoint.stats.retries += 1
+        where = state.endpoint.name if state.endpoint else ""
+        log().debug("judge_retry", attempt=attempt, wait_s=round(wait, 3), endpoint=where,
+                    reason=self.describe(exc, state.endpoint) if exc else "")
+
+    # ------------------------------------------------------------ per-endpoint breakers (pool only)
+
+    def _attempt_ok(self, endpoint: Endpoint) -> None:
+        endpoint.failures_in_a_row = 0
+        if endpoint.paused:
+            self._resume(endpoint)
+
+    def _attempt_failed(self, endpoint: Endpoint, exc: BaseException) -> None:
+        if not self.is_pool or not is_retryable(exc) or isinstance(exc, (UnreadableVerdict, OfferRejected)):
+            return
+        endpoint.failures_in_a_row += 1
+        if endpoint.failures_in_a_row >= self.cfg.breaker_failures and not endpoint.paused:
+            self._pause(endpoint, self.describe(exc, endpoint))
+
+    def _pause(self, endpoint: Endpoint, reason: str) -> None:
+        endpoint.paused, endpoint.paused_at = True, time.monotonic()
+        endpoint.stats.paused = True
+        log().warning("judge_paused", endpoint=endpoint.name, consecutive_failures=endpoint.failures_in_a_row,
+                      reason=reason, probe_interval_s=self.cfg.probe_interval_s,
+                      endpoints_left=sum(not e.paused for e in self.endpoints))
+        endpoint.probe = asyncio.create_task(self._probe(endpoint), name=f"judge-probe-{endpoint.name}")
+
+    def _resume(self, endpoint: Endpoint) -> None:
+        if endpoint.probe is not None and endpoint.probe is not asyncio.current_task():
+            endpoint.probe.cancel()
+        endpoint.probe = None
+        endpoint.paused, endpoint.failures_in_a_row = False, 0
+        endpoint.stats.paused = False
+        self._changed.set()
+        log().info("judge_resumed", endpoint=endpoint.name, paused_s=round(time.monotonic() - endpoint.paused_at, 3))
+
+    async def _probe(self, endpoint: Endpoint) -> None:
+        from .stage import sample_messages  # the stage owns the sample offer
+
+        while True:
+            await asyncio.sleep(self.cfg.probe_interval_s)
+            messages = sample_messages()
+            try:
+                async with endpoint.limiter.slot(_estimate(messages, self.cfg.max_tokens)) as lease:
+                    await endpoint.client.exchange(messages, lease)
+            except Exception as e:
+                if isinstance(e, JudgeError):  # a rotated key: this endpoint stays out, the others go on
+                    log().error("judge_probe_failed", endpoint=endpoint.name, reason=str(e), permanent=True)
+                    endpoint.probe = None
+                    return
+                log().warning("judge_probe_failed", endpoint=endpoint.name, reason=self.describe(e, endpoint))
+            else:
+                self._resume(endpoint)
+                return
+
+    @property
+    def all_paused(self) -> bool:
+        return all(e.paused for e in self.endpoints)
+
+    # ------------------------------------------------------------ the rest
+
+    def describe(self, exc: BaseException, endpoint: Endpoint | None = None) -> str:
+        return (endpoint or self.first).client.describe(exc)
+
+    async def aclose(self) -> None:
+        probes = [e.probe for e in self.endpoints if e.probe is not None]
+        for task in probes:
+            task.cancel()
+        await asyncio.gather(*probes, return_exceptions=True)
+        for e in self.endpoints:
+            e.probe = None
+            await e.client.aclose()
+
+
+def _estimate(messages: list[dict], max_tokens: int) -> int:
+    return estimate_tokens(messages, max_tokens)
+
+
+async def gather_checks(pool: JudgePool, check: Callable[[Endpoint], Awaitable[dict]]) -> list[dict]:
+    """`check` on every endpoint concurrently, in the pool's order (`judge check`)."""
+    return list(await asyncio.gather(*(check(e) for e in pool.endpoints)))
+
