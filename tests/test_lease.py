@@ -216,8 +216,9 @@ async def test_a_silent_lease_from_another_host_is_taken_once_it_expires(root_ur
 
 
 async def test_a_live_run_on_another_host_is_refused_once_it_renews(root_uri: str) -> None:
-    async with lease(root_uri, timeout_s=1.0, owner=elsewhere()) as far, lease(root_uri, timeout_s=1.0) as mine:
-        await far.acquire()  # renews every 0.25 s from now on
+    # a timeout a loaded machine's S3 server cannot outlast between two renewals (it watches that long)
+    async with lease(root_uri, timeout_s=3.0, owner=elsewhere()) as far, lease(root_uri, timeout_s=3.0) as mine:
+        await far.acquire()  # renews every 0.75 s from now on
         with capture_logs() as logs, pytest.raises(CheckpointError, match="in use by another run .host host-b"):
             await mine.acquire()
         assert events(logs, "checkpoint_lease_waiting")  # it watched before deciding

@@ -4,7 +4,8 @@ the metrics endpoint on. While the first run trains, /metrics is scraped once af
 step, for `promtool check metrics`.
 
 Test modules call `dry_run_logs(tmp_path_factory)` from a session fixture of their own; the
-second caller reuses the first one's files (same session folder), so the runs happen once.
+second caller reuses the first one's files (same session folder), so the runs happen once, also
+across pytest-xdist workers (the folder above the workers' own, under a file lock).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from filelock import FileLock
 
 SMALL = """
 [training]
@@ -47,16 +49,19 @@ class DryRunLogs:
 
 
 def dry_run_logs(factory: pytest.TempPathFactory) -> DryRunLogs:
-    base = factory.getbasetemp() / "dry-run-logs"
+    session = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker has its own folder under the session's
+        session = session.parent
+    base = session / "dry-run-logs"
     logs = DryRunLogs(base / "first.log", base / "resumed.log", base / "checkpoints", base / "metrics.txt")
-    done = base / "done"
-    if done.exists():
-        return logs
     base.mkdir(exist_ok=True)
-    (base / "small.toml").write_text(SMALL)
-    _run(base, logs.first, logs.checkpoints, "--max-steps", "2", scrape=logs.scrape)
-    _run(base, logs.resumed, logs.checkpoints, "--max-steps", "3")
-    done.touch()
+    with FileLock(str(session / "dry-run-logs.lock")):
+        done = base / "done"
+        if not done.exists():
+            (base / "small.toml").write_text(SMALL)
+            _run(base, logs.first, logs.checkpoints, "--max-steps", "2", scrape=logs.scrape)
+            _run(base, logs.resumed, logs.checkpoints, "--max-steps", "3")
+            done.touch()
     return logs
 
 
