@@ -90,7 +90,9 @@ class JudgePool:
         self.endpoints: list[Endpoint] = []
         for i, spec in enumerate(specs):
             own = JudgeStats()
-            lim = limiter if (limiter is not None and i == 0) else Limiter.from_config(cfg, spec.rpm, spec.tpm)
+            # the caller's limiter stands for the single endpoint of the standard variables only
+            given = limiter if (limiter is not None and not cfg.endpoints) else None
+            lim = given or Limiter.from_config(cfg, spec.rpm, spec.tpm)
             self.endpoints.append(Endpoint(JudgeClient(cfg, spec, lim, stats, own), lim, own))
         self.is_pool = bool(cfg.endpoints)
         self._turn = asyncio.Lock()
