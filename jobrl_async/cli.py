@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     bj.add_argument("--endpoints", type=int, default=1, help="a pool of N equal local servers")
     pl = _cmd(sub, "plan", "what a run will cost in judge calls, tokens and hours, before it starts", "plan:plan")
     pl.add_argument("--json", action="store_true", help="print JSON even on a terminal")
+    pl.add_argument("--latency-ms", type=float, default=800.0, help="the judge's latency per call (for the concurrency bound)")
     bl = _cmd(bench, "learn", "learner step throughput at the seed's shape", "learn:bench")
     _model_flag(bl, default="tiny")
     bl.add_argument("--trajectories", type=int, default=100)

@@ -42,6 +42,14 @@ JUDGE_COUNTERS = {
     "retries": ("jobrl_judge_retries", "Judge calls retried"),
 }
 
+# Per endpoint of a judge pool (label `endpoint`): the same counters plus the tokens charged.
+ENDPOINT_COUNTERS = {
+    "requests": ("jobrl_judge_requests", "Judge HTTP requests"),
+    "charged_tokens": ("jobrl_judge_tokens_charged", "Judge tokens charged (prompt + max_tokens)"),
+    "http_429": ("jobrl_judge_http_429", "Judge responses with HTTP 429"),
+    "retries": ("jobrl_judge_retries", "Judge calls retried"),
+}
+
 
 class RunMetrics:
     """The run's metrics and its heartbeat. Call from the event loop's thread only."""
@@ -82,6 +90,11 @@ class RunMetrics:
         self.judge = {key: Counter(name, doc, registry=r) for key, (name, doc) in JUDGE_COUNTERS.items()}
         self.judge_paused = Gauge("jobrl_judge_paused", "1 while judge intake is paused by the breaker",
                                         registry=r)
+        self.judge_endpoint = {key: Counter(f"{name}_by_endpoint", f"{doc}, per endpoint of the pool", ["endpoint"],
+                                            registry=r) for key, (name, doc) in ENDPOINT_COUNTERS.items()}
+        self.judge_endpoint_paused = Gauge("jobrl_judge_endpoint_paused", "1 while this judge endpoint is paused",
+                                           ["endpoint"], registry=r)
+        self._endpoint_seen: dict[tuple[str, str], float] = {}
         self.checkpoint_uploads = Counter("jobrl_checkpoint_uploads", "Checkpoint uploads by kind and result",
                                           ["kind", "result"], registry=r)
         since = Gauge("jobrl_seconds_since_progress", "Seconds since a trajectory was scored or a step learned",
@@ -137,6 +150,16 @@ class RunMetrics:
             self._judge_seen[key] = value
         self._judge_paused = paused
         self.judge_paused.set(1 if paused else 0)
+
+    def on_judge_endpoints(self, endpoints: dict[str, Any]) -> None:
+        """Each endpoint's cumulative counters (a JudgeStats by endpoint name), label `endpoint`."""
+        for name, stats in endpoints.items():
+            for key in ENDPOINT_COUNTERS:
+                value = getattr(stats, key)
+                seen = self._endpoint_seen.get((name, key), 0)
+                self.judge_endpoint[key].labels(endpoint=name).inc(max(0.0, counter_increase(seen, value)))
+                self._endpoint_seen[(name, key)] = value
+            self.judge_endpoint_paused.labels(endpoint=name).set(1 if stats.paused else 0)
 
     def on_checkpoint(self, kind: str, ok: bool, persistent: str | None = None) -> None:
         """One checkpoint write's outcome; `persistent`: the writer's reason when failures persist."""

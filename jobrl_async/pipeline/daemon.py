@@ -23,7 +23,7 @@ from ..progress import ProgressLine
 from ..report.keeper import ReportKeeper, report_uri
 from ..tracking import WandbSink
 from .assemble import build
-from .reporting import Observers
+from .reporting import Observers, judge_counts
 from .stages import Pipeline
 
 log = get_logger("run")
@@ -98,7 +98,7 @@ def log_run_summary(pipeline: Pipeline, stopped_by: str | None) -> None:
     log.info("run_summary", steps=s.steps, last_step=pipeline.progress.last_step,
              trajectories=pipeline.collector.tally.as_dict(), best_validation_score=s.best_score,
              wall_s=round(s.wall_s, 2), device_busy_s=round(pipeline.parts.device.busy_s, 2),
-             stage_busy_s=s.stage_busy_s, stopped_by=stopped_by)
+             stage_busy_s=s.stage_busy_s, judge=judge_counts(pipeline.parts.judge.stats), stopped_by=stopped_by)
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> dict[str, signal.Signals]:

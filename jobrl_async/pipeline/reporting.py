@@ -99,6 +99,7 @@ class StepReporter:
         self.window = Window({"generator": _DeviceMeter(device, "generator"), "judge": judge_busy,
                               "learner": _DeviceMeter(device, "learner"), "device": _DeviceMeter(device)})
         self._judge_calls0 = 0
+        self._judge0 = judge_counts(parts.judge.stats)
         self._t_last = time.perf_counter()
 
     # -- what the stages tell it
@@ -152,7 +153,7 @@ class StepReporter:
                   "queue_depths": self.queue_depths(),
                   "busy": {k: v for k, v in busy.items() if k != "device"},
                   "device_idle_fraction": round(1.0 - busy["device"], 4),
-                  "judge_rpm": self._judge_rpm(step_s)}
+                  "judge_rpm": self._judge_rpm(step_s), "judge": self._judge_delta()}
         if r.generation is not None and r.generation.first_s is not None:
             # judging of this step started `generation_s - first_offer_s` before its sampling ended
             fields["first_offer_s"] = round(r.generation.first_s, 3)
@@ -188,12 +189,21 @@ class StepReporter:
         self._judge_calls0 = calls
         return round(rpm, 1)
 
+    def _judge_delta(self) -> dict[str, int]:
+        """This step's judging: calls, tokens as charged, 429s, dedup hits (deltas of the counters)."""
+        now = judge_counts(self.parts.judge.stats)
+        delta = {k: now[k] - self._judge0[k] for k in now}
+        self._judge0 = now
+        return delta
+
     def _observe(self, fields: dict[str, Any]) -> None:
         o = self.observers
         if o.metrics:
             o.metrics.on_step(fields)
             js = self.parts.judge.stats
             o.metrics.on_judge(js.requests, js.tokens, js.http_429, js.failures, js.retries, js.paused)
+            if hasattr(self.parts.judge, "endpoint_stats"):
+                o.metrics.on_judge_endpoints(self.parts.judge.endpoint_stats())
         if o.progress_line:
             o.progress_line.update(fields)
         if o.tracker:
@@ -211,6 +221,13 @@ class StepReporter:
                           "judge": round(self.judge_busy.busy_s, 3),
                           "learner": round(device.busy_by["learner"], 3)}
         return s
+
+
+def judge_counts(stats: Any) -> dict[str, int]:
+    """The `judge` object of `step` and `run_summary`: calls sent, tokens charged (prompt +
+    `max_tokens` at intake, corrected from `usage`), HTTP 429s, offers reused from the dedup table."""
+    return {"calls": stats.requests, "tokens": round(getattr(stats, "charged_tokens", 0)),
+            "http_429": stats.http_429, "dedup_hits": getattr(stats, "dedup_hits", 0)}
 
 
 class _DeviceMeter:
