@@ -22,6 +22,7 @@ run the same loop, and the tests run both on the CPU.
 from __future__ import annotations
 
 import contextlib
+import functools
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -124,14 +125,13 @@ class _Run:
                 keep = (~done).nonzero().squeeze(1)
                 select_rows(cache, keep)
                 rows, done, tokens, mask, positions = rows[keep], done[keep], tokens[keep], mask[keep], positions[keep]
-            if cache_kind == "static":  # a fixed-size mask, filled in place: the same shapes every step
-                mask[:, filled] = 1
-            else:
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            mask[:, filled] = 1  # a mask with room for every new token, filled in place
             filled += 1
             positions = positions + 1
-            out = step(input_ids=tokens, attention_mask=mask, position_ids=positions, cache=cache,
-                       use_cache=True)
+            # the static cache attends over all its slots (the same shapes every step, for CUDA
+            # graphs); the growing one over the positions written so far
+            out = step(input_ids=tokens, attention_mask=mask if cache_kind == "static" else mask[:, :filled],
+                       position_ids=positions, cache=cache, use_cache=True)
             scores = out.logits[:, -1, :]
         unfinished = [r for r, s in enumerate(self.samples) if s is None]
         if unfinished:
@@ -147,14 +147,13 @@ class _Run:
         ids, mask = left_pad(distinct, self.policy.pad_id, self.device)
         positions = position_ids(mask)
         cache = (StaticCache(config=self.model.config, max_cache_len=ids.shape[1] + self.new_tokens)
-                 if cache_kind == "static" else DynamicCache(config=self.model.config))
+                 if cache_kind == "static" else growing_cache(DynamicCache(config=self.model.config)))
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
                          use_cache=True, logits_to_keep=1)
         if len(distinct) < len(self.prompts):
             select_rows(cache, index)
-        mask = mask[index]
-        if cache_kind == "static":  # room for every new token, masked until it is written
-            mask = torch.cat([mask, torch.zeros((len(index), self.new_tokens), dtype=mask.dtype, device=mask.device)], 1)
+        mask = mask[index]  # with room for every new token, masked until it is written
+        mask = torch.cat([mask, torch.zeros((len(index), self.new_tokens), dtype=mask.dtype, device=mask.device)], 1)
         return out.logits[index, -1, :], cache, mask, positions[index, -1:], ids.shape[1]
 
     def _record(self, rows: torch.Tensor, done: torch.Tensor, t: int, tokens: torch.Tensor,
@@ -176,10 +175,104 @@ class _Run:
                 self.on_finished(row, sample)
 
 
+def growing_cache(cache: Any) -> Any:
+    """`cache` (a DynamicCache) with its layers swapped for ones that write each new token in place.
+
+    transformers' dynamic layers concatenate the whole cache with every token: O(T²) copying,
+    a quarter of a CPU decode step at a few hundred tokens. These keep a buffer that grows by
+    GROW_TOKENS and hand the attention a view of its filled part, with the same lengths and
+    mask sizes as the layers they replace."""
+    from transformers.cache_utils import DynamicSlidingWindowLayer
+
+    full, sliding = _layer_classes()
+    cache.layers = [sliding(layer.sliding_window) if isinstance(layer, DynamicSlidingWindowLayer) else full()
+                    for layer in cache.layers]
+    return cache
+
+
+GROW_TOKENS = 128
+
+
+class _Buffers:
+    """Key and value buffers [B, H, capacity, D] and how many positions are written."""
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.length = 0
+
+    def append(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        end = self.length + keys.shape[-2]
+        if self.k is None or end > self.k.shape[-2]:
+            self.k, self.v = self._grown(self.k, keys, end), self._grown(self.v, values, end)
+        self.k[..., self.length:end, :] = keys
+        self.v[..., self.length:end, :] = values
+        self.length = end
+
+    def _grown(self, old: torch.Tensor | None, new: torch.Tensor, end: int) -> torch.Tensor:
+        b, h, _, d = new.shape
+        buf = new.new_empty((b, h, end + GROW_TOKENS, d))
+        if old is not None:
+            buf[..., :self.length, :] = old[..., :self.length, :]
+        return buf
+
+    def select(self, index: torch.Tensor) -> None:
+        if self.k is not None:
+            self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+
+    def last(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = max(0, self.length - n)
+        return self.k[..., start:self.length, :], self.v[..., start:self.length, :]
+
+
+@functools.cache
+def _layer_classes() -> tuple[type, type]:
+    """The growing layers (subclasses of transformers' own, defined on first use: importing
+    transformers is slow, and most commands never decode)."""
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    class GrowingLayer(DynamicLayer):
+        """A full-attention layer: all positions so far."""
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                self.buffers = _Buffers()
+            self.buffers.append(key_states, value_states)
+            self.keys, self.values = self.buffers.last(self.buffers.length)
+            return self.keys, self.values
+
+        def select(self, index: torch.Tensor) -> None:
+            self.buffers.select(index)
+            self.keys, self.values = self.buffers.last(self.buffers.length)
+
+    class GrowingSlidingLayer(DynamicSlidingWindowLayer):
+        """A sliding-window layer: keeps every position (bounded by the decode's length) and, as
+        DynamicSlidingWindowLayer does, attends over the last `sliding_window - 1` cached ones plus
+        the new ones."""
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                self.buffers = _Buffers()
+            self.cumulative_length += key_states.shape[-2]
+            self.buffers.append(key_states, value_states)
+            self.keys, self.values = self.buffers.last(self.sliding_window - 1)
+            return self.buffers.last(self.sliding_window - 1 + key_states.shape[-2])
+
+        def select(self, index: torch.Tensor) -> None:
+            self.buffers.select(index)
+            self.keys, self.values = self.buffers.last(self.sliding_window - 1)
+
+    return GrowingLayer, GrowingSlidingLayer
+
+
 def select_rows(cache: Any, index: torch.Tensor) -> None:
     """Keep (or repeat) the cache rows `index` names, in that order, in every layer."""
     for layer in cache.layers:
-        if isinstance(getattr(layer, "keys", None), torch.Tensor):
+        if hasattr(layer, "buffers"):
+            layer.select(index)
+        elif isinstance(getattr(layer, "keys", None), torch.Tensor):
             layer.keys = layer.keys.index_select(0, index)
             layer.values = layer.values.index_select(0, index)
             if hasattr(layer, "batch_size"):

@@ -15,7 +15,7 @@ from jobrl_async.decode import decode, merged_lora
 from jobrl_async.device import Device
 from jobrl_async.generator import LocalGenerator, SampleRequest, sample_batch, sequence_logprobs
 from jobrl_async.prompts import prompt_ids
-from jobrl_async.sampling import TokenSampler
+from jobrl_async.sampling import TokenSampler, inverse_cdf
 
 from .test_generator import LONG, MID, SHORT
 
@@ -130,3 +130,45 @@ def test_the_sampler_draws_each_token_with_its_probability() -> None:
     assert chi2 < 20.5  # 5 degrees of freedom: p = 0.001
     assert torch.allclose(logprobs, torch.log(expected)[tokens.squeeze(1)], atol=1e-6)
     assert math.isclose(float(expected.sum()), 1.0, rel_tol=1e-6)
+
+
+def test_growing_layers_hand_the_attention_what_transformers_layers_do() -> None:
+    """Prefill, single tokens past a buffer's growth and past the sliding window, rows selected
+    (kept and repeated) on the way: the same keys, values, lengths and mask sizes as
+    DynamicLayer / DynamicSlidingWindowLayer, which concatenate."""
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    growing, growing_sliding = decode_module._layer_classes()
+    pairs = [(DynamicLayer(), growing()), (DynamicSlidingWindowLayer(sliding_window=40), growing_sliding(40))]
+    gen = torch.Generator().manual_seed(0)
+    rows = 4
+    for length in [30] + [1] * (decode_module.GROW_TOKENS + 20):
+        k, v = (torch.randn((rows, 2, length, 8), generator=gen) for _ in range(2))
+        for theirs, ours in pairs:
+            want, got = theirs.update(k, v), ours.update(k, v)
+            assert torch.equal(want[0], got[0]) and torch.equal(want[1], got[1])
+            assert theirs.get_mask_sizes(1) == ours.get_mask_sizes(1)
+            assert theirs.get_seq_length() == ours.get_seq_length()
+        if length == 1 and pairs[0][0].get_seq_length() in (45, 100):  # a row leaves, one repeats
+            index = torch.tensor([0, 2, 2] if rows == 4 else [1, 0])
+            rows = len(index)
+            for theirs, ours in pairs:
+                theirs.batch_select_indices(index)
+                decode_module.select_rows(type("Cache", (), {"layers": [ours]})(), index)
+
+
+@pytest.mark.parametrize("vocab", [7, 4096, 4100, 262_144])
+def test_the_two_level_inverse_cdf_draws_what_one_cumulative_sum_draws(vocab: int) -> None:
+    """Blocks then a token inside the block: the same token as the first index of the whole
+    vocabulary's cumulative sum exceeding u · total, never a zero-mass one, u = 0 and u → 1 too."""
+    gen = torch.Generator().manual_seed(vocab)
+    weights = torch.exp(torch.randn((64, vocab), generator=gen) * 3)
+    weights[:, ::3] = 0  # what top-k / top-p leave: zero mass
+    weights[:, -min(vocab // 2, 70):] = 0  # a zero tail past the last block boundary
+    u = torch.rand((64, 1), generator=gen, dtype=torch.float64)
+    u[0], u[1] = 0.0, 1.0 - 2**-53
+    cdf = weights.double().cumsum(dim=-1)
+    want = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
+    got = inverse_cdf(weights, u)
+    assert torch.equal(got, want)
+    assert bool((weights.gather(1, got) > 0).all())
