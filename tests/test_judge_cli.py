@@ -242,3 +242,57 @@ def test_run_ends_with_one_line_when_the_key_is_rotated_during_an_outage(judge_e
                    "check OPENAI_API_KEY"]
     assert "step" not in {e["event"] for e in events}
     assert [r.status for r in server.requests] == [503, 503, 503, 401]  # one probe, then no more calls
+
+
+# ---------------------------------------------------------------- a pool: judge check, bench judge flags
+
+
+def pool_toml(tmp_path: Path, a_url: str, b_url: str) -> Path:
+    path = tmp_path / "pool.toml"
+    path.write_text(
+        '[[judge.endpoints]]\nname = "sweden"\nkind = "azure"\n'
+        f'url = "{a_url}"\ndeployment = "{DEPLOYMENT}"\napi_key_env = "POOL_KEY_A"\nrpm = 600\ntpm = 60000\n\n'
+        '[[judge.endpoints]]\nname = "local"\nkind = "openai"\n'
+        f'url = "{b_url}/v1"\nmodel = "{DEPLOYMENT}"\napi_key_env = "POOL_KEY_B"\nrpm = 600\ntpm = 60000\n')
+    return path
+
+
+def test_check_checks_every_endpoint_of_a_pool(judge_server, capsys, tmp_path, monkeypatch):
+    from jobrl_async.testing.fake_judge import FakeChatServer
+
+    other_key = "sk-FAKE-other-endpoint-0f9e8d7c6b5a"
+    with FakeChatServer(api_key=other_key) as other:
+        config = pool_toml(tmp_path, judge_server.azure_endpoint, other.url)
+        monkeypatch.setenv("POOL_KEY_A", FAKE_KEY)
+        monkeypatch.setenv("POOL_KEY_B", other_key)
+        code, lines, err = run(capsys, "judge", "check", "--config", str(config))
+        assert (code, err) == (0, "")
+        results = [json.loads(line) for line in lines if line.startswith('{"ok"')]
+        assert [(r["endpoint_name"], r["backend"], r["ok"]) for r in results] == [
+            ("sweden", "azure", True), ("local", "openai", True)]
+        assert len(judge_server.requests) == 1 and len(other.requests) == 1
+        monkeypatch.setenv("POOL_KEY_B", "sk-FAKE-wrong-key-for-local-1234")
+        code, lines, err = run(capsys, "judge", "check", "--config", str(config))
+        assert code == 1 and "1 of 2 judge endpoints failed: local (authentication failed" in err
+        assert "sk-FAKE-wrong-key" not in err and other_key not in err
+        results = [json.loads(line) for line in lines if line.startswith('{"ok"')]
+        assert [r["ok"] for r in results] == [True, False]  # the healthy one is still checked
+
+
+def test_a_pool_key_variable_that_is_unset_is_one_line(capsys, tmp_path, monkeypatch):
+    config = pool_toml(tmp_path, "http://127.0.0.1:9", "http://127.0.0.1:9")
+    monkeypatch.delenv("POOL_KEY_A", raising=False)
+    code, _, err = run(capsys, "judge", "check", "--config", str(config))
+    assert code == 1 and err == ("jobrl-async: config: 'judge.endpoints[0].api_key_env': the environment "
+                                 "variable POOL_KEY_A is not set\n")
+
+
+def test_bench_judge_reports_tokens_per_offer_by_mode_and_calls(capsys):
+    figures = {}
+    for mode, calls in (("llm", "per_criterion"), ("hybrid", "per_offer")):
+        code, lines, err = run(capsys, "bench", "judge", "--offers", "4", "--latency-ms", "5", "--rpm", "6000",
+                               "--mode", mode, "--calls", calls)
+        assert (code, err) == (0, "")
+        figures[mode] = last_json(lines)
+    assert figures["llm"]["calls_per_offer"] == 5 and figures["hybrid"]["calls_per_offer"] == 1
+    assert 0 < figures["hybrid"]["tokens_per_offer"] < figures["llm"]["tokens_per_offer"] / 3

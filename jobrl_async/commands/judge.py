@@ -20,7 +20,7 @@ from ..judge.client import missing_credentials, percentile
 from ..judge.stage import Judge, JudgeFailed, example_offer
 from ..log import get_logger
 from ..records import Context
-from ..testing.fake_judge import FakeChatServer
+from ..testing.fake_judge import FakeChatServer, intake_tokens
 
 
 def log() -> Any:
@@ -147,7 +147,6 @@ async def _bench(cfg: Config, secrets: Secrets, servers: list[FakeChatServer], n
     admitted = sorted(r.arrived for s in servers for r in s.requests if r.status == 200)
     server_rpm = servers[0].rpm * len(servers)
     server_tpm = servers[0].tpm * len(servers)
-    charged = sum(s.charged_tokens for s in servers)
     http_429 = sum(s.http_429 for s in servers)
     return {
         "offers": n,
@@ -161,8 +160,8 @@ async def _bench(cfg: Config, secrets: Secrets, servers: list[FakeChatServer], n
         "configured_tpm": cfg.judge.tpm,
         "achieved_rpm": round(_rate_per_min(admitted), 1),
         "quota_used": round(_rate_per_min(admitted) / server_rpm, 3),
-        "achieved_tpm": round(charged / wall_s * 60, 1),
-        "tpm_quota_used": round(charged / wall_s * 60 / server_tpm, 3) if server_tpm else None,
+        "achieved_tpm": round(_tokens_per_min(servers), 1),
+        "tpm_quota_used": round(_tokens_per_min(servers) / server_tpm, 3) if server_tpm else None,
         "http_429": http_429,
         "http_429_share": round(http_429 / max(1, stats.requests), 4),
         "retries": stats.retries,
@@ -174,6 +173,15 @@ async def _bench(cfg: Config, secrets: Secrets, servers: list[FakeChatServer], n
         "wall_s": round(wall_s, 2),
         "max_concurrency": cfg.judge.max_concurrency,
     }
+
+
+def _tokens_per_min(servers: list[FakeChatServer]) -> float:
+    """Tokens/min charged between the first and the last admitted arrival (the last one's tokens
+    fall outside that span): the steady pace, without the start and the final latency."""
+    admitted = sorted((r.arrived, intake_tokens(r.body)) for s in servers for r in s.requests if r.status == 200)
+    if len(admitted) < 2 or admitted[-1][0] <= admitted[0][0]:
+        return math.nan
+    return sum(t for _, t in admitted[:-1]) / (admitted[-1][0] - admitted[0][0]) * 60
 
 
 def _rate_per_min(arrivals: list[float]) -> float:

@@ -436,7 +436,7 @@ class Judge:
             verdict = await client.ask(PROBE_CRITERION, sample_messages(), retry_if=retryable_at_start)
         except Exception as e:
             if isinstance(e, JudgeError):
-                return {"ok": False, **base, "error": str(e)}
+                return {"ok": False, **base, "error": str(e.args[0]) if e.args else str(e)}
             if not (is_retryable(e) or isinstance(e, OfferRejected) or is_name_error(e)):
                 raise
             return {"ok": False, **base, "error": client.describe(e)}
