@@ -16,8 +16,7 @@ thread); judge and storage I/O never wait on it. Each helper has its own module 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from ..aio import finish_then_cancel, run_ahead
 from ..collector import Collector, StepBatch, ValidationResult
@@ -35,8 +34,8 @@ from .publish import publish_weights
 from .reporting import GenerationTiming, Observers, StepReporter, Summary
 from .saves import Saves
 from .sequential import sequential_steps
+from .shutdown import until_done_or_stopped, with_wind_down
 from .validation import Snapshot, ValidationRounds
-from .shutdown import wind_down
 from .work import Work, steps_to_run, training_work, validation_contexts, validation_due, validation_work
 
 log = get_logger("pipeline")
@@ -79,11 +78,11 @@ class Pipeline:
 
     async def run(self) -> Summary:
         """Start every stage, wait until the work is done (or a stop), then shut down cleanly."""
-        return await self._with_wind_down(self._run_stages)
+        return await with_wind_down(self, self._run_stages)
 
     async def run_sequential(self) -> Summary:
         """The seed's loop, kept as the baseline (sequential.py)."""
-        return await self._with_wind_down(lambda: sequential_steps(self))
+        return await with_wind_down(self, lambda: sequential_steps(self))
 
     async def _run_stages(self) -> None:
         await publish_weights(self.parts)  # a resumed run's servers must sample from its adapter
@@ -95,7 +94,7 @@ class Pipeline:
                 tg.create_task(self._collect(), name="collector"),
                 tg.create_task(self._learn(), name="learner"),
             ]
-            await self._until_done_or_stopped()
+            await until_done_or_stopped(self)
             self.stopping = True  # the learner takes no new batch from here on
             *others, learner = stages
             for task in others:
@@ -243,41 +242,6 @@ class Pipeline:
         return {"generator": self.gen_q.qsize(), "judge": self.judge_q.qsize(),
                 "collector": self.scored_q.qsize(), "learner": self.learn_q.qsize()}
 
-    # ------------------------------------------------------------------ stopping
-
-    async def _until_done_or_stopped(self) -> None:
-        done = asyncio.create_task(self.drained.wait())
-        stopped = asyncio.create_task(self.stop.wait())
-        await asyncio.wait({done, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if not done.done():
-            grace = self.cfg.pipeline.shutdown_grace_s
-            log.info("shutdown_started", grace_s=grace, in_flight_steps=self.gate.in_flight)
-            await asyncio.wait({done}, timeout=grace)  # finish what is in flight, if it fits
-        done.cancel()
-        stopped.cancel()
-
     def _check_drained(self) -> None:
         if self.producer_done and self.gate.in_flight == 0 and not self.collector.pending_steps and not self.report.waiting:
             self.drained.set()
-
-    async def _with_wind_down(self, body: Callable[[], Awaitable[None]]) -> Summary:
-        """Run `body` beside the checkpoint writer, then keep what was paid for: a final
-        `latest` and the pending uploads, also when a stage crashed. A forced stop (this task
-        cancelled: a second signal) skips both, and a crashed writer ends the run."""
-        started = time.perf_counter()
-        try:
-            async with asyncio.TaskGroup() as tg:
-                writer = self.parts.writer
-                if writer is not None:
-                    tg.create_task(writer.run(), name="checkpoints")
-                try:
-                    await body()
-                except asyncio.CancelledError:
-                    raise
-                except BaseException:
-                    await wind_down(self, crashed=True)
-                    raise
-                await wind_down(self)
-        finally:
-            self.report.finish(started, self.collector.tally)
-        return self.summary

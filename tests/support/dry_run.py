@@ -21,19 +21,9 @@ import orjson
 import pytest
 from filelock import FileLock
 
-SMALL = """
-[training]
-batch_contexts = 2
-attempts = 4
-[validation]
-max_contexts = 2
-[generation]
-max_new_tokens = 96
-[judge]
-rpm = 60000
-tpm = 100000000
-[checkpoints]
-latest_every_steps = 1
+from ..test_run import SMALL as RUN_SMALL
+
+SMALL = RUN_SMALL + """
 [report]
 every_steps = 1
 """
