@@ -26,13 +26,13 @@ DEPLOY = ROOT / "deploy"
 PACKAGE = Path(jobrl_async.__file__).parent
 METRICS_PORT = 9177
 # The pipeline waits up to max(shutdown_grace_s, 60 s) for pending checkpoint uploads after the
-# grace (jobrl_async/pipeline.py, writer.close): a stop timeout must cover both.
+# grace (jobrl_async/pipeline/shutdown.py, writer.close): a stop timeout must cover both.
 UPLOAD_DRAIN_S = 60.0
 
 # Listed in .env.example but read by libraries rather than by our code.
 LIBRARY_ENV = {
     "AWS_ACCESS_KEY_ID": "botocore's credential chain",
-    "AWS_ENDPOINT_URL_S3": "botocore: MinIO, moto, self-hosted S3 (see storage.py)",
+    "AWS_ENDPOINT_URL_S3": "botocore: MinIO, moto, self-hosted S3 (see storage/s3.py)",
     "HF_TOKEN": "huggingface_hub: Gemma is a gated model",
 }
 # Secrets: listed with an empty value, never a filled-in example.
