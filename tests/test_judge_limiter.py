@@ -122,9 +122,26 @@ def test_the_server_saying_less_is_left_holds_the_endpoint_until_its_reset():
     sent = [lim.admit(10, t / 100) for t in range(10)]  # 10 calls at 0.00-0.09
     # the first call's reply: only 5 requests left in the server's window (another client uses it)
     lim.observe(RateHeaders(remaining_requests=5, reset_requests_s=0.6), sent=sent[0].sent, now=0.1)
-    # 9 calls were already sent after it: over the server's word, so wait for its reset
-    assert lim.wait_s(10, 0.1) == pytest.approx(0.6)
-    assert lim.wait_s(10, 0.7) == 0.0  # the server's window reset: our own window decides again
+    view = lim.views["requests"]
+    # 9 calls were already sent after it: over the server's word until its reset
+    assert (view.spent, view.remaining) == (9, 5) and view.time_until(1, 0.1) == pytest.approx(0.6)
+    assert view.time_until(1, 0.7) == 0.0
+    assert lim.wait_s(10, 0.1) >= 0.6
+
+
+def test_the_share_the_server_leaves_us_becomes_our_pace_and_recovers():
+    lim = Limiter(rpm=6000, tpm=10**9, max_concurrency=1000, clock=Clock(0.0))  # 100 a window
+    first = lim.admit(10, 0.0)
+    for t in range(1, 40):
+        lim.admit(10, t / 100)
+    # when the 40th call was sent we had 40 in the window and the server says 30 are left:
+    # 70 of 100 are ours, another client uses the rest
+    lim.observe(RateHeaders(remaining_requests=30), sent=0.39, now=0.4)
+    assert lim.limits(0.4)[0] == pytest.approx(70)
+    assert lim.limits(10.4)[0] == pytest.approx(90)  # +2% of the configured rate per second
+    lim.observe(RateHeaders(remaining_requests=90), sent=0.39, now=0.4)  # more left: never raised
+    assert lim.limits(0.4)[0] == pytest.approx(70)
+    assert first.sent == 0.0
 
 
 def test_the_server_view_counts_only_calls_sent_after_the_observed_one():

@@ -12,7 +12,7 @@ stays within `limit = quota / 60 x window_s`:
 No window of length `window_s` ever holds more than `limit`, so neither does any window the
 server counts. A cost above the whole limit (one huge prompt) waits for an empty window.
 
-Three things lower the limit below the configured quota, never raise it above:
+Four things lower the limit below the configured quota, never raise it above:
 - `Aimd`: after a 429 the endpoint waits the server's Retry-After, then comes back at
   `decrease` x its rate (one cut per window: a burst of 429s from one window is one signal),
   and recovers additively (`recover_per_s`) to the full rate while no 429 comes;
@@ -20,7 +20,10 @@ Three things lower the limit below the configured quota, never raise it above:
   configured is believed;
 - `x-ratelimit-remaining-requests` / `-tokens` (with `-reset-*` when present): a `ServerView`
   that says how much is left for the calls sent after the observed one, until the reset; a
-  quota shared with another client shows up here before it shows up as 429s.
+  quota shared with another client shows up here before it shows up as 429s;
+- the same headers as a share: what we used in the window plus what is left, over our limit,
+  is the part of the quota that is ours; below 1, the endpoint paces to it (recovering like
+  AIMD), so it shares the window with the other client instead of bursting into its limit.
 
 Tokens are charged before the call from an estimate and settled afterwards from `usage`.
 Written by hand: no limiter library settles a charge after the fact, follows response
@@ -98,6 +101,10 @@ class SlidingWindow:
     def spent_since(self, since: float) -> float:
         return sum(a.cost for a in self.log if a.at > since)
 
+    def spent_in_window_at(self, at: float) -> float:
+        """What the window ending at `at` held (the observed call included)."""
+        return sum(a.cost for a in self.log if at - self.window_s < a.at <= at)
+
 
 @dataclass
 class Aimd:
@@ -113,6 +120,10 @@ class Aimd:
 
     def at(self, now: float) -> float:
         return min(1.0, self.scale + max(0.0, now - self.updated) * self.recover_per_s)
+
+    def cap(self, share: float, now: float) -> None:
+        """Lower the share to `share` at once (never raise it); recovery goes on from there."""
+        self.scale, self.updated = max(self.floor, min(self.at(now), share)), now
 
     def on_429(self, now: float, resume_at: float) -> None:
         """A 429 at `now`; the endpoint is paused until `resume_at`, recovery starts there."""
@@ -211,6 +222,8 @@ class Limiter:
         self.requests = SlidingWindow(window_s)
         self.tokens = SlidingWindow(window_s)
         self.aimd = aimd or Aimd(hold_s=window_s, updated=self.now())
+        # the share of each quota the server's headers say is ours (another client uses the rest)
+        self.follow = {name: Aimd(floor=0.05, updated=self.now()) for name in ("requests", "tokens")}
         self.views: dict[str, ServerView] = {}  # "requests" / "tokens" -> the server's latest word
         self.paused_until = -math.inf
         self.max_concurrency = max_concurrency
@@ -227,10 +240,15 @@ class Limiter:
     def limits(self, now: float) -> tuple[float, float]:
         """(requests, tokens) allowed per window now: configured, capped by the server, scaled by AIMD."""
         scale = self.aimd.at(now)
-        per_window = self.window_s / 60.0
-        requests = max(1.0, min(self.rpm, self.server_rpm) * per_window * scale)
-        tokens = max(1.0, min(self.tpm, self.server_tpm) * per_window * scale)
+        rq, tk = self.configured_limits()
+        requests = max(1.0, rq * scale * self.follow["requests"].at(now))
+        tokens = max(1.0, tk * scale * self.follow["tokens"].at(now))
         return requests, tokens
+
+    def configured_limits(self) -> tuple[float, float]:
+        """(requests, tokens) per window: configured, capped by what the server says it grants."""
+        per_window = self.window_s / 60.0
+        return min(self.rpm, self.server_rpm) * per_window, min(self.tpm, self.server_tpm) * per_window
 
     def wait_s(self, tokens: float, now: float) -> float:
         """Seconds until a call of `tokens` may start here (concurrency aside)."""
@@ -288,6 +306,13 @@ class Limiter:
             # the observed call itself was counted by the server before it answered
             until = now + (reset_s if reset_s is not None else self.window_s)
             self.views[name] = ServerView(sent, remaining, until, spent=window.spent_since(sent))
+            # What the server says we could have used in its window: ours so far plus what is
+            # left. Below our limit, someone else uses the rest: pace to that share from now on
+            # (recovering slowly) rather than burst into the server's limit every window.
+            limit = self.configured_limits()[0 if name == "requests" else 1]
+            share = (window.spent_in_window_at(sent) + remaining) / limit
+            if share < 1.0:
+                self.follow[name].cap(share, now)
 
     # -- the self-contained way in
 
