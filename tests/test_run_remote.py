@@ -57,11 +57,17 @@ def test_adapter_load_failures_are_retried(tmp_path: Path, engine: FakeVLLM) -> 
     assert engine.loads and engine.loads[0][0] == "policy-v1"
 
 
-def test_a_server_down_for_a_while_pauses_the_run_which_then_completes(tmp_path: Path, engine: FakeVLLM) -> None:
+def test_a_server_down_for_a_while_pauses_the_run_which_then_completes(
+    tmp_path: Path, engine: FakeVLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Completions fail at the start of the run, then the adapter of step 1 will not load: each
     # outage outlasts the retries (max_retries = 1), pauses generation and is probed until it ends.
     engine.inject("500", times=4)
     engine.inject("500", times=4, route="load")
+    # max_policy_lag = 0: step 2 is sampled only from step 1's adapter, so the run needs the
+    # server back after the second outage (with a lag of 1, step 2 may be sampled from the base
+    # model before that outage, and the run may end while the probe still waits)
+    monkeypatch.setenv("JOBRL_TRAINING__MAX_POLICY_LAG", "0")
     r = run_remote(tmp_path, engine.url, "--max-steps", "2",
                    config="[generator]\nmax_retries = 1\nbackoff_max_s = 0.2\n")
     assert r.returncode == 0, r.stderr.decode()
@@ -69,7 +75,7 @@ def test_a_server_down_for_a_while_pauses_the_run_which_then_completes(tmp_path:
     names = [e["event"] for e in events]
     assert [e["step"] for e in events if e["event"] == "step"] == [1, 2]
     paused = [e for e in events if e["event"] == "generator_paused"]
-    assert len(paused) == 2 and names.count("generator_resumed") == 2
+    assert len(paused) == 2 and names.count("generator_resumed") == 2, [n for n in names if n.startswith("generator")]
     assert paused[0]["reason"].startswith("2 attempts in a row failed, the last: HTTP 500")
     assert paused[1]["reason"].startswith("adapter policy-v1 from ") and "HTTP 500" in paused[1]["reason"]
     assert all(e["server"] == engine.url.removeprefix("http://") for e in paused)
