@@ -11,6 +11,7 @@ from prometheus_client import generate_latest
 
 from jobrl_async.judge.client import JudgeStats
 from jobrl_async.metrics import RunMetrics
+from jobrl_async.pipeline.daemon import log_run_summary
 from jobrl_async.testing.fake_judge import FakeChatServer
 from tests.support.judge_fixtures import FAKE_KEY
 from tests.test_pipeline import events, make_pipeline, small_config  # noqa: F401 (a fixture)
@@ -31,6 +32,7 @@ async def test_each_step_reports_its_judge_calls_tokens_429s_and_dedup_hits(
         pipeline = await make_pipeline(cfg, tmp_path)
         server.inject("429", retry_after_ms=50)  # after the start-up check: in step 1's judging
         await pipeline.run()
+        log_run_summary(pipeline, None)
         await pipeline.parts.judge.aclose()
         await asyncio.sleep(0)
     steps = [e for e in events.refresh() if e["event"] == "step"]
@@ -42,6 +44,10 @@ async def test_each_step_reports_its_judge_calls_tokens_429s_and_dedup_hits(
     assert total["calls"] + total["dedup_hits"] >= offers - 1  # one call per offer; a 429 adds a retry
     assert total["http_429"] == 1 and total["calls"] <= len(server.requests)
     assert 0 < total["tokens"] <= server.charged_tokens + 1  # as the server charged at intake
+    (summary,) = [e for e in events if e["event"] == "run_summary"]
+    # the run's totals: every step's judging plus the start-up check's one call
+    assert summary["judge"]["calls"] == total["calls"] + 1 == len(server.requests)
+    assert summary["judge"]["tokens"] == pytest.approx(server.charged_tokens, abs=1)
 
 
 def test_metrics_have_per_endpoint_figures() -> None:

@@ -279,6 +279,7 @@ class JudgeClient:
             self._observe(e.response.headers, lease)
             if e.status_code == 429:
                 self._count("http_429")
+                self._count("charged_tokens", -lease.estimated)  # refused at intake: not charged
                 wait = retry_after_s(e.response.headers)
                 self.limiter.backoff(PAUSE_WITHOUT_HEADER_S if wait is None else min(wait, RETRY_AFTER_CAP_S))
             if is_retryable(e):

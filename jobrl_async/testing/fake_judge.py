@@ -190,11 +190,11 @@ class FakeChatServer(Served):
                           "invalid_request_error", param="response_format")
         if self.down:
             return _error(500, "The server had an error while processing your request.", "server_error")
+        fault = self._faults.take(criterion)
+        if fault and fault.kind == "429":  # refused before intake: a 429 charges no quota
+            return self._too_many(fault.retry_after_ms)
         if (wait := self._admit(time.monotonic(), intake_tokens(body))) > 0:
             return self._with_headers(self._too_many(math.ceil(wait * 1000)))
-        fault = self._faults.take(criterion)
-        if fault and fault.kind == "429":
-            return self._too_many(fault.retry_after_ms)
         if fault and fault.kind == "html":  # a gateway's error page with a 200
             return web.Response(status=200, text="<html><body>Bad gateway</body></html>", content_type="text/html")
         if fault and fault.kind == "nested_body":  # a 200 whose JSON body nests past any parser's stack
