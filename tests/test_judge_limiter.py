@@ -229,3 +229,17 @@ async def test_waiters_are_served_in_arrival_order():
     tasks += [asyncio.create_task(call(i, 30)) for i in (1, 2, 3)]
     await asyncio.gather(*tasks)
     assert order == [0, 1, 2, 3]
+
+
+def test_calls_inside_a_window_are_paced_after_a_quarter_window_burst():
+    lim = Limiter(rpm=1200, tpm=10**9, max_concurrency=1000, clock=Clock(0.0))  # 20 a second
+    now, times = 0.0, []
+    while (now := now + lim.wait_s(1, now)) < 3.0:
+        lim.admit(1, now)
+        times.append(now)
+    assert most_in_any_window(times, 1.0) <= 20  # the window's cap holds
+    assert sum(1 for t in times if t == 0.0) == 6  # a burst of a quarter window (5) plus one
+    assert times[6] == pytest.approx(0.05) and times[7] == pytest.approx(0.1)  # then one every 1/20 s
+    # never the window's whole quota in one instant, as the sliding window alone would send
+    assert max(times.count(t) for t in times) == 6
+    assert len(times) == pytest.approx(60, abs=1)  # and the whole quota is still used

@@ -11,6 +11,8 @@ stays within `limit = quota / 60 x window_s`:
 
 No window of length `window_s` ever holds more than `limit`, so neither does any window the
 server counts. A cost above the whole limit (one huge prompt) waits for an empty window.
+Inside the window, calls are paced (`Gcra`: a burst of at most a quarter window's quota, then
+evenly), so a window's quota never leaves in one instant.
 
 Four things lower the limit below the configured quota, never raise it above:
 - `Aimd`: after a 429 the endpoint waits the server's Retry-After, then comes back at
@@ -44,6 +46,7 @@ from dataclasses import dataclass, field
 from ..config import JudgeConfig
 
 EPS = 1e-9
+BURST_SHARE = 0.25  # a burst of at most a quarter window's quota, then calls are paced evenly
 
 
 # ------------------------------------------------------------------ pure arithmetic
@@ -104,6 +107,24 @@ class SlidingWindow:
     def spent_in_window_at(self, at: float) -> float:
         """What the window ending at `at` held (the observed call included)."""
         return sum(a.cost for a in self.log if at - self.window_s < a.at <= at)
+
+
+@dataclass
+class Gcra:
+    """Pure: paces admissions at `interval` per unit of cost, with at most `tolerance_s` of burst.
+
+    The sliding window caps each window; this spreads the calls inside it, so a window's worth
+    is not sent in one instant (a burst's sends leave over tens of ms, and a server whose window
+    boundary falls in that spread would count part of two bursts together).
+    """
+
+    tat: float = -math.inf  # theoretical arrival time of the next unit
+
+    def time_until(self, interval: float, tolerance_s: float, now: float) -> float:
+        return max(0.0, self.tat - tolerance_s - now)
+
+    def take(self, cost: float, interval: float, now: float) -> None:
+        self.tat = max(self.tat, now) + cost * interval
 
 
 @dataclass
@@ -221,6 +242,8 @@ class Limiter:
         self.server_rpm = self.server_tpm = math.inf  # what x-ratelimit-limit-* granted
         self.requests = SlidingWindow(window_s)
         self.tokens = SlidingWindow(window_s)
+        self.pace = {"requests": Gcra(), "tokens": Gcra()}
+        self.burst_s = window_s * BURST_SHARE
         self.aimd = aimd or Aimd(hold_s=window_s, updated=self.now())
         # the share of each quota the server's headers say is ours (another client uses the rest)
         self.follow = {name: Aimd(floor=0.05, updated=self.now()) for name in ("requests", "tokens")}
@@ -255,7 +278,9 @@ class Limiter:
         if now < self.paused_until:
             return self.paused_until - now
         rq, tk = self.limits(now)
-        waits = [self.requests.time_until(1, rq, now), self.tokens.time_until(tokens, tk, now)]
+        waits = [self.requests.time_until(1, rq, now), self.tokens.time_until(tokens, tk, now),
+                 self.pace["requests"].time_until(self.window_s / rq, self.burst_s, now),
+                 self.pace["tokens"].time_until(self.window_s / tk, self.burst_s, now)]
         for name, cost in (("requests", 1.0), ("tokens", tokens)):
             if (view := self.views.get(name)) is not None:
                 waits.append(view.time_until(cost, now))
@@ -266,6 +291,9 @@ class Limiter:
         return self.in_flight < self.max_concurrency
 
     def admit(self, tokens: float, now: float) -> "Lease":
+        rq, tk = self.limits(now)
+        self.pace["requests"].take(1, self.window_s / rq, now)
+        self.pace["tokens"].take(tokens, self.window_s / tk, now)
         lease = Lease(self, tokens, sent=now, requests=self.requests.take(1, now),
                       tokens=self.tokens.take(tokens, now))
         for name, cost in (("requests", 1.0), ("tokens", tokens)):

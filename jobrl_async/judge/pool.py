@@ -6,10 +6,12 @@ one whose quota lets the call start first; ties go to the least loaded (in fligh
 to the first listed. A retry avoids the endpoint that just failed it when another can take it.
 
 An endpoint that keeps failing (`breaker_failures` failed attempts in a row: 5xx, timeouts,
-connection errors, 429s) is paused (`judge_paused` with `endpoint`) and its share moves to
-the others; one probe call every `probe_interval_s` brings it back (`judge_resumed`). When
-every endpoint is paused, calls wait for the first to come back: intake stops through
-backpressure, nothing fails and nothing scores zero. With one endpoint (no
+connection errors) is paused (`judge_paused` with `endpoint`) and its share moves to the
+others; one probe call every `probe_interval_s` brings it back (`judge_resumed`). An endpoint
+answering 429s is held by its own limiter for the Retry-After (and comes back slower), so the
+router sends calls elsewhere meanwhile: a 429 is pacing, not ill health. When every endpoint
+is paused, calls wait for the first to come back: intake stops through backpressure, nothing
+fails and nothing scores zero. With one endpoint (no
 `[[judge.endpoints]]`) the stage's offer-level breaker does this job, as before.
 """
 
@@ -195,6 +197,10 @@ class JudgePool:
 
     def _attempt_failed(self, endpoint: Endpoint, exc: BaseException) -> None:
         if not self.is_pool or not is_retryable(exc) or isinstance(exc, (UnreadableVerdict, OfferRejected)):
+            return
+        if isinstance(exc, openai.APIStatusError) and exc.status_code == 429:
+            # pacing, not health: the endpoint's limiter waits out its Retry-After, and routing
+            # by soonest start already sends calls elsewhere meanwhile (a storm moves the share)
             return
         endpoint.failures_in_a_row += 1
         if endpoint.failures_in_a_row >= self.cfg.breaker_failures and not endpoint.paused:
