@@ -24,7 +24,7 @@ from jobrl_async.config import load_config
 from jobrl_async.storage import LocalStore
 from jobrl_async.report import build_run_log, iter_lines, read_logs, render_html
 from jobrl_async.report.keeper import HISTORY_KEY, REPORT_KEY, ReportKeeper
-from jobrl_async.report.runlog import ReportError, parse_events
+from jobrl_async.report.runlog import parse_events
 from jobrl_async.report.sections import header_rows, judge_totals, sections, trajectory_totals
 
 from .support.browser import chromium, png_size, render_page

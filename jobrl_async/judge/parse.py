@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import Any, Literal
 
 from ..records import CRITERIA, CriterionVerdict
@@ -65,37 +66,49 @@ def parse_reply(criterion: str, text: str) -> CriterionVerdict:
 
 
 def find_json_object(text: str) -> dict[str, Any] | None:
-    """The reply's JSON object: the whole reply, else the one answer-like object in it.
-
-    UnreadableVerdict when the reply holds two different answer-like objects, or when more than
-    MAX_CANDIDATES places that look like an object are not one (a reply built to make the
-    scan slow). An answer-like object is skipped whole, so its nested braces cost nothing.
-    """
+    """The reply's JSON object: the whole reply, else the one answer-like object in it
+    (UnreadableVerdict for two different ones: see `_one_object`)."""
     whole = _loads(text.strip())
     if whole is not None:
         return whole
+    return _one_object(text, _DECODER, _answer_like, "answers")
+
+
+def _one_object(text: str, decoder: json.JSONDecoder, wanted: Callable[[Any], bool], what: str) -> dict[str, Any] | None:
+    """The one `wanted` object among the places in `text` that start like a JSON object.
+
+    UnreadableVerdict when the reply holds two different such objects, gives a key twice (the
+    strict decoder), or has more than MAX_CANDIDATES places that look like an object and are not
+    one (a reply built to make the scan slow). A wanted object is skipped whole, so its nested
+    braces cost nothing; an object that is not wanted may still hold one."""
     found: list[dict[str, Any]] = []
     misses = 0
     start = _OBJECT_START.search(text)
     while start is not None:
         try:
-            obj, end = _DECODER.raw_decode(text, start.start())
+            obj, end = decoder.raw_decode(text, start.start())
+        except _DuplicateKey as e:
+            raise UnreadableVerdict(f"reply gives {_excerpt(str(e))} twice") from None
         except (ValueError, RecursionError):  # JSONDecodeError, a 5,000-digit number, deep nesting
             obj, end = None, start.start() + 1
-        if _answer_like(obj):
+        if wanted(obj):
             if obj not in found:
                 found.append(obj)
         else:
             misses += 1
             if misses > MAX_CANDIDATES:
                 raise UnreadableVerdict(f"more than {MAX_CANDIDATES} places in the reply look like JSON objects "
-                                 "and are not an answer")
-            end = start.start() + 1  # an object that is not an answer may still hold one
+                                        "and are not an answer")
+            end = start.start() + 1
         start = _OBJECT_START.search(text, end)
     if len(found) > 1:
-        raise UnreadableVerdict(f"reply holds {len(found)} different answers: {_excerpt(found[0])} and "
-                         f"{_excerpt(found[1])}")
+        raise UnreadableVerdict(f"reply holds {len(found)} different {what}: {_excerpt(found[0])} and "
+                                f"{_excerpt(found[1])}")
     return found[0] if found else None
+
+
+def _verdict_set_like(obj: Any) -> bool:
+    return isinstance(obj, dict) and any(k in CRITERIA for k in obj)
 
 
 def _answer_like(obj: Any) -> bool:
@@ -228,27 +241,4 @@ def _find_verdict_set(text: str, criteria: tuple[str, ...] | list[str]) -> dict[
         raise UnreadableVerdict(f"reply gives {_excerpt(str(e))} twice") from None
     except (ValueError, RecursionError):
         pass
-    found: list[dict[str, Any]] = []
-    misses = 0
-    start = _OBJECT_START.search(text)
-    while start is not None:
-        try:
-            obj, end = _STRICT_DECODER.raw_decode(text, start.start())
-        except _DuplicateKey as e:
-            raise UnreadableVerdict(f"reply gives {_excerpt(str(e))} twice") from None
-        except (ValueError, RecursionError):
-            obj, end = None, start.start() + 1
-        if isinstance(obj, dict) and any(k in CRITERIA for k in obj):
-            if obj not in found:
-                found.append(obj)
-        else:
-            misses += 1
-            if misses > MAX_CANDIDATES:
-                raise UnreadableVerdict(f"more than {MAX_CANDIDATES} places in the reply look like JSON objects "
-                                        "and are not an answer")
-            end = start.start() + 1
-        start = _OBJECT_START.search(text, end)
-    if len(found) > 1:
-        raise UnreadableVerdict(f"reply holds {len(found)} different verdict sets: {_excerpt(found[0])} and "
-                                f"{_excerpt(found[1])}")
-    return found[0] if found else None
+    return _one_object(text, _STRICT_DECODER, _verdict_set_like, "verdict sets")
