@@ -166,9 +166,12 @@ def with_judge_pauses(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The log of a run whose judge pool paused twice (two endpoints), with judge counts per step."""
     out: list[dict[str, Any]] = []
     steps = [e for e in events if e["event"] == "step"]
+    per_step = {"calls": 40, "tokens": 9000, "http_429": 3, "dedup_hits": 1}
     for e in events:
         if e["event"] == "step":
-            e = {**e, "judge": {"calls": 40, "tokens": 9000, "http_429": 3, "dedup_hits": 1}}
+            e = {**e, "judge": per_step}
+        elif e["event"] == "run_summary":  # the run's totals, as the judge counted them
+            e = {**e, "judge": {k: v * len(steps) for k, v in per_step.items()}}
         out.append(e)
         if e["event"] == "step" and e["step"] == steps[0]["step"]:
             t = e["timestamp"]
