@@ -55,6 +55,11 @@ def parse_reply(criterion: str, text: str) -> CriterionVerdict:
         raise UnreadableVerdict(f"{criterion}: reply is nested too deeply") from None
     if obj is None:
         raise UnreadableVerdict(f"{criterion}: no JSON object in reply {_excerpt(text)}")
+    return _verdict(criterion, obj)
+
+
+def _verdict(criterion: str, obj: dict[str, Any]) -> CriterionVerdict:
+    """One criterion's verdict from its `{answer, score, missing_skills, irrelevant_skills}`."""
     return CriterionVerdict(
         name=criterion,
         answer=_answer(criterion, obj),
@@ -216,14 +221,7 @@ def parse_offer_reply(criteria: tuple[str, ...] | list[str], text: str) -> dict[
         value = obj[name]
         if not isinstance(value, dict):
             raise UnreadableVerdict(f"{name}: verdict {_excerpt(value)} is not an object")
-        verdicts[name] = CriterionVerdict(
-            name=name,
-            answer=_answer(name, value),
-            score=_score(name, value),
-            missing_skills=_skills(name, value, "missing_skills"),
-            irrelevant_skills=_skills(name, value, "irrelevant_skills"),
-            source="llm",
-        )
+        verdicts[name] = _verdict(name, value)
     return verdicts
 
 
