@@ -108,7 +108,9 @@ async def test_a_pool_of_two_uses_both_quotas(two_servers):
     async with Judge(cfg, Secrets(), env=pool_env(2)) as judge:
         results = await asyncio.gather(*(judge.score(SAMPLE_CONTEXT, o) for o in offers(40)))
         per_endpoint = {name: s.requests for name, s in judge.endpoint_stats().items()}
-    assert len(results) == 40 and a.http_429 + b.http_429 <= 2  # a loaded machine may be late once
+    # A loaded machine's jitter costs a few 429s at these small quotas (the share at a real pace is
+    # measured by `bench judge`); a client admitting far above the quota gets ~26 of ~80 refused.
+    assert len(results) == 40 and a.http_429 + b.http_429 <= 12
     assert 0.35 <= len(a.requests) / 80 <= 0.65  # both shapes served their share
     assert per_endpoint == {"ep0": len(a.requests), "ep1": len(b.requests)}
     assert admitted_per_s([a, b]) > 1.1 * 20  # more than one quota could admit: the pool adds them up

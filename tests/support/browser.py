@@ -70,7 +70,9 @@ def png_size(data: bytes) -> tuple[int, int]:
 def render_page(path: Path, timeout_s: float = 90.0) -> PageResult:
     binary = chromium()
     assert binary, "chromium is not installed"
-    with tempfile.TemporaryDirectory(prefix="jobrl-chromium-") as profile:
+    # Chromium's helper processes may still write to the profile as the browser exits: leftovers
+    # in a temp folder are not the page's fault
+    with tempfile.TemporaryDirectory(prefix="jobrl-chromium-", ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
                                  f"--window-size={WIDTH},900", "about:blank"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
