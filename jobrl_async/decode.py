@@ -12,7 +12,8 @@ What generate() spends per step on logits processors, stopping criteria that dec
 cache bookkeeping is not spent here (`bench generate` measures both on the same work). The GRPO
 shape helps: a training step's 10 attempts per context share one prompt, prefilled once.
 
-Two caches: `dynamic` (transformers' DynamicCache: rows can leave the batch) and `static`
+Two caches: `dynamic` (transformers' DynamicCache with layers that grow in place, see
+`growing_cache`: rows can leave the batch) and `static`
 (StaticCache: fixed addresses, what CUDA graphs need; rows stay, finished ones are ignored). On
 CUDA the decode step is compiled (`torch.compile`, mode "reduce-overhead": CUDA graphs) with the
 static cache; on a CPU compilation is off and the dynamic cache is the cheaper one. Both caches

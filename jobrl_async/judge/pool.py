@@ -230,7 +230,7 @@ class JudgePool:
             await asyncio.sleep(self.cfg.probe_interval_s)
             messages = sample_messages()
             try:
-                async with endpoint.limiter.slot(_estimate(messages, self.cfg.max_tokens)) as lease:
+                async with endpoint.limiter.slot(estimate_tokens(messages, self.cfg.max_tokens)) as lease:
                     await endpoint.client.exchange(messages, lease)
             except Exception as e:
                 if isinstance(e, JudgeError):  # a rotated key: this endpoint stays out, the others go on
@@ -259,10 +259,6 @@ class JudgePool:
         for e in self.endpoints:
             e.probe = None
             await e.client.aclose()
-
-
-def _estimate(messages: list[dict], max_tokens: int) -> int:
-    return estimate_tokens(messages, max_tokens)
 
 
 async def gather_checks(pool: JudgePool, check: Callable[[Endpoint], Awaitable[dict]]) -> list[dict]:
