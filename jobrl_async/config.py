@@ -155,7 +155,8 @@ class JudgeConfig:
     probe_interval_s: float = field(default=15.0, metadata=_check(lo=0.0, lo_open=True))
     model: str = "gpt-4o-mini"  # OpenAI-compatible servers; Azure uses the deployment
     api_version: str = "2024-10-21"
-    max_tokens: int = field(default=200, metadata=_check(lo=16))
+    max_tokens: int = field(default=200, metadata=_check(lo=16))  # a per_criterion call's reply: one verdict
+    max_tokens_per_offer: int = field(default=0, metadata=_check(lo=0))  # a per_offer call's; 0: 20 + 60 per criterion
     json_mode: bool = True  # response_format={"type": "json_object"}
     stub_latency_ms: float = field(default=0.0, metadata=_check(lo=0.0))
     stub_jitter: float = field(default=0.2, metadata=_check(lo=0.0, hi=1.0))

@@ -201,9 +201,11 @@ async def test_both_quotas_are_charged_and_settled():
     lim = limiter(clock=lambda: 50.0)  # a clock that stands still: nothing leaves the window
     async with lim.slot(500) as lease:
         assert (lim.requests.used, lim.tokens.used) == (1, 500)
+        paced_to = lim.pace["tokens"].tat
         lease.settle(300)
         lease.settle(0)  # settling twice is a no-op
     assert (lim.requests.used, lim.tokens.used) == (1, 300)
+    assert lim.pace["tokens"].tat == pytest.approx(paced_to - 200 * lease.interval)  # the pace follows too
 
 
 async def test_a_429_pause_holds_every_caller_of_the_endpoint():

@@ -11,7 +11,7 @@ import pytest
 from jobrl_async.config import Config, Secrets
 from jobrl_async.judge.dedup import DedupTable, dedup_key
 from jobrl_async.judge.parse import UnreadableVerdict, parse_offer_reply
-from jobrl_async.judge.prompts import build_offer_messages, offer_nonce
+from jobrl_async.judge.prompts import build_offer_messages, offer_max_tokens, offer_nonce
 from jobrl_async.judge.stage import SAMPLE_CONTEXT, Judge, calls_per_offer, example_offer, llm_criteria
 from jobrl_async.records import CRITERIA, Context
 from jobrl_async.rewards import reward
@@ -32,8 +32,8 @@ def verdict(score: float = 8, answer: str = "YES") -> dict:
 def test_one_prompt_sends_the_offer_once_and_names_every_criterion():
     messages = build_offer_messages(CRITERIA, SAMPLE_CONTEXT, OFFER)
     system, user = messages[0]["content"], messages[1]["content"]
-    assert f"Criteria: {', '.join(CRITERIA)}" in system
-    assert all(f"Criterion: {c}" in system for c in CRITERIA)
+    assert all(system.count(f"Criterion: {c}\n") == 1 for c in CRITERIA)
+    assert "{" + ", ".join(f'"{c}": verdict' for c in CRITERIA) + "}" in system  # the reply's shape
     nonce = offer_nonce(OFFER)
     assert user.count(f"<<<OFFER {nonce}") == 1 and user.endswith(f"OFFER {nonce}>>>")
     assert user.count("<title>Data Scientist</title>") == 1  # the offer once, not five times
@@ -262,3 +262,23 @@ async def test_charged_tokens_follow_prompt_plus_max_tokens(server: FakeChatServ
         await judge.score(SAMPLE_CONTEXT, OFFER)
         charged = judge.stats.charged_tokens
     assert charged == server.charged_tokens  # what the server charged at intake, exactly
+
+
+@pytest.mark.parametrize(("mode", "budget"), [("hybrid", 140), ("llm", 320)])
+async def test_a_per_offer_reply_budget_is_sized_from_its_criteria(server: FakeChatServer, mode: str, budget: int):
+    assert offer_max_tokens(0, len(llm_criteria(mode))) == budget and offer_max_tokens(500, 2) == 500
+    async with Judge(judge_config(mode, "per_offer"), secrets(server)) as judge:
+        await judge.score(SAMPLE_CONTEXT, OFFER)
+    async with Judge(judge_config(mode, "per_offer", max_tokens_per_offer=300), secrets(server)) as judge:
+        await judge.score(SAMPLE_CONTEXT, OFFER + " ")
+    assert [r.body["max_tokens"] for r in server.requests] == [budget, 300]
+
+
+async def test_a_reply_cut_at_its_budget_fails_the_offer_naming_the_key(server: FakeChatServer):
+    server.answers = {c: {**verdict(7), "missing_skills": ["Preventive maintenance"] * 20} for c in CRITERIA}
+    async with Judge(judge_config("llm", "per_offer", max_retries=1), secrets(server)) as judge:
+        from jobrl_async.judge.stage import JudgeFailed
+
+        with pytest.raises(JudgeFailed, match="cut at max_tokens=320.*judge.max_tokens_per_offer"):
+            await judge.score(SAMPLE_CONTEXT, OFFER)
+    assert [r.status for r in server.requests] == [200, 200]  # retried once, then failed: never a zero

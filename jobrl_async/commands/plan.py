@@ -24,7 +24,7 @@ import orjson
 from .. import aio
 from ..config import Config
 from ..data import load_dataset, split_dataset
-from ..judge.prompts import build_messages, build_offer_messages, estimate_tokens
+from ..judge.prompts import build_messages, build_offer_messages, estimate_tokens, offer_max_tokens
 from ..judge.stage import example_offer, llm_criteria
 from ..producer import steps_per_epoch
 from ..records import Context
@@ -87,7 +87,8 @@ def tokens_per_offer(cfg: Config, contexts: list[Context]) -> float:
     for c in contexts:
         offer = example_offer(c)
         if cfg.judge.calls == "per_offer":
-            per.append(estimate_tokens(build_offer_messages(names, c, offer), cfg.judge.max_tokens))
+            budget = offer_max_tokens(cfg.judge.max_tokens_per_offer, len(names))
+            per.append(estimate_tokens(build_offer_messages(names, c, offer), budget))
         else:
             per.append(sum(estimate_tokens(build_messages(n, c, offer), cfg.judge.max_tokens) for n in names))
     return statistics.fmean(per)

@@ -110,13 +110,17 @@ def is_content_filter(e: openai.APIStatusError) -> bool:
                                      or "content management policy" in text)
 
 
-def reply_text(completion: Any) -> str:
+def reply_text(completion: Any, max_tokens: int) -> str:
     """The completion's text; a 200 whose body is not a chat completion is a failed call."""
     choices = getattr(completion, "choices", None)
     if not isinstance(choices, list) or not choices:
         raise UnreadableVerdict("the response has no choices")
-    if getattr(choices[0], "finish_reason", None) == "content_filter":  # the offer, quoted, tripped it
+    finish = getattr(choices[0], "finish_reason", None)
+    if finish == "content_filter":  # the offer, quoted, tripped it
         raise OfferRejected("the judge's content filter withheld its reply about the offer", content_filter=True)
+    if finish == "length":  # the verdict would be cut JSON: say which budget to raise
+        raise UnreadableVerdict(f"the reply was cut at max_tokens={max_tokens}: raise judge.max_tokens "
+                                "(per_criterion calls) or judge.max_tokens_per_offer (per_offer calls)")
     content = getattr(getattr(choices[0], "message", None), "content", None)
     if not isinstance(content, str):
         raise UnreadableVerdict("the response has no message content")
@@ -265,15 +269,16 @@ class JudgeClient:
 
     async def _attempt(self, criterion: str, messages: list[dict]) -> CriterionVerdict:
         async with self.limiter.slot(estimate_tokens(messages, self.cfg.max_tokens)) as lease:
-            text = await self.exchange(messages, lease)
+            text = await self.exchange(messages, lease, self.cfg.max_tokens)
         return parse_reply(criterion, text)
 
-    async def exchange(self, messages: list[dict], lease: Lease) -> str:
-        """One HTTP attempt under `lease`: the reply's text, or the error (a 429 backs this endpoint off)."""
+    async def exchange(self, messages: list[dict], lease: Lease, max_tokens: int) -> str:
+        """One HTTP attempt under `lease` for a reply of at most `max_tokens`: the reply's text, or
+        the error (a 429 backs this endpoint off)."""
         self._count("charged_tokens", lease.estimated)  # charged at intake, corrected from usage below
         started = time.monotonic()
         try:
-            raw = await self._create(messages)
+            raw = await self._create(messages, max_tokens)
             completion = raw.parse()
         except openai.APIStatusError as e:
             self._observe(e.response.headers, lease)
@@ -294,12 +299,12 @@ class JudgeClient:
         for stats in (self.stats, self.own):
             if stats is not None:
                 stats.latencies_ms.append((time.monotonic() - started) * 1000)
-        text = reply_text(completion)
+        text = reply_text(completion, max_tokens)
         usage = getattr(completion, "usage", None)
         if isinstance(getattr(usage, "prompt_tokens", None), int):
             # The quota is charged at intake as prompt + max_tokens: correct our prompt
             # estimate with the server's count, but keep the completion budget charged.
-            actual = usage.prompt_tokens + self.cfg.max_tokens
+            actual = usage.prompt_tokens + max_tokens
             self._count("charged_tokens", actual - lease.estimated)
             lease.settle(actual)
             self._count("tokens", getattr(usage, "total_tokens", 0) or 0)
@@ -313,10 +318,10 @@ class JudgeClient:
         if not seen.empty:
             self.limiter.observe(seen, lease.sent, self.limiter.now())
 
-    async def _create(self, messages: list[dict]) -> Any:
+    async def _create(self, messages: list[dict], max_tokens: int) -> Any:
         self._count("requests")
         try:
-            return await self._sdk.chat.completions.with_raw_response.create(**self._request(messages))
+            return await self._sdk.chat.completions.with_raw_response.create(**self._request(messages, max_tokens))
         except openai.BadRequestError as e:
             if not (self.json_mode and "response_format" in _server_message(e)):
                 raise
@@ -324,14 +329,14 @@ class JudgeClient:
         self.json_mode = False
         log().warning("judge_json_mode_off", endpoint=self.endpoint, model=self.model)
         self._count("requests")
-        return await self._sdk.chat.completions.with_raw_response.create(**self._request(messages))
+        return await self._sdk.chat.completions.with_raw_response.create(**self._request(messages, max_tokens))
 
-    def _request(self, messages: list[dict]) -> dict[str, Any]:
+    def _request(self, messages: list[dict], max_tokens: int) -> dict[str, Any]:
         request: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
             "temperature": 0,
-            "max_tokens": self.cfg.max_tokens,
+            "max_tokens": max_tokens,
             "timeout": self.cfg.timeout_s,
         }
         if self.json_mode:

@@ -126,6 +126,11 @@ class Gcra:
     def take(self, cost: float, interval: float, now: float) -> None:
         self.tat = max(self.tat, now) + cost * interval
 
+    def settle(self, correction: float, interval: float) -> None:
+        """A charge corrected after the fact moves the pace by as much: pacing follows the
+        server's count, not our estimate (a prompt estimate 1% high would pace 1% slow)."""
+        self.tat += correction * interval
+
 
 @dataclass
 class Aimd:
@@ -295,7 +300,7 @@ class Limiter:
         self.pace["requests"].take(1, self.window_s / rq, now)
         self.pace["tokens"].take(tokens, self.window_s / tk, now)
         lease = Lease(self, tokens, sent=now, requests=self.requests.take(1, now),
-                      tokens=self.tokens.take(tokens, now))
+                      tokens=self.tokens.take(tokens, now), interval=self.window_s / tk)
         for name, cost in (("requests", 1.0), ("tokens", tokens)):
             if (view := self.views.get(name)) is not None and now < view.until:
                 view.spent += cost
@@ -377,9 +382,11 @@ class Lease:
     sent: float
     requests: Admission
     tokens: Admission
+    interval: float  # the token pace's seconds per token when admitted
     settled: bool = False
 
     def settle(self, actual: float) -> None:
         if not self.settled:
             self.settled = True
+            self.limiter.pace["tokens"].settle(actual - self.tokens.cost, self.interval)
             self.limiter.tokens.settle(self.tokens, actual)

@@ -77,6 +77,7 @@ class Endpoint:
 class Attempt:
     """One call's state across its retries: which endpoint it is on, which one failed it last."""
 
+    max_tokens: int
     avoid: int | None = None
     endpoint: Endpoint | None = field(default=None)
 
@@ -144,20 +145,20 @@ class JudgePool:
 
     # ------------------------------------------------------------ calls
 
-    async def ask(self, label: str, messages: list[dict], parse: Callable[[str], T], tokens: float,
+    async def ask(self, label: str, messages: list[dict], parse: Callable[[str], T], max_tokens: int,
                   attempts: int | None = None, retry_if: Callable[[BaseException], bool] = is_retryable) -> T:
-        """One judgement (`parse` of the reply), retried across the pool."""
-        state = Attempt()
+        """One judgement (`parse` of a reply of at most `max_tokens`), retried across the pool."""
+        state = Attempt(max_tokens=max_tokens)
         retried = retrying(attempts=attempts or self.cfg.max_retries + 1, first_s=BACKOFF_FIRST_S,
                            max_s=self.cfg.backoff_max_s, retry_if=retry_if, asked=self._asked,
                            on_retry=lambda n, w, e: self._on_retry(state, n, w, e))
-        return await retried(self._attempt, state, messages, parse, tokens)
+        return await retried(self._attempt, state, messages, parse)
 
-    async def _attempt(self, state: Attempt, messages: list[dict], parse: Callable[[str], T], tokens: float) -> T:
-        endpoint, lease = await self._route(tokens, state.avoid)
+    async def _attempt(self, state: Attempt, messages: list[dict], parse: Callable[[str], T]) -> T:
+        endpoint, lease = await self._route(estimate_tokens(messages, state.max_tokens), state.avoid)
         state.endpoint = endpoint
         try:
-            text = await endpoint.client.exchange(messages, lease)
+            text = await endpoint.client.exchange(messages, lease, state.max_tokens)
         except BaseException as e:
             self._release(endpoint)
             state.avoid = self.endpoints.index(endpoint)
@@ -231,7 +232,7 @@ class JudgePool:
             messages = sample_messages()
             try:
                 async with endpoint.limiter.slot(estimate_tokens(messages, self.cfg.max_tokens)) as lease:
-                    await endpoint.client.exchange(messages, lease)
+                    await endpoint.client.exchange(messages, lease, self.cfg.max_tokens)
             except Exception as e:
                 if isinstance(e, JudgeError):  # a rotated key: this endpoint stays out, the others go on
                     log().error("judge_probe_failed", endpoint=endpoint.name, reason=str(e), permanent=True)

@@ -45,7 +45,7 @@ from .dedup import DedupTable, dedup_key
 from .limiter import Limiter
 from .parse import parse_offer_reply, parse_reply
 from .pool import Endpoint, JudgePool
-from .prompts import JudgedOffer, build_messages, build_offer_messages, estimate_tokens
+from .prompts import JudgedOffer, build_messages, build_offer_messages, estimate_tokens, offer_max_tokens
 from .skills import SkillBook
 from .stub import EXACT_CRITERIA, exact_verdict, stub_verdict
 
@@ -242,13 +242,12 @@ class Judge:
         if self.cfg.calls == "per_offer":
             messages = build_offer_messages(names, context, offer)
             return await self.pool.ask("offer", messages, lambda text: parse_offer_reply(names, text),
-                                       estimate_tokens(messages, self.cfg.max_tokens))
+                                       offer_max_tokens(self.cfg.max_tokens_per_offer, len(names)))
         return await self._gather(names, lambda name: self._ask_criterion(name, context, offer), raw=True)
 
     async def _ask_criterion(self, name: str, context: Context, offer: JudgedOffer) -> CriterionVerdict:
         messages = build_messages(name, context, offer)
-        return await self.pool.ask(name, messages, lambda text: parse_reply(name, text),
-                                   estimate_tokens(messages, self.cfg.max_tokens))
+        return await self.pool.ask(name, messages, lambda text: parse_reply(name, text), self.cfg.max_tokens)
 
     async def _gather(self, names: tuple[str, ...], one: Callable[[str], Any],
                       raw: bool = False) -> dict[str, CriterionVerdict]:
@@ -363,8 +362,7 @@ class Judge:
         messages = sample_messages()
         try:
             return await self.pool.ask(PROBE_CRITERION, messages, lambda text: parse_reply(PROBE_CRITERION, text),
-                                       estimate_tokens(messages, self.cfg.max_tokens),
-                                       attempts=attempts, retry_if=retry_if)
+                                       self.cfg.max_tokens, attempts=attempts, retry_if=retry_if)
         except OfferRejected as e:
             raise JudgeError(f"{e}; this was a small sample offer, so every request would be refused") from None
 

@@ -290,17 +290,18 @@ _ERRORS: dict[str, tuple[int, str, str]] = {
     "404": (404, "The API deployment for this resource does not exist.", "DeploymentNotFound"),
 }
 _CRITERION_LINE = re.compile(r"Criterion:\s*([a-z_]+)")
-_CRITERIA_LINE = re.compile(r"^Criteria:\s*([a-z_, ]+)$", re.M)
+_OFFER_SHAPE = re.compile(r'"([a-z_]+)": verdict\b')  # the reply shape a per-offer prompt asks for
 
 
 def _criteria_of(body: Any) -> list[str]:
-    """The criteria a per-offer request asks for (its `Criteria: a, b` line), else []."""
+    """The criteria a per-offer request asks for (its reply shape `{"a": verdict, ...}`), else []."""
     if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
         return []
     for m in body["messages"]:
-        if isinstance(m, dict) and (match := _CRITERIA_LINE.search(str(m.get("content", "")))):
-            names = [n.strip() for n in match.group(1).split(",")]
-            return [n for n in names if n in CRITERIA]
+        if isinstance(m, dict) and m.get("role") == "system":
+            names = _OFFER_SHAPE.findall(str(m.get("content", "")))
+            if names:
+                return [n for n in names if n in CRITERIA]
     return []
 
 
@@ -337,7 +338,11 @@ def _default_answer(criterion: str | None, body: dict) -> dict:
 
 
 def _completion(body: dict, content: str) -> dict:
+    """The chat completion around `content`, cut at `max_tokens` (chars / 4) as a model's reply is."""
     prompt_chars = sum(len(str(m.get("content", ""))) for m in body["messages"] if isinstance(m, dict))
+    finish, limit = "stop", body.get("max_tokens")
+    if isinstance(limit, int) and len(content) > limit * 4:
+        content, finish = content[: limit * 4], "length"
     prompt_tokens, completion_tokens = max(1, prompt_chars // 4), max(1, len(content) // 4)
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
@@ -345,7 +350,7 @@ def _completion(body: dict, content: str) -> dict:
         "created": int(time.time()),
         "model": str(body.get("model", "fake-judge")),
         "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}
         ],
         "usage": {
             "prompt_tokens": prompt_tokens,

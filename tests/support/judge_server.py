@@ -28,7 +28,7 @@ from jobrl_async.commands.plan import plan_figures, plan_inputs
 from jobrl_async.config import Config, EndpointConfig, load_config
 from jobrl_async.data import load_bundled, split_dataset
 from jobrl_async.pipeline import Pipeline, build
-from jobrl_async.testing.fake_judge import FakeChatServer
+from jobrl_async.testing.fake_judge import FakeChatServer, intake_tokens
 
 KEY = "sk-measure-judge-economy-0000"
 CLIENT_SHARE = 0.95
@@ -82,6 +82,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for s in servers:
             s.stop()
+    if args.steps_out:
+        args.steps_out.write_bytes(b"".join(orjson.dumps(s, default=str) + b"\n" for s in steps))
+        calls = [{"at": r.arrived, "done": r.finished, "status": r.status, "tokens": intake_tokens(r.body)}
+                 for s in servers for r in s.requests]
+        args.steps_out.with_suffix(".calls.jsonl").write_bytes(b"".join(orjson.dumps(c) + b"\n" for c in calls))
     charged = sum(s.charged_tokens for s in servers) - charged0
     calls = sum(len(s.requests) for s in servers) - requests0
     http_429 = sum(s.http_429 for s in servers)
@@ -145,6 +150,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--dedup", type=int, default=10_000)
     p.add_argument("--schedule", choices=["pipelined", "sequential"], default="pipelined")
+    p.add_argument("--steps-out", type=Path, help="also write every step event's fields here (JSON Lines)")
     args = p.parse_args()
     log.configure("json", "warning")
     print(orjson.dumps(asyncio.run(measure(args))).decode(), flush=True)
