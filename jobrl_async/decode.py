@@ -106,6 +106,7 @@ class _Run:
         self.tokens = torch.full((rows, new_tokens), policy.pad_id, dtype=torch.long)
         self.logprobs = torch.zeros((rows, new_tokens))
         self.samples: list[Sample | None] = [None] * rows
+        self.masks = StepMasks.of(self.model)
 
     def loop(self, cache_kind: str, compile_step: bool) -> list[Sample]:
         scores, cache, mask, positions, filled = self._prefill(cache_kind)  # filled: the prompts' width
@@ -130,9 +131,9 @@ class _Run:
             filled += 1
             positions = positions + 1
             # the static cache attends over all its slots (the same shapes every step, for CUDA
-            # graphs); the growing one over the positions written so far
-            out = step(input_ids=tokens, attention_mask=mask if cache_kind == "static" else mask[:, :filled],
-                       position_ids=positions, cache=cache, use_cache=True)
+            # graphs); the growing one over the positions written so far, with masks built here
+            attend = mask if cache_kind == "static" else self.masks.step(mask[:, :filled])
+            out = step(input_ids=tokens, attention_mask=attend, position_ids=positions, cache=cache, use_cache=True)
             scores = out.logits[:, -1, :]
         unfinished = [r for r, s in enumerate(self.samples) if s is None]
         if unfinished:
@@ -266,6 +267,47 @@ def _layer_classes() -> tuple[type, type]:
             self.keys, self.values = self.buffers.last(self.sliding_window - 1)
 
     return GrowingLayer, GrowingSlidingLayer
+
+
+@dataclass(frozen=True)
+class StepMasks:
+    """The attention masks of a one-token step over the growing cache, built from the 2-D mask.
+
+    transformers builds them per step from the cache and the 2-D mask through its general
+    masking functions (vmap'd mask functions, padding and window checks): a tenth of a CPU
+    decode step on a small model. For one new token they are simple: a full-attention layer
+    attends to every real position so far, a sliding one to the real ones among the last
+    `window` (the positions its layer hands over). In the format the attention takes: bool
+    (True: attend) for sdpa, additive floats for eager; another attention gets the 2-D mask
+    and transformers' own path."""
+
+    window: int | None  # None: build no masks, pass the 2-D mask on
+    layer_types: frozenset[str]
+    additive: torch.dtype | None  # eager: the dtype of an additive mask
+
+    @classmethod
+    def of(cls, model: Any) -> "StepMasks":
+        config = model.config
+        implementation = getattr(config, "_attn_implementation", None)
+        types = frozenset(getattr(config, "layer_types", None) or ())
+        if implementation not in ("sdpa", "eager") or not types <= {"full_attention", "sliding_attention"}:
+            return cls(None, types, None)
+        window = int(config.sliding_window) if "sliding_attention" in types else 0
+        return cls(window, types, model.dtype if implementation == "eager" else None)
+
+    def step(self, mask: torch.Tensor) -> Any:
+        """`mask` [B, positions so far] (1: a real token) -> what the model's forward takes."""
+        if self.window is None:
+            return mask
+        keep = mask.bool()[:, None, None, :]
+        masks = {"full_attention": keep, "sliding_attention": keep[..., -self.window:]}
+        return {name: self._format(masks[name]) for name in self.layer_types}
+
+    def _format(self, keep: torch.Tensor) -> torch.Tensor:
+        if self.additive is None:
+            return keep
+        return torch.zeros(keep.shape, dtype=self.additive, device=keep.device).masked_fill(
+            ~keep, torch.finfo(self.additive).min)
 
 
 def select_rows(cache: Any, index: torch.Tensor) -> None:

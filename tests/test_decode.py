@@ -57,6 +57,25 @@ def test_same_tokens_as_the_reference_for_a_seed(tiny_policy, tiny_config: Confi
     assert _teacher_forced_gap(tiny_policy, lean, 1.0) <= 1e-4
 
 
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_the_step_masks_are_what_transformers_builds(tiny_policy, tiny_config: Config, implementation: str) -> None:
+    """The lean path builds each step's masks itself (bool for sdpa, additive for eager): with
+    padded prompts and past the sliding window it samples what generate() does with its own."""
+    base = tiny_policy.model.get_base_model()
+    base.set_attn_implementation(implementation)
+    try:
+        assert decode_module.StepMasks.of(tiny_policy.model).window == base.config.sliding_window
+        tiny_config.generation.max_new_tokens = 300
+        _perturb(tiny_policy)
+        prompts = _prompts(tiny_policy, repeat=1)
+        reference = sample_batch(tiny_policy, prompts, tiny_config.generation, seed=5)
+        lean = decode(tiny_policy, prompts, tiny_config.generation, seed=5)
+        assert max(len(s.prompt_ids) + len(s.completion_ids) for s in lean) > base.config.sliding_window
+        assert [s.completion_ids for s in lean] == [s.completion_ids for s in reference]
+    finally:
+        base.set_attn_implementation("sdpa")
+
+
 def test_log_probs_agree_with_the_learner_at_a_temperature_with_truncation(tiny_policy, tiny_config: Config) -> None:
     gen = tiny_config.generation
     gen.max_new_tokens, gen.temperature, gen.top_p, gen.top_k = 300, 0.7, 0.9, 40

@@ -15,7 +15,7 @@ from jobrl_async.judge.prompts import build_offer_messages, offer_max_tokens, of
 from jobrl_async.judge.stage import SAMPLE_CONTEXT, Judge, calls_per_offer, example_offer, llm_criteria
 from jobrl_async.records import CRITERIA, Context
 from jobrl_async.rewards import reward
-from jobrl_async.testing.fake_judge import FakeChatServer
+from jobrl_async.testing.fake_judge import FakeChatServer, intake_tokens
 from tests.support.judge_fixtures import FAKE_KEY
 
 HYBRID = ("skill_relevance", "skill_completeness")
@@ -262,6 +262,9 @@ async def test_charged_tokens_follow_prompt_plus_max_tokens(server: FakeChatServ
         await judge.score(SAMPLE_CONTEXT, OFFER)
         charged = judge.stats.charged_tokens
     assert charged == server.charged_tokens  # what the server charged at intake, exactly
+    # and the next call reserves what this server counts, not the chars / 4 rule of thumb
+    messages = build_offer_messages(HYBRID, SAMPLE_CONTEXT, OFFER)
+    assert judge.pool.scale.charge(messages, 0) == intake_tokens({"messages": messages, "max_tokens": 0})
 
 
 @pytest.mark.parametrize(("mode", "budget"), [("hybrid", 140), ("llm", 320)])

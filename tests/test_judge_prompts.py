@@ -8,6 +8,7 @@ from jobrl_async.judge.prompts import (
     MAX_QUOTED_SKILLS,
     PROMPT_OFFER_CHARS,
     QUOTED_LIST_CHARS,
+    PromptScale,
     build_messages,
     estimate_tokens,
     injection_flags,
@@ -199,3 +200,15 @@ def test_injection_flags_en_and_fr(text: str, flag: str) -> None:
 )
 def test_ordinary_offers_are_not_flagged(text: str) -> None:
     assert injection_flags(text) == ()
+
+
+def test_the_prompt_charge_learns_what_the_server_counts():
+    scale = PromptScale()
+    messages = [{"role": "system", "content": "rules " * 200}, {"role": "user", "content": "x" * 4000}]
+    raw = estimate_tokens(messages, 0)
+    assert scale.charge(messages, 200) == raw + 200  # nothing learnt: the rule of thumb
+    for _ in range(100):
+        scale.learn(messages, 1100)  # the server counts fewer than chars / 4 + the chat format's
+    assert scale.charge(messages, 200) == 1100 + 200
+    scale.learn(messages, 10**6)  # one absurd count: bounded, and it moves the average by 1/50th
+    assert 1100 < scale.charge(messages, 0) < 1100 * 1.03

@@ -32,7 +32,7 @@ from ..records import CriterionVerdict
 from ..retry import RETRY_AFTER_CAP_S, retry_after_s, retryable_status, retrying
 from .limiter import Lease, Limiter, RateHeaders
 from .parse import UnreadableVerdict, parse_reply
-from .prompts import estimate_tokens
+from .prompts import PromptScale
 
 
 def log() -> Any:
@@ -240,6 +240,7 @@ class JudgeClient:
     def __init__(self, cfg: JudgeConfig, endpoint: Secrets | EndpointSpec, limiter: Limiter, stats: JudgeStats,
                  own: JudgeStats | None = None) -> None:
         self.cfg, self.limiter, self.stats = cfg, limiter, stats
+        self.scale = PromptScale()  # a pool shares one among its endpoints (the same judge model)
         self.own = own  # this endpoint's counters when it is one of a pool
         spec = endpoint if isinstance(endpoint, EndpointSpec) else standard_endpoint(cfg, endpoint)
         self.spec, self.name, self.backend = spec, spec.name, spec.kind
@@ -268,7 +269,7 @@ class JudgeClient:
         return await retried(self._attempt, criterion, messages)
 
     async def _attempt(self, criterion: str, messages: list[dict]) -> CriterionVerdict:
-        async with self.limiter.slot(estimate_tokens(messages, self.cfg.max_tokens)) as lease:
+        async with self.limiter.slot(self.scale.charge(messages, self.cfg.max_tokens)) as lease:
             text = await self.exchange(messages, lease, self.cfg.max_tokens)
         return parse_reply(criterion, text)
 
@@ -305,6 +306,7 @@ class JudgeClient:
             # The quota is charged at intake as prompt + max_tokens: correct our prompt
             # estimate with the server's count, but keep the completion budget charged.
             actual = usage.prompt_tokens + max_tokens
+            self.scale.learn(messages, usage.prompt_tokens)
             self._count("charged_tokens", actual - lease.estimated)
             lease.settle(actual)
             self._count("tokens", getattr(usage, "total_tokens", 0) or 0)

@@ -9,10 +9,11 @@ stays within `limit = quota / 60 x window_s`:
     time_until(cost, now) = 0                              if used(now) + cost <= limit
                           = (t_i + window_s) - now         the first admission t_i whose expiry makes room
 
-No window of length `window_s` ever holds more than `limit`, so neither does any window the
-server counts. A cost above the whole limit (one huge prompt) waits for an empty window.
-Inside the window, calls are paced (`Gcra`: a burst of at most a quarter window's quota, then
-evenly), so a window's quota never leaves in one instant.
+No window of length `window_s` ever holds more than `limit` (x WINDOW_FILL: whole calls fill
+it), so neither does any window the server counts. A cost above the whole limit (one huge
+prompt) waits for an empty window. Inside the window, calls are paced (`Gcra`: a burst of at
+most a quarter window's quota, then evenly, at the configured rate on average), so a window's
+quota never leaves in one instant.
 
 Four things lower the limit below the configured quota, never raise it above:
 - `Aimd`: after a 429 the endpoint waits the server's Retry-After, then comes back at
@@ -27,7 +28,8 @@ Four things lower the limit below the configured quota, never raise it above:
   is the part of the quota that is ours; below 1, the endpoint paces to it (recovering like
   AIMD), so it shares the window with the other client instead of bursting into its limit.
 
-Tokens are charged before the call from an estimate and settled afterwards from `usage`.
+Tokens are charged before the call from an estimate (scaled by what the server counted for the
+calls before it: `prompts.PromptScale`) and settled afterwards from `usage`.
 Written by hand: no limiter library settles a charge after the fact, follows response
 headers, or admits by sliding window over two quotas taken together.
 """
@@ -47,6 +49,11 @@ from ..config import JudgeConfig
 
 EPS = 1e-9
 BURST_SHARE = 0.25  # a burst of at most a quarter window's quota, then calls are paced evenly
+# Calls are whole: a window of 15,833 tokens holds 16 calls of 950 (96%), so a cap at exactly the
+# configured rate would lose up to a call per window. The pace keeps the average at the rate; a
+# window may hold this much more, so that whole calls fill it (with the README's rates at 95% of
+# the quota, a window stays under 98% of it).
+WINDOW_FILL = 1.025
 
 
 # ------------------------------------------------------------------ pure arithmetic
@@ -283,7 +290,7 @@ class Limiter:
         if now < self.paused_until:
             return self.paused_until - now
         rq, tk = self.limits(now)
-        waits = [self.requests.time_until(1, rq, now), self.tokens.time_until(tokens, tk, now),
+        waits = [self.requests.time_until(1, rq * WINDOW_FILL, now), self.tokens.time_until(tokens, tk * WINDOW_FILL, now),
                  self.pace["requests"].time_until(self.window_s / rq, self.burst_s, now),
                  self.pace["tokens"].time_until(self.window_s / tk, self.burst_s, now)]
         for name, cost in (("requests", 1.0), ("tokens", tokens)):

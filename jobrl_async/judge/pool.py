@@ -41,7 +41,7 @@ from .client import (
 )
 from .limiter import Lease, Limiter
 from .parse import UnreadableVerdict
-from .prompts import estimate_tokens
+from .prompts import PromptScale
 
 T = TypeVar("T")
 POLL_S = 0.05  # longest sleep of a waiting router before it looks again (a resume, a refund)
@@ -97,6 +97,9 @@ class JudgePool:
             given = limiter if (limiter is not None and not cfg.endpoints) else None
             lim = given or Limiter.from_config(cfg, spec.rpm, spec.tpm)
             self.endpoints.append(Endpoint(JudgeClient(cfg, spec, lim, stats, own), lim, own))
+        self.scale = PromptScale()  # what the endpoints count per estimated prompt token, learnt together
+        for endpoint in self.endpoints:
+            endpoint.client.scale = self.scale
         self.is_pool = bool(cfg.endpoints)
         self._turn = asyncio.Lock()
         self._changed = asyncio.Event()
@@ -155,7 +158,7 @@ class JudgePool:
         return await retried(self._attempt, state, messages, parse)
 
     async def _attempt(self, state: Attempt, messages: list[dict], parse: Callable[[str], T]) -> T:
-        endpoint, lease = await self._route(estimate_tokens(messages, state.max_tokens), state.avoid)
+        endpoint, lease = await self._route(self.scale.charge(messages, state.max_tokens), state.avoid)
         state.endpoint = endpoint
         try:
             text = await endpoint.client.exchange(messages, lease, state.max_tokens)
@@ -231,7 +234,7 @@ class JudgePool:
             await asyncio.sleep(self.cfg.probe_interval_s)
             messages = sample_messages()
             try:
-                async with endpoint.limiter.slot(estimate_tokens(messages, self.cfg.max_tokens)) as lease:
+                async with endpoint.limiter.slot(self.scale.charge(messages, self.cfg.max_tokens)) as lease:
                     await endpoint.client.exchange(messages, lease, self.cfg.max_tokens)
             except Exception as e:
                 if isinstance(e, JudgeError):  # a rotated key: this endpoint stays out, the others go on
