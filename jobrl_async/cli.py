@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     bg.add_argument("--batch", type=int, default=100)
     bg.add_argument("--max-new-tokens", type=int, default=128)
     bg.add_argument("--attempts", type=int, default=10, help="sequences per context (a GRPO group)")
+    bg.add_argument("--repeats", type=int, default=3,
+                    help="timed runs of each engine, interleaved; the best counts (a shared machine only slows)")
     _model_flag(bg, default="tiny")
     bj = _cmd(bench, "judge", "judge stage against a local rate-limited server", "judge:bench")
     bj.add_argument("--offers", type=int, default=200)

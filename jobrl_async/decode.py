@@ -34,6 +34,7 @@ import torch
 
 from .config import GenerationConfig
 from .sampling import TokenSampler
+from .shared_prefix import PrefixCache, PrefixStep, shared_prefix_attention
 
 STOP_TEXT = "</job_offer>"
 COMPACT_SHARE = 0.25  # rows leave the batch once this share of it has finished (dynamic cache)
@@ -111,6 +112,12 @@ class _Run:
     def loop(self, cache_kind: str, compile_step: bool) -> list[Sample]:
         scores, cache, mask, positions, filled = self._prefill(cache_kind)  # filled: the prompts' width
         step = _compiled(self.model) if compile_step else self.model
+        shared = isinstance(cache, PrefixCache)
+        with shared_prefix_attention(self.model) if shared else contextlib.nullcontext():
+            return self._steps(step, scores, cache, mask, positions, filled, cache_kind, compile_step)
+
+    def _steps(self, step: Any, scores: torch.Tensor, cache: Any, mask: torch.Tensor, positions: torch.Tensor,
+               filled: int, cache_kind: str, compile_step: bool) -> list[Sample]:
         rows = torch.arange(len(self.prompts), device=self.device)  # original row of each batch row
         done = torch.zeros(len(rows), dtype=torch.bool, device=self.device)
         for t in range(self.new_tokens):
@@ -125,14 +132,17 @@ class _Run:
                 break
             if not compile_step and int(done.sum()) >= max(1, COMPACT_SHARE * len(rows)):
                 keep = (~done).nonzero().squeeze(1)
-                select_rows(cache, keep)
+                if isinstance(cache, PrefixCache):
+                    cache.select(cache.row_prompt[keep], keep)
+                else:
+                    select_rows(cache, keep)
                 rows, done, tokens, mask, positions = rows[keep], done[keep], tokens[keep], mask[keep], positions[keep]
             mask[:, filled] = 1  # a mask with room for every new token, filled in place
             filled += 1
             positions = positions + 1
             # the static cache attends over all its slots (the same shapes every step, for CUDA
             # graphs); the growing one over the positions written so far, with masks built here
-            attend = mask if cache_kind == "static" else self.masks.step(mask[:, :filled])
+            attend = mask if cache_kind == "static" else self.masks.step(mask[:, :filled], cache)
             out = step(input_ids=tokens, attention_mask=attend, position_ids=positions, cache=cache, use_cache=True)
             scores = out.logits[:, -1, :]
         unfinished = [r for r, s in enumerate(self.samples) if s is None]
@@ -152,7 +162,9 @@ class _Run:
                  if cache_kind == "static" else growing_cache(DynamicCache(config=self.model.config)))
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
                          use_cache=True, logits_to_keep=1)
-        if len(distinct) < len(self.prompts):
+        if cache_kind != "static" and self.masks.window is not None and len(distinct) < len(self.prompts):
+            cache = PrefixCache(cache, mask, index)  # each prompt's keys once, for its whole group
+        elif len(distinct) < len(self.prompts):
             select_rows(cache, index)
         mask = mask[index]  # with room for every new token, masked until it is written
         mask = torch.cat([mask, torch.zeros((len(index), self.new_tokens), dtype=mask.dtype, device=mask.device)], 1)
@@ -295,8 +307,10 @@ class StepMasks:
         window = int(config.sliding_window) if "sliding_attention" in types else 0
         return cls(window, types, model.dtype if implementation == "eager" else None)
 
-    def step(self, mask: torch.Tensor) -> Any:
+    def step(self, mask: torch.Tensor, cache: Any = None) -> Any:
         """`mask` [B, positions so far] (1: a real token) -> what the model's forward takes."""
+        if isinstance(cache, PrefixCache):  # the cache knows the prompts' padding and the rows
+            return {name: PrefixStep(cache) for name in self.layer_types}
         if self.window is None:
             return mask
         keep = mask.bool()[:, None, None, :]

@@ -57,6 +57,27 @@ def test_same_tokens_as_the_reference_for_a_seed(tiny_policy, tiny_config: Confi
     assert _teacher_forced_gap(tiny_policy, lean, 1.0) <= 1e-4
 
 
+def test_rows_of_one_prompt_share_its_keys_in_any_order_and_any_number(tiny_policy, tiny_config: Config,
+                                                                       monkeypatch) -> None:
+    """Groups of unequal sizes, interleaved, one row alone: attending over each prompt's keys once
+    (shared_prefix.py) samples what the reference does with a cache row per sequence."""
+    from jobrl_async import shared_prefix
+
+    calls = []
+    attend = shared_prefix.PrefixStep.attend
+    monkeypatch.setattr(shared_prefix.PrefixStep, "attend", lambda self, *a: calls.append(1) or attend(self, *a))
+    tiny_config.generation.max_new_tokens = 300
+    _perturb(tiny_policy)
+    short, long, mid = _prompts(tiny_policy, repeat=1)
+    prompts = [long, short, long, long, mid, short, long]
+    reference = sample_batch(tiny_policy, prompts, tiny_config.generation, seed=7)
+    lean = decode(tiny_policy, prompts, tiny_config.generation, seed=7)
+    assert calls  # the shared-prompt attention ran
+    assert len({len(s.completion_ids) for s in lean}) > 1  # rows left the groups at different steps
+    assert [s.completion_ids for s in lean] == [s.completion_ids for s in reference]
+    assert _teacher_forced_gap(tiny_policy, lean, 1.0) <= 1e-4
+
+
 @pytest.mark.parametrize("implementation", ["eager", "sdpa"])
 def test_the_step_masks_are_what_transformers_builds(tiny_policy, tiny_config: Config, implementation: str) -> None:
     """The lean path builds each step's masks itself (bool for sdpa, additive for eager): with

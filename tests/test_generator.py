@@ -270,8 +270,9 @@ def test_generate_command_rejects_a_bad_context_file(tmp_path: Path, capsys: pyt
 
 
 def test_bench_generate_prints_one_json_object_last(tiny_model_dir: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["bench", "generate", "--batch", "4", "--max-new-tokens", "8"]) == 0
+    assert main(["bench", "generate", "--batch", "4", "--max-new-tokens", "8", "--repeats", "2"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["repeats"] == 2 and result["speedup_vs_reference"] > 0
     assert {"tokens_per_s_batch1", "tokens_per_s_batch", "ratio", "peak_rss_mb", "device"} <= result.keys()
     assert result["batch"] == 4 and result["max_new_tokens"] == 8 and result["model"] == "tiny"
     assert result["tokens_per_s_batch"] > 0 and result["ratio"] > 0
