@@ -10,10 +10,11 @@ token over a KV cache, with sampling, log-probs and stop checks on tensors.
 
 What generate() spends per step on logits processors, stopping criteria that decode text and
 cache bookkeeping is not spent here (`bench generate` measures both on the same work). The GRPO
-shape helps: a training step's 10 attempts per context share one prompt, prefilled once.
+shape helps: a training step's 10 attempts per context share one prompt, prefilled once and, on
+the dynamic cache, kept and attended once for the whole group (shared_prefix.py).
 
-Two caches: `dynamic` (transformers' DynamicCache with layers that grow in place, see
-`growing_cache`: rows can leave the batch) and `static`
+Two caches: `dynamic` (layers that grow in place, see `growing_cache`, or a `PrefixCache` when
+prompts repeat: rows can leave the batch) and `static`
 (StaticCache: fixed addresses, what CUDA graphs need; rows stay, finished ones are ignored). On
 CUDA the decode step is compiled (`torch.compile`, mode "reduce-overhead": CUDA graphs) with the
 static cache; on a CPU compilation is off and the dynamic cache is the cheaper one. Both caches
