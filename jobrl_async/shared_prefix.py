@@ -138,7 +138,8 @@ class PrefixStep:
             shared = shared.masked_fill(~seen[:, None, None, :], float("-inf"))
         shared = c.to_rows(shared, rep)
         own = torch.matmul(q, own_k.transpose(-1, -2)) * scaling
-        probs = torch.softmax(torch.cat([shared, own], -1), -1)
+        # in float32 whatever the model's dtype, as transformers' eager attention does
+        probs = torch.softmax(torch.cat([shared, own], -1), -1, dtype=torch.float32).to(query.dtype)
         p_shared, p_own = probs.split([shared.shape[-1], own.shape[-1]], -1)
         out = c.to_rows(torch.matmul(c.to_groups(p_shared), pv), rep) + torch.matmul(p_own, own_v)
         return out.reshape(rows, heads, 1, dim).transpose(1, 2)  # [B, 1, H, D], as sdpa returns
