@@ -233,17 +233,33 @@ async def test_waiters_are_served_in_arrival_order():
     assert order == [0, 1, 2, 3]
 
 
-def test_whole_calls_fill_the_window_and_the_pace_keeps_the_average_at_the_rate():
-    """950-token calls against 950k TPM (15,833 a second): a cap at exactly the rate holds 16 calls
-    a window (96%); the window may hold 2.5% more, so the average is the configured rate."""
-    lim = Limiter(rpm=10**6, tpm=950_000, max_concurrency=1000, clock=Clock(0.0))
+def _greedy_950s(lim: Limiter) -> list[float]:
     now, times = 0.0, []
     while (now := now + lim.wait_s(950, now)) < 30.0:
         lim.admit(950, now)
         times.append(now)
+    return times
+
+
+@pytest.mark.parametrize("declared_tpm", [None, 1_000_000])
+def test_whole_calls_fill_the_window_and_the_pace_keeps_the_average_at_the_rate(declared_tpm: int | None):
+    """950-token calls, 950k TPM configured (15,833 a second; the README's 95% of 1M): a cap at
+    exactly the rate holds 16 calls a window (96%); the window may hold 2.5% more, so the average
+    is the configured rate."""
+    lim = Limiter(rpm=10**6, tpm=950_000, max_concurrency=1000, clock=Clock(0.0))
+    if declared_tpm:
+        lim.observe(RateHeaders(limit_tokens=declared_tpm), sent=0.0, now=0.0)
+    times = _greedy_950s(lim)
     late = [t for t in times if t >= 2.0]  # past the first burst
     assert len(late) * 950 / (times[-1] - 2.0) == pytest.approx(15_833, rel=0.01)
-    assert most_in_any_window(times, 1.0) * 950 <= 15_833 * WINDOW_FILL
+    assert most_in_any_window(times, 1.0) == 17 and 17 * 950 <= 15_833 * WINDOW_FILL
+
+
+def test_a_window_never_holds_more_than_the_quota_a_server_declares():
+    """Configured at the whole quota the server declares: no room to fill, 16 calls a window."""
+    lim = Limiter(rpm=10**6, tpm=950_000, max_concurrency=1000, clock=Clock(0.0))
+    lim.observe(RateHeaders(limit_tokens=950_000), sent=0.0, now=0.0)
+    assert most_in_any_window(_greedy_950s(lim), 1.0) == 16  # 16 x 950 <= 15,833 < 17 x 950
 
 
 def test_calls_inside_a_window_are_paced_after_a_quarter_window_burst():

@@ -9,8 +9,8 @@ stays within `limit = quota / 60 x window_s`:
     time_until(cost, now) = 0                              if used(now) + cost <= limit
                           = (t_i + window_s) - now         the first admission t_i whose expiry makes room
 
-No window of length `window_s` ever holds more than `limit` (x WINDOW_FILL: whole calls fill
-it), so neither does any window the server counts. A cost above the whole limit (one huge
+No window of length `window_s` ever holds more than `limit` x WINDOW_FILL (whole calls fill it;
+never more than a quota the server declares), so neither does any window the server counts. A cost above the whole limit (one huge
 prompt) waits for an empty window. Inside the window, calls are paced (`Gcra`: a burst of at
 most a quarter window's quota, then evenly, at the configured rate on average), so a window's
 quota never leaves in one instant.
@@ -50,9 +50,10 @@ from ..config import JudgeConfig
 EPS = 1e-9
 BURST_SHARE = 0.25  # a burst of at most a quarter window's quota, then calls are paced evenly
 # Calls are whole: a window of 15,833 tokens holds 16 calls of 950 (96%), so a cap at exactly the
-# configured rate would lose up to a call per window. The pace keeps the average at the rate; a
-# window may hold this much more, so that whole calls fill it (with the README's rates at 95% of
-# the quota, a window stays under 98% of it).
+# configured rate loses up to a call per window. A window may hold this much more, so that whole
+# calls fill it, while the pace keeps the average at the configured rate: the README's rates
+# are 95% of the quota, so a window stays under 98% of it. A server that declares its quota
+# (`x-ratelimit-limit-*`) is believed: never above that.
 WINDOW_FILL = 1.025
 
 
@@ -280,6 +281,16 @@ class Limiter:
         tokens = max(1.0, tk * scale * self.follow["tokens"].at(now))
         return requests, tokens
 
+    def window_caps(self, requests: float, tokens: float) -> tuple[float, float]:
+        """What one window may hold, for these limits: WINDOW_FILL times them, but never above a
+        quota the server declares (nor below the limits)."""
+        per_window = self.window_s / 60.0
+
+        def cap(limit: float, server_per_minute: float) -> float:
+            return min(limit * WINDOW_FILL, max(limit, server_per_minute * per_window))
+
+        return cap(requests, self.server_rpm), cap(tokens, self.server_tpm)
+
     def configured_limits(self) -> tuple[float, float]:
         """(requests, tokens) per window: configured, capped by what the server says it grants."""
         per_window = self.window_s / 60.0
@@ -290,7 +301,8 @@ class Limiter:
         if now < self.paused_until:
             return self.paused_until - now
         rq, tk = self.limits(now)
-        waits = [self.requests.time_until(1, rq * WINDOW_FILL, now), self.tokens.time_until(tokens, tk * WINDOW_FILL, now),
+        cap_rq, cap_tk = self.window_caps(rq, tk)
+        waits = [self.requests.time_until(1, cap_rq, now), self.tokens.time_until(tokens, cap_tk, now),
                  self.pace["requests"].time_until(self.window_s / rq, self.burst_s, now),
                  self.pace["tokens"].time_until(self.window_s / tk, self.burst_s, now)]
         for name, cost in (("requests", 1.0), ("tokens", tokens)):
