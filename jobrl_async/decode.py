@@ -303,7 +303,12 @@ class StepMasks:
         config = model.config
         implementation = getattr(config, "_attn_implementation", None)
         types = frozenset(getattr(config, "layer_types", None) or ())
-        if implementation not in ("sdpa", "eager") or not types <= {"full_attention", "sliding_attention"}:
+        # what these masks and shared_prefix.py compute: plain full / sliding attention, nothing more
+        # (no logit soft-capping as in Gemma 2, no attention sinks, no sub-models sharing the config)
+        plain = (types and types <= {"full_attention", "sliding_attention"}
+                 and getattr(config, "attn_logit_softcapping", None) is None and not getattr(config, "sub_configs", None)
+                 and not any(name.endswith("sinks") for name, _ in model.named_parameters()))
+        if implementation not in ("sdpa", "eager") or not plain:
             return cls(None, types, None)
         window = int(config.sliding_window) if "sliding_attention" in types else 0
         return cls(window, types, model.dtype if implementation == "eager" else None)

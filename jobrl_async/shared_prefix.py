@@ -149,6 +149,8 @@ def _attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch
                attention_mask: Any, scaling: float | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
     if not isinstance(attention_mask, PrefixStep):
         raise TypeError(f"{ATTENTION} attention runs only inside the lean decode loop")
+    if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:  # StepMasks.of keeps these out
+        raise TypeError(f"{ATTENTION} attention does not soft-cap logits or take attention sinks")
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     return attention_mask.attend(module, query, key, value, scale), None
 

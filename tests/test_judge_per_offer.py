@@ -279,9 +279,11 @@ async def test_a_per_offer_reply_budget_is_sized_from_its_criteria(server: FakeC
 
 async def test_a_reply_cut_at_its_budget_fails_the_offer_naming_the_key(server: FakeChatServer):
     server.answers = {c: {**verdict(7), "missing_skills": ["Preventive maintenance"] * 20} for c in CRITERIA}
-    async with Judge(judge_config("llm", "per_offer", max_retries=1), secrets(server)) as judge:
+    async with Judge(judge_config("llm", "per_offer", max_retries=3), secrets(server)) as judge:
         from jobrl_async.judge.stage import JudgeFailed
 
         with pytest.raises(JudgeFailed, match="cut at max_tokens=320.*judge.max_tokens_per_offer"):
             await judge.score(SAMPLE_CONTEXT, OFFER)
-    assert [r.status for r in server.requests] == [200, 200]  # retried once, then failed: never a zero
+        charged = judge.stats.charged_tokens
+    # not retried (at temperature 0 it would be cut again), charged as the server charged it; never a zero
+    assert [r.status for r in server.requests] == [200] and charged == server.charged_tokens

@@ -118,9 +118,9 @@ def reply_text(completion: Any, max_tokens: int) -> str:
     finish = getattr(choices[0], "finish_reason", None)
     if finish == "content_filter":  # the offer, quoted, tripped it
         raise OfferRejected("the judge's content filter withheld its reply about the offer", content_filter=True)
-    if finish == "length":  # the verdict would be cut JSON: say which budget to raise
-        raise UnreadableVerdict(f"the reply was cut at max_tokens={max_tokens}: raise judge.max_tokens "
-                                "(per_criterion calls) or judge.max_tokens_per_offer (per_offer calls)")
+    if finish == "length":  # cut JSON; at temperature 0 a retry is cut alike: fail the offer, say which budget
+        raise OfferRejected(f"the reply was cut at max_tokens={max_tokens}: raise judge.max_tokens "
+                            "(per_criterion calls) or judge.max_tokens_per_offer (per_offer calls)")
     content = getattr(getattr(choices[0], "message", None), "content", None)
     if not isinstance(content, str):
         raise UnreadableVerdict("the response has no message content")
@@ -300,8 +300,7 @@ class JudgeClient:
         for stats in (self.stats, self.own):
             if stats is not None:
                 stats.latencies_ms.append((time.monotonic() - started) * 1000)
-        text = reply_text(completion, max_tokens)
-        usage = getattr(completion, "usage", None)
+        usage = getattr(completion, "usage", None)  # settled first: a refused reply was charged too
         if isinstance(getattr(usage, "prompt_tokens", None), int):
             # The quota is charged at intake as prompt + max_tokens: correct our prompt
             # estimate with the server's count, but keep the completion budget charged.
@@ -310,7 +309,7 @@ class JudgeClient:
             self._count("charged_tokens", actual - lease.estimated)
             lease.settle(actual)
             self._count("tokens", getattr(usage, "total_tokens", 0) or 0)
-        return text
+        return reply_text(completion, max_tokens)
 
     def _observe(self, headers: Any, lease: Lease) -> None:
         try:

@@ -210,7 +210,7 @@ class FakeChatServer(Served):
             content = self._offer_content(asked, body, fault.kind if fault else None)
         else:
             content = self._content(criterion, body, fault.kind if fault else None)
-        completion = _completion(body, content)
+        completion = _completion(body, content, cut=fault is None)  # a scripted fault is sent as scripted
         if fault and fault.kind == "filtered_reply":  # Azure withholds a reply its output filter caught
             completion["choices"][0].update(message={"role": "assistant", "content": None},
                                             finish_reason="content_filter")
@@ -337,11 +337,11 @@ def _default_answer(criterion: str | None, body: dict) -> dict:
     return {"answer": "YES" if score >= 7 else "NO", "score": score, "missing_skills": [], "irrelevant_skills": []}
 
 
-def _completion(body: dict, content: str) -> dict:
+def _completion(body: dict, content: str, cut: bool = True) -> dict:
     """The chat completion around `content`, cut at `max_tokens` (chars / 4) as a model's reply is."""
     prompt_chars = sum(len(str(m.get("content", ""))) for m in body["messages"] if isinstance(m, dict))
     finish, limit = "stop", body.get("max_tokens")
-    if isinstance(limit, int) and len(content) > limit * 4:
+    if cut and isinstance(limit, int) and len(content) > limit * 4:
         content, finish = content[: limit * 4], "length"
     prompt_tokens, completion_tokens = max(1, prompt_chars // 4), max(1, len(content) // 4)
     return {
