@@ -137,15 +137,16 @@ class EndpointConfig:
     model: str = ""  # openai; "" = judge.model
     api_version: str = ""  # azure; "" = judge.api_version
     api_key_env: str = ""  # the NAME of the environment variable holding the key, never the key
-    rpm: int = field(default=600, metadata=_check(lo=1))
-    tpm: int = field(default=100_000, metadata=_check(lo=1))
+    auth: Literal["", "key", "entra"] = ""  # "" = judge.auth
+    rpm: int = field(default=600, metadata=_check(lo=0))  # 0: no quota (a local server)
+    tpm: int = field(default=100_000, metadata=_check(lo=0))
 
 
 @dataclass
 class JudgeConfig:
     mode: Literal["llm", "stub", "hybrid"] = "llm"
-    rpm: int = field(default=600, metadata=_check(lo=1))
-    tpm: int = field(default=100_000, metadata=_check(lo=1))
+    rpm: int = field(default=600, metadata=_check(lo=0))  # 0: no quota (a local server): concurrency only
+    tpm: int = field(default=100_000, metadata=_check(lo=0))
     max_concurrency: int = field(default=32, metadata=_check(lo=1))
     timeout_s: float = field(default=30.0, metadata=_check(lo=0.0, lo_open=True))
     max_retries: int = field(default=6, metadata=_check(lo=0))
@@ -153,11 +154,20 @@ class JudgeConfig:
     window_s: float = field(default=1.0, metadata=_check(lo=0.0, lo_open=True))  # the server's quota window
     breaker_failures: int = field(default=5, metadata=_check(lo=1))  # consecutive, to pause
     probe_interval_s: float = field(default=15.0, metadata=_check(lo=0.0, lo_open=True))
-    model: str = "gpt-4o-mini"  # OpenAI-compatible servers; Azure uses the deployment
-    api_version: str = "2024-10-21"
+    model: str = "gpt-5-mini"  # OpenAI-compatible servers; Azure uses the deployment
+    api_version: str = "2025-04-01-preview"  # Azure's deployments path (a v1 URL takes none)
+    auth: Literal["key", "entra"] = "key"  # entra: an Entra ID token (pip install 'jobrl-async[azure]')
     max_tokens: int = field(default=200, metadata=_check(lo=16))  # a per_criterion call's reply: one verdict
     max_tokens_per_offer: int = field(default=0, metadata=_check(lo=0))  # a per_offer call's; 0: 20 + 60 per criterion
-    json_mode: bool = True  # response_format={"type": "json_object"}
+    # auto: classic (temperature 0, max_tokens) until a 400 says the model reasons; learnt per endpoint
+    dialect: Literal["auto", "classic", "reasoning"] = "auto"
+    reasoning_effort: Literal["lowest", "none", "minimal", "low", "medium", "high"] = "lowest"
+    max_reasoning_tokens: int = field(default=8192, metadata=_check(lo=0))  # cap of the learnt allowance
+    json_mode: bool = True  # structured replies (response_format); false: prose, parsed as ever
+    response_format: Literal["json_schema", "json_object"] = "json_schema"  # the first tried; falls back
+    price_input_per_mtok: float = field(default=0.0, metadata=_check(lo=0.0))  # USD per 1M tokens; 0: unknown
+    price_cached_input_per_mtok: float = field(default=0.0, metadata=_check(lo=0.0))
+    price_output_per_mtok: float = field(default=0.0, metadata=_check(lo=0.0))  # reasoning tokens included
     stub_latency_ms: float = field(default=0.0, metadata=_check(lo=0.0))
     stub_jitter: float = field(default=0.2, metadata=_check(lo=0.0, hi=1.0))
     calls: Literal["per_criterion", "per_offer"] = "per_criterion"  # per_offer: one call for every LLM criterion

@@ -40,6 +40,9 @@ JUDGE_COUNTERS = {
     "http_429": ("jobrl_judge_http_429", "Judge responses with HTTP 429"),
     "failures": ("jobrl_judge_failures", "Judge calls that failed after their retries"),
     "retries": ("jobrl_judge_retries", "Judge calls retried"),
+    "reasoning_tokens": ("jobrl_judge_reasoning_tokens", "Judge reasoning tokens (part of the completion tokens)"),
+    "cached_tokens": ("jobrl_judge_cached_tokens", "Judge prompt tokens served from the prompt cache"),
+    "usd": ("jobrl_judge_usd", "Judge cost in US dollars at the configured prices (0 when none)"),
 }
 
 # Per endpoint of a judge pool (label `endpoint`): the same counters plus the tokens charged.
@@ -141,10 +144,10 @@ class RunMetrics:
             self.validation_best.set(best)
 
     def on_judge(self, requests: int, tokens: int, http_429: int, failures: int, retries: int,
-                 paused: bool) -> None:
+                 paused: bool, reasoning_tokens: int = 0, cached_tokens: int = 0, usd: float = 0.0) -> None:
         """The judge client's cumulative counters; called periodically, so only the increase counts."""
         now = {"requests": requests, "tokens": tokens, "http_429": http_429, "failures": failures,
-               "retries": retries}
+               "retries": retries, "reasoning_tokens": reasoning_tokens, "cached_tokens": cached_tokens, "usd": usd}
         for key, value in now.items():
             self.judge[key].inc(counter_increase(self._judge_seen[key], value))
             self._judge_seen[key] = value
@@ -192,7 +195,7 @@ class RunMetrics:
         return generate_latest(self.registry)
 
 
-def counter_increase(previous: int, current: int) -> int:
+def counter_increase(previous: float, current: float) -> float:
     """How much a cumulative counter grew; a counter that went down was restarted from 0."""
     return current - previous if current >= previous else current
 

@@ -72,7 +72,7 @@ def test_comma_separated_list_from_env() -> None:
         ("[judge]\njson_mode = 1\n", "'judge.json_mode' must be true or false"),
         ("[judge]\nmode = \"gpt\"\n", "'judge.mode' must be one of 'llm', 'stub', 'hybrid'"),
         ("[data]\nvalidation_fraction = 0\n", "'data.validation_fraction' must be > 0.0"),
-        ("[judge]\nrpm = 0\n", "'judge.rpm' must be >= 1"),
+        ("[judge]\nrpm = -1\n", "'judge.rpm' must be >= 0"),
         ("[lora]\ntarget_modules = [1]\n", "'lora.target_modules' must be a list of a string"),
         ("judge = 3\n", "'judge' must be a table"),
         ("[judge\n", "is not valid TOML"),

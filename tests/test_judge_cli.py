@@ -40,7 +40,7 @@ def test_check_prints_endpoint_model_latency_and_verdict(judge_env, capsys, shap
     result = last_json(lines)
     assert result["ok"] is True and result["backend"] == shape
     assert result["endpoint"] == host_of(server.url)
-    assert result["model"] == (DEPLOYMENT if shape == "azure" else "gpt-4o-mini")
+    assert result["model"] == (DEPLOYMENT if shape == "azure" else "gpt-5-mini")
     assert result["latency_ms"] > 0 and result["verdict"]["answer"] in ("YES", "NO")
     assert len(server.requests) == 1
 

@@ -15,6 +15,7 @@ import pytest
 from jobrl_async.config import JudgeConfig, Secrets
 from jobrl_async.errors import ConfigError, JudgeError
 from jobrl_async.judge.client import (
+    DeadlineExceeded,
     JudgeClient,
     JudgeStats,
     OfferRejected,
@@ -25,7 +26,9 @@ from jobrl_async.judge.client import (
 )
 from jobrl_async.testing.fake_judge import FakeChatServer
 from jobrl_async.judge.limiter import Limiter
-from jobrl_async.judge.parse import UnreadableVerdict
+from jobrl_async.judge.parse import UnreadableVerdict, parse_reply
+from jobrl_async.judge.pool import JudgePool
+from jobrl_async.judge.schema import criterion_format
 from jobrl_async.judge.prompts import build_messages, estimate_tokens
 from jobrl_async.judge.stage import SAMPLE_CONTEXT, example_offer
 from jobrl_async.retry import retry_after_s
@@ -49,9 +52,28 @@ def secrets_for(server: FakeChatServer, shape: str, key: str = FAKE_KEY, deploym
     return Secrets(openai_api_key=key, openai_base_url=server.openai_base_url)
 
 
-def make_client(server: FakeChatServer, shape: str = "openai", **overrides) -> JudgeClient:
-    cfg = fast_config(**overrides)
-    return JudgeClient(cfg, secrets_for(server, shape), Limiter.from_config(cfg), JudgeStats())
+class OneEndpoint:
+    """One endpoint asked the way the stage and `judge check` ask: a pool of one routes, retries
+    and parses; the endpoint's client is at hand for its counters and its words."""
+
+    def __init__(self, cfg: JudgeConfig, secrets: Secrets, limiter: Limiter | None = None,
+                 stats: JudgeStats | None = None) -> None:
+        self.pool = JudgePool(cfg, secrets, stats or JudgeStats(), limiter=limiter or Limiter.from_config(cfg))
+        self.client: JudgeClient = self.pool.first.client
+
+    async def ask(self, criterion: str, messages: list[dict], attempts: int | None = None):
+        return await self.pool.ask(criterion, messages, lambda text: parse_reply(criterion, text),
+                                   self.pool.cfg.max_tokens, attempts=attempts, schema=criterion_format(criterion))
+
+    def __getattr__(self, name: str):
+        return getattr(self.client, name)
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+
+
+def make_client(server: FakeChatServer, shape: str = "openai", **overrides) -> OneEndpoint:
+    return OneEndpoint(fast_config(**overrides), secrets_for(server, shape))
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -101,7 +123,8 @@ async def test_happy_path_in_both_url_shapes(judge_server: FakeChatServer, shape
         assert request.path == "/v1/chat/completions"
     body = request.body
     assert body["temperature"] == 0 and body["max_tokens"] == 200
-    assert body["response_format"] == {"type": "json_object"}
+    assert body["response_format"]["type"] == "json_schema"  # strict structured output, where taken
+    assert body["response_format"]["json_schema"]["strict"] is True
     assert body["messages"] == MESSAGES
     assert request.headers["x-stainless-retry-count"] == "0"  # the SDK's retries are off
     assert client.stats.requests == 1 and client.stats.tokens > 0 and client.stats.retries == 0
@@ -110,7 +133,7 @@ async def test_happy_path_in_both_url_shapes(judge_server: FakeChatServer, shape
 async def test_usage_corrects_the_token_estimate(judge_server: FakeChatServer):
     cfg = fast_config()
     frozen = Limiter(cfg.rpm, tpm=600_000, max_concurrency=4, clock=lambda: 100.0)  # no refill
-    client = JudgeClient(cfg, secrets_for(judge_server, "openai"), frozen, JudgeStats())
+    client = OneEndpoint(cfg, secrets_for(judge_server, "openai"), frozen)
     await client.ask("skill_relevance", MESSAGES)
     await client.aclose()
 
@@ -139,8 +162,8 @@ async def test_a_429_pauses_the_shared_limiter_for_other_callers(judge_server: F
     judge_server.inject("429", retry_after_ms=400)
     cfg = fast_config()
     shared, stats = Limiter.from_config(cfg), JudgeStats()
-    one = JudgeClient(cfg, secrets_for(judge_server, "openai"), shared, stats)
-    other = JudgeClient(cfg, secrets_for(judge_server, "openai"), shared, stats)
+    one = OneEndpoint(cfg, secrets_for(judge_server, "openai"), shared, stats)
+    other = OneEndpoint(cfg, secrets_for(judge_server, "openai"), shared, stats)
     await one.ask("skill_relevance", MESSAGES)  # got the 429, waited, retried
     rejected_at = judge_server.requests[0].finished
     assert shared.paused_until >= rejected_at + 0.4 - 0.05  # the endpoint was paused
@@ -171,7 +194,8 @@ async def test_a_hung_call_times_out_and_is_retried(judge_server: FakeChatServer
 async def test_persistent_timeouts_raise_the_last_error_after_the_retries(judge_server: FakeChatServer):
     judge_server.inject("hang", times=10, hang_s=3.0)
     client = make_client(judge_server, timeout_s=0.2, max_retries=2)
-    with pytest.raises(openai.APITimeoutError) as caught:
+    # the read timeout and the attempt's total deadline are both 0.2 s: either may fire first
+    with pytest.raises((openai.APITimeoutError, DeadlineExceeded)) as caught:
         await client.ask("skill_relevance", MESSAGES)
     assert len(judge_server.requests) == 3  # 1 + max_retries, and nothing from the SDK itself
     assert "within 0.2 s" in client.describe(caught.value)
@@ -237,7 +261,7 @@ async def test_wrong_key_is_a_clear_judge_error_without_the_key(judge_server: Fa
 async def test_unknown_deployment_is_a_clear_judge_error(judge_server: FakeChatServer):
     cfg = fast_config()
     secrets = secrets_for(judge_server, "azure", deployment="gpt-typo")
-    client = JudgeClient(cfg, secrets, Limiter.from_config(cfg), JudgeStats())
+    client = OneEndpoint(cfg, secrets)
     with pytest.raises(JudgeError, match=r"deployment 'gpt-typo' not found at 127\.0\.0\.1:\d+ \(HTTP 404\)"):
         await client.ask("skill_relevance", MESSAGES)
     await client.aclose()
@@ -248,7 +272,7 @@ async def test_connection_refused_is_transient_and_described():
     with FakeChatServer(api_key=FAKE_KEY) as server:
         url = server.openai_base_url  # a port that was open and is now closed
     cfg = fast_config(max_retries=1)
-    client = JudgeClient(cfg, Secrets(openai_api_key=FAKE_KEY, openai_base_url=url), Limiter.from_config(cfg), JudgeStats())
+    client = OneEndpoint(cfg, Secrets(openai_api_key=FAKE_KEY, openai_base_url=url))
     started = time.monotonic()
     with pytest.raises(openai.APIConnectionError) as caught:
         await client.ask("skill_relevance", MESSAGES)
@@ -293,8 +317,7 @@ async def test_a_reply_that_cannot_be_read_safely_is_retried(judge_server: FakeC
 async def test_a_host_name_that_does_not_resolve_is_told_apart_from_a_refused_connection():
     for url, name_error in (("http://no-such-host.invalid/v1", True), ("http://127.0.0.1:9/v1", False)):
         cfg = fast_config(max_retries=0)
-        client = JudgeClient(cfg, Secrets(openai_api_key=FAKE_KEY, openai_base_url=url),
-                             Limiter.from_config(cfg), JudgeStats())
+        client = OneEndpoint(cfg, Secrets(openai_api_key=FAKE_KEY, openai_base_url=url))
         with pytest.raises(openai.APIConnectionError) as caught:
             await client.ask("skill_relevance", MESSAGES)
         await client.aclose()

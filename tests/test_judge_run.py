@@ -38,7 +38,10 @@ async def test_each_step_reports_its_judge_calls_tokens_429s_and_dedup_hits(
     steps = [e for e in events.refresh() if e["event"] == "step"]
     assert [e["step"] for e in steps] == [1, 2]
     judged = [e["judge"] for e in steps]
-    assert all(set(j) == {"calls", "tokens", "http_429", "dedup_hits"} for j in judged)
+    # no prices configured: no `usd`; a classic model reasons not, and prompts this short are not cached
+    assert all(set(j) == {"calls", "tokens", "http_429", "dedup_hits", "reasoning_tokens", "cached_tokens"}
+               for j in judged)
+    assert all(j["reasoning_tokens"] == 0 and j["cached_tokens"] == 0 for j in judged)
     total = {k: sum(j[k] for j in judged) for k in judged[0]}
     offers = sum(e["trajectories"]["scored"] + e["trajectories"]["judge_failed"] for e in steps)
     assert total["calls"] + total["dedup_hits"] >= offers - 1  # one call per offer; a 429 adds a retry

@@ -49,6 +49,9 @@ def test_tokens_per_offer_are_the_real_prompts_charge():
     expected = sum(estimate_tokens(build_messages(n, c, example_offer(c)), 200)
                    for c in contexts for n in ("language_consistency", "xml_format", "context_inclusion",
                                                "skill_relevance", "skill_completeness")) / 3
+    # auto assumes a reasoning model: 64 reasoning tokens reserved per call at effort minimal
+    assert tokens_per_offer(cfg, contexts) == pytest.approx(expected + 5 * 64)
+    cfg.judge.dialect = "classic"
     assert tokens_per_offer(cfg, contexts) == pytest.approx(expected)
     cfg.judge.mode, cfg.judge.calls = "hybrid", "per_offer"
     one_call = tokens_per_offer(cfg, contexts)

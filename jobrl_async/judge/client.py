@@ -1,10 +1,10 @@
-"""The judge's HTTP side: the real openai SDK, our retries, the shared limiter.
+"""The judge's HTTP side: one endpoint through the real openai SDK, under its limiter.
 
-One `ask` is one criterion: take a limiter slot, call Chat Completions, parse the reply.
+One `exchange` is one attempt: Chat Completions in the endpoint's dialect, the reply's text.
 Transient failures (429, 408/409, 5xx, timeouts, connection errors, unparseable replies)
-are retried here with the shared policy (`jobrl_async.retry`: backoff with full jitter, at
-least what the server's `retry-after-ms` / `Retry-After` asks); the SDK's own retries are off
-so nothing retries twice. A 429 also pauses the shared limiter for every caller.
+are raised for the pool to retry with the shared policy (`jobrl_async.retry`: backoff with
+full jitter, at least what the server's `retry-after-ms` / `Retry-After` asks); the SDK's own
+retries are off so nothing retries twice. A 429 also holds the endpoint's limiter.
 
 Never retried: a request the server refuses for what it holds (400, 413, 422: a content
 filter, a prompt over the context length) is `OfferRejected`, which fails that offer only;
@@ -14,12 +14,13 @@ a `JudgeError` that names the endpoint and the variable to fix, never the key.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,11 +29,14 @@ import openai
 from .. import log as logging_
 from ..config import JudgeConfig, Secrets
 from ..errors import ConfigError, JudgeError
-from ..records import CriterionVerdict
-from ..retry import RETRY_AFTER_CAP_S, retry_after_s, retryable_status, retrying
+from ..retry import RETRY_AFTER_CAP_S, retry_after_s, retryable_status
+from . import dialect as dialects
+from .dialect import Dialect, ReasoningBudget, Refusal
+from .http import BodyTooLarge, EntraToken, is_v1_url, make_sdk
 from .limiter import Lease, Limiter, RateHeaders
-from .parse import UnreadableVerdict, parse_reply
+from .parse import UnreadableVerdict
 from .prompts import PromptScale
+from .usage import Prices, Usage, read_usage
 
 
 def log() -> Any:
@@ -43,6 +47,7 @@ def log() -> Any:
 # The server refuses this request for its content (its offer): 400 (content filter,
 # context_length_exceeded), 413 (too large), 422 (unprocessable). Other requests may pass.
 REFUSED_STATUS = frozenset({400, 413, 422})
+MAX_DIALECT_STEPS = 6  # 400s that may change one request's dialect before it is refused as it is
 BACKOFF_FIRST_S = 0.5  # the first retry waits up to this (full jitter), doubling each time
 PAUSE_WITHOUT_HEADER_S = 1.0  # a 429 with no Retry-After: one rate window
 AZURE_VARS = ("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT", "AZURE_DEPLOYMENT_NAME")
@@ -55,6 +60,11 @@ class JudgeStats:
     requests: int = 0  # HTTP attempts sent (or simulated by the stub)
     tokens: int = 0  # total tokens the server reported in `usage`
     charged_tokens: float = 0  # quota charged: prompt + max_tokens at intake, corrected from `usage`
+    reasoning_tokens: int = 0  # hidden reasoning, part of the completion tokens (billed as output)
+    cached_tokens: int = 0  # prompt tokens served from the server's prompt cache (billed at a discount)
+    usd: float = 0.0  # at the configured prices, from each reply's usage
+    dialect_refusals: int = 0  # 400s that taught an endpoint its dialect (the request was sent again)
+    priced: bool = False  # prices are configured: `usd` is reported
     dedup_hits: int = 0  # criteria verdicts reused from an identical offer instead of paid for
     http_429: int = 0
     retries: int = 0
@@ -70,6 +80,9 @@ class JudgeStats:
             "requests": self.requests,
             "tokens": self.tokens,
             "charged_tokens": round(self.charged_tokens),
+            "reasoning_tokens": self.reasoning_tokens,
+            "cached_tokens": self.cached_tokens,
+            "usd": round(self.usd, 6),
             "dedup_hits": self.dedup_hits,
             "http_429": self.http_429,
             "retries": self.retries,
@@ -110,8 +123,20 @@ def is_content_filter(e: openai.APIStatusError) -> bool:
                                      or "content management policy" in text)
 
 
-def reply_text(completion: Any, max_tokens: int) -> str:
-    """The completion's text; a 200 whose body is not a chat completion is a failed call."""
+class ReasoningCut(UnreadableVerdict):
+    """A reasoning model spent its budget thinking and the reply came back cut (often empty).
+
+    Not the offer's fault and not the endpoint's: the pool retries it once with a larger
+    reasoning allowance (`Attempt.boost`); a second cut fails the offer naming the key."""
+
+
+class DeadlineExceeded(Exception):
+    """An attempt outlived `judge.timeout_s` in all (a server trickling its reply, a stuck proxy)."""
+
+
+def reply_text(completion: Any, budget: str) -> str:
+    """The completion's text; a 200 whose body is not a chat completion is a failed call.
+    `budget`: the reply budget as sent (`max_tokens=200`), named when a reply is cut."""
     choices = getattr(completion, "choices", None)
     if not isinstance(choices, list) or not choices:
         raise UnreadableVerdict("the response has no choices")
@@ -119,7 +144,7 @@ def reply_text(completion: Any, max_tokens: int) -> str:
     if finish == "content_filter":  # the offer, quoted, tripped it
         raise OfferRejected("the judge's content filter withheld its reply about the offer", content_filter=True)
     if finish == "length":  # cut JSON; at temperature 0 a retry is cut alike: fail the offer, say which budget
-        raise OfferRejected(f"the reply was cut at max_tokens={max_tokens}: raise judge.max_tokens "
+        raise OfferRejected(f"the reply was cut at {budget}: raise judge.max_tokens "
                             "(per_criterion calls) or judge.max_tokens_per_offer (per_offer calls)")
     content = getattr(getattr(choices[0], "message", None), "content", None)
     if not isinstance(content, str):
@@ -127,8 +152,13 @@ def reply_text(completion: Any, max_tokens: int) -> str:
     return content
 
 
+def is_cut(completion: Any) -> bool:
+    choices = getattr(completion, "choices", None)
+    return isinstance(choices, list) and bool(choices) and getattr(choices[0], "finish_reason", None) == "length"
+
+
 def is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, UnreadableVerdict):
+    if isinstance(exc, (UnreadableVerdict, DeadlineExceeded)):
         return True
     if isinstance(exc, openai.APIStatusError):
         return retryable_status(exc.status_code)
@@ -180,10 +210,12 @@ class EndpointSpec:
     url: str = field(repr=False)  # may carry user:password@
     model: str  # the Azure deployment, or the OpenAI-compatible model
     api_version: str
-    key: str = field(repr=False)
+    key: str = field(repr=False)  # "" with Entra ID
     key_var: str
-    rpm: int
+    rpm: int  # 0: no quota
     tpm: int
+    auth: str = "key"  # key | entra
+    where: str = "judge"  # the config key that names it, for errors
 
     @property
     def host(self) -> str:
@@ -192,6 +224,14 @@ class EndpointSpec:
 
 def standard_endpoint(cfg: JudgeConfig, secrets: Secrets) -> EndpointSpec:
     """The one endpoint of the standard variables (no `[[judge.endpoints]]`)."""
+    entra = cfg.auth == "entra"
+    if entra and secrets.azure_endpoint and secrets.azure_deployment:  # Entra ID: no key to set
+        return EndpointSpec(host_of(secrets.azure_endpoint), "azure", secrets.azure_endpoint,
+                            secrets.azure_deployment, cfg.api_version, "", "AZURE_OPENAI_ENDPOINT",
+                            cfg.rpm, cfg.tpm, auth="entra")
+    if entra:
+        raise ConfigError("judge.auth = \"entra\" signs in to Azure OpenAI: set AZURE_OPENAI_ENDPOINT "
+                          "and AZURE_DEPLOYMENT_NAME (no key needed)")
     backend = secrets.judge_backend
     if backend == "none":
         raise ConfigError(f"{missing_credentials(secrets)}; or judge with --judge stub")
@@ -214,17 +254,25 @@ def pool_endpoints(cfg: JudgeConfig, env: Mapping[str, str]) -> list[EndpointSpe
             raise ConfigError(f"'{where}.url' is required (the Azure endpoint or an OpenAI-compatible base URL)")
         if e.kind == "azure" and not e.deployment:
             raise ConfigError(f"'{where}.deployment' is required for kind = \"azure\"")
-        if not e.api_key_env:
-            raise ConfigError(f"'{where}.api_key_env' is required: the NAME of the variable holding its key")
-        key = env.get(e.api_key_env, "")
-        if not key:
-            raise ConfigError(f"'{where}.api_key_env': the environment variable {e.api_key_env} is not set")
+        auth = e.auth or cfg.auth
+        if auth == "entra" and e.kind != "azure":
+            raise ConfigError(f"'{where}.auth': Entra ID signs in to Azure OpenAI only (kind = \"azure\")")
+        key = "" if auth == "entra" else _endpoint_key(e.api_key_env, env, where)
         if name in {s.name for s in specs}:
             raise ConfigError(f"'{where}.name': '{name}' names two endpoints")
         model = e.deployment if e.kind == "azure" else (e.model or cfg.model)
         specs.append(EndpointSpec(name, e.kind, e.url, model, e.api_version or cfg.api_version, key,
-                                  e.api_key_env, e.rpm, e.tpm))
+                                  e.api_key_env, e.rpm, e.tpm, auth=auth, where=where))
     return specs
+
+
+def _endpoint_key(var: str, env: Mapping[str, str], where: str) -> str:
+    if not var:
+        raise ConfigError(f"'{where}.api_key_env' is required: the NAME of the variable holding its key")
+    key = env.get(var, "")
+    if not key:
+        raise ConfigError(f"'{where}.api_key_env': the environment variable {var} is not set")
+    return key
 
 
 # ------------------------------------------------------------------ the client
@@ -233,8 +281,9 @@ def pool_endpoints(cfg: JudgeConfig, env: Mapping[str, str]) -> list[EndpointSpe
 class JudgeClient:
     """One endpoint's Chat Completions through the openai SDK, paced by its limiter.
 
-    `exchange` is one HTTP attempt under a lease the caller holds (the pool routes and
-    retries); `ask` is the self-contained way: its own limiter slot, retries and parsing.
+    `exchange` is one HTTP attempt under a lease the caller holds: the pool (pool.py) routes,
+    retries and parses, for runs and `judge check` alike. The endpoint's dialect (`dialect.py`) is learnt from its 400s; its reasoning allowance from
+    its replies; its usage is read as untrusted figures (`usage.py`) and priced.
     """
 
     def __init__(self, cfg: JudgeConfig, endpoint: Secrets | EndpointSpec, limiter: Limiter, stats: JudgeStats,
@@ -246,41 +295,60 @@ class JudgeClient:
         self.spec, self.name, self.backend = spec, spec.name, spec.kind
         self.endpoint, self.model = spec.host, spec.model
         self._key, self._key_var = spec.key, spec.key_var
-        if spec.kind == "azure":
-            self._sdk: openai.AsyncOpenAI = openai.AsyncAzureOpenAI(
-                azure_endpoint=spec.url, api_key=spec.key, api_version=spec.api_version,
-                azure_deployment=spec.model, max_retries=0, timeout=cfg.timeout_s)
-        else:
-            self._sdk = openai.AsyncOpenAI(api_key=spec.key, base_url=spec.url, max_retries=0, timeout=cfg.timeout_s)
+        self._entra = EntraToken(spec.where if cfg.endpoints else spec.name) if spec.auth == "entra" else None
+        self._sdk = make_sdk(spec.kind, spec.url, spec.model, spec.api_version, spec.key, self._entra, cfg.timeout_s)
         logging_.refresh_secrets([self._key])  # a key passed in, not from os.environ, is redacted too
-        self.json_mode = cfg.json_mode
+        self.api = "azure-v1" if spec.kind == "azure" and is_v1_url(spec.url) else spec.kind
+        first_format = cfg.response_format if cfg.json_mode else "text"
+        self.dialect: Dialect = dialects.initial(cfg.dialect, cfg.reasoning_effort, first_format)
+        self._tried: set[Dialect] = {self.dialect}
+        self.budget = ReasoningBudget(cfg.max_reasoning_tokens)
+        self.prices = Prices(cfg.price_input_per_mtok, cfg.price_cached_input_per_mtok, cfg.price_output_per_mtok)
+        for counters in (stats, own):
+            if counters is not None:
+                counters.priced = self.prices.known
+        self.served_model = ""  # the model the server says answered (`model` of a reply)
+        self._announced: Dialect | None = None
+        self._usage_warned = False
+
+    @property
+    def json_mode(self) -> bool:
+        return self.dialect.response_format != "text"
 
     def _count(self, name: str, n: float = 1) -> None:
         for stats in (self.stats, self.own):
             if stats is not None:
                 setattr(stats, name, getattr(stats, name) + n)
 
-    async def ask(self, criterion: str, messages: list[dict], attempts: int | None = None,
-                  retry_if: Callable[[BaseException], bool] = is_retryable) -> CriterionVerdict:
-        """One criterion's verdict; raises JudgeError (configuration), OfferRejected, or the
-        last transient error once `attempts` (default: 1 + judge.max_retries) are spent."""
-        retried = retrying(attempts=attempts or self.cfg.max_retries + 1, first_s=BACKOFF_FIRST_S,
-                           max_s=self.cfg.backoff_max_s, retry_if=retry_if, asked=_asked, on_retry=self._on_retry)
-        return await retried(self._attempt, criterion, messages)
+    # ------------------------------------------------------------ budgets
 
-    async def _attempt(self, criterion: str, messages: list[dict]) -> CriterionVerdict:
-        async with self.limiter.slot(self.scale.charge(messages, self.cfg.max_tokens)) as lease:
-            text = await self.exchange(messages, lease, self.cfg.max_tokens)
-        return parse_reply(criterion, text)
+    def reply_budget(self, max_tokens: int, boost: bool = False) -> int:
+        """Tokens the reply may take in this endpoint's dialect: the answer's budget, plus the
+        reasoning allowance for a reasoning model (`boost`: the larger one after a cut reply)."""
+        if self.dialect.kind == "classic":
+            return max_tokens
+        effort = self.dialect.effort
+        return max_tokens + (self.budget.boosted(effort) if boost else self.budget.allowance(effort))
 
-    async def exchange(self, messages: list[dict], lease: Lease, max_tokens: int) -> str:
-        """One HTTP attempt under `lease` for a reply of at most `max_tokens`: the reply's text, or
-        the error (a 429 backs this endpoint off)."""
+    def charge(self, messages: list[dict], max_tokens: int, boost: bool = False) -> int:
+        """What a call is charged at intake here: the prompt (scaled) plus the reply budget."""
+        return self.scale.charge(messages, self.reply_budget(max_tokens, boost))
+
+    # ------------------------------------------------------------ calls
+
+    async def exchange(self, messages: list[dict], lease: Lease, max_tokens: int, schema: dict | None = None,
+                       boost: bool = False) -> str:
+        """One HTTP attempt under `lease` for an answer of at most `max_tokens` (plus the reasoning
+        allowance in the reasoning dialect): the reply's text, or the error (a 429 backs this
+        endpoint off). `schema`: the strict json_schema format of the reply, where taken."""
         self._count("charged_tokens", lease.estimated)  # charged at intake, corrected from usage below
         started = time.monotonic()
         try:
-            raw = await self._create(messages, max_tokens)
-            completion = raw.parse()
+            async with asyncio.timeout(self.cfg.timeout_s):
+                raw, budget = await self._send(messages, lease, max_tokens, schema, boost)
+                completion = raw.parse()
+        except TimeoutError:
+            raise DeadlineExceeded(f"no complete answer within judge.timeout_s = {self.cfg.timeout_s:g} s") from None
         except openai.APIStatusError as e:
             self._observe(e.response.headers, lease)
             if e.status_code == 429:
@@ -300,16 +368,91 @@ class JudgeClient:
         for stats in (self.stats, self.own):
             if stats is not None:
                 stats.latencies_ms.append((time.monotonic() - started) * 1000)
-        usage = getattr(completion, "usage", None)  # settled first: a refused reply was charged too
-        if isinstance(getattr(usage, "prompt_tokens", None), int):
-            # The quota is charged at intake as prompt + max_tokens: correct our prompt
-            # estimate with the server's count, but keep the completion budget charged.
-            actual = usage.prompt_tokens + max_tokens
-            self.scale.learn(messages, usage.prompt_tokens)
-            self._count("charged_tokens", actual - lease.estimated)
-            lease.settle(actual)
-            self._count("tokens", getattr(usage, "total_tokens", 0) or 0)
-        return reply_text(completion, max_tokens)
+        usage = self._settle(completion, messages, lease, budget)  # first: a cut reply was charged too
+        self._announce(completion)
+        return self._text(completion, budget, usage, boost)
+
+    async def _send(self, messages: list[dict], lease: Lease, max_tokens: int, schema: dict | None,
+                    boost: bool) -> tuple[Any, int]:
+        """The request in this endpoint's dialect; a 400 that teaches the dialect (`dialect.adapt`)
+        changes it and sends the request again, at most MAX_DIALECT_STEPS times. Returns the raw
+        response and the reply budget it was sent with."""
+        for _ in range(MAX_DIALECT_STEPS):
+            sent = self.dialect
+            budget = self.reply_budget(max_tokens, boost)
+            body = dialects.request_body(sent, self.model, messages, max_tokens, budget - max_tokens, schema)
+            self._count("requests")
+            try:
+                raw = await self._sdk.chat.completions.with_raw_response.create(**body, timeout=self.cfg.timeout_s)
+            except openai.BadRequestError as e:
+                # another call in flight may have learnt the dialect meanwhile: send it in that one
+                if self.dialect == sent and not self._learn_dialect(e):
+                    raise
+                continue
+            return raw, budget
+        raise JudgeError(self.scrub(f"the judge at {self.endpoint} refused {MAX_DIALECT_STEPS} dialects in a row "
+                                    "(judge.dialect = auto): set judge.dialect and judge.reasoning_effort by hand"))
+
+    def _learn_dialect(self, e: openai.BadRequestError) -> bool:
+        """A 400 about a parameter or a value: move to the dialect it asks for. False: not about
+        the dialect, or a dialect already tried (a cycle): the 400 stands."""
+        refusal = Refusal.of(e.body, str(e.message))
+        new = dialects.adapt(self.dialect, refusal, self.cfg.reasoning_effort)
+        if new is None or new in self._tried:
+            return False
+        self._tried.add(new)
+        self._count("dialect_refusals")
+        log().info("judge_dialect_refused", endpoint=self.name, param=refusal.param or None,
+                   reason=self.scrub(refusal.message[:200]), was=self.dialect.describe(), now=new.describe())
+        self.dialect = new
+        return True
+
+    def _settle(self, completion: Any, messages: list[dict], lease: Lease, budget: int) -> Usage | None:
+        """The reply's usage, if sane: the charge settled (prompt + reply budget, as at intake),
+        the counters, the dollars and the reasoning allowance learnt."""
+        usage = read_usage(getattr(completion, "usage", None), math.ceil(lease.estimated) + budget)
+        if usage is None:
+            if not self._usage_warned:
+                self._usage_warned = True
+                log().warning("judge_usage_ignored", endpoint=self.name,
+                              reason="the reply's usage is missing or not sane token counts: the estimate stands")
+            return None
+        actual = usage.prompt + budget  # the quota charged the whole reply budget at intake
+        self.scale.learn(messages, usage.prompt)
+        self._count("charged_tokens", actual - lease.estimated)
+        lease.settle(actual)
+        self._count("tokens", usage.total)
+        self._count("reasoning_tokens", usage.reasoning)
+        self._count("cached_tokens", usage.cached)
+        if self.prices.known:
+            self._count("usd", self.prices.usd(usage))
+        if self.dialect.kind == "reasoning":
+            self.budget.learn(usage.reasoning)
+        return usage
+
+    def _text(self, completion: Any, budget: int, usage: Usage | None, boost: bool) -> str:
+        if self.dialect.kind == "classic" or not is_cut(completion):
+            return reply_text(completion, f"max_tokens={budget}")
+        spent = f"{usage.reasoning} reasoning tokens" if usage else "its reasoning"
+        if not boost:  # retried once with a larger allowance (the pool's Attempt.boost)
+            raise ReasoningCut(f"the reply was cut at max_completion_tokens={budget} after {spent}")
+        raise OfferRejected(f"the reply was cut at max_completion_tokens={budget} after {spent}, twice: "
+                            "raise judge.max_reasoning_tokens or lower judge.reasoning_effort")
+
+    def learnt(self) -> dict[str, Any]:
+        """What this endpoint turned out to speak (`judge check` prints it)."""
+        return {**self.dialect.describe(), "served_model": self.served_model or None, "api": self.api}
+
+    def _announce(self, completion: Any) -> None:
+        """`judge_dialect`, once per endpoint and dialect: what works here and which model answered."""
+        served = getattr(completion, "model", None)
+        if isinstance(served, str) and served:
+            self.served_model = served[:100]
+        if self._announced == self.dialect:
+            return
+        self._announced = self.dialect
+        log().info("judge_dialect", endpoint=self.name, model=self.served_model or self.model, api=self.api,
+                   temperature=self.dialect.temperature, **self.dialect.describe())
 
     def _observe(self, headers: Any, lease: Lease) -> None:
         try:
@@ -318,35 +461,6 @@ class JudgeClient:
             return
         if not seen.empty:
             self.limiter.observe(seen, lease.sent, self.limiter.now())
-
-    async def _create(self, messages: list[dict], max_tokens: int) -> Any:
-        self._count("requests")
-        try:
-            return await self._sdk.chat.completions.with_raw_response.create(**self._request(messages, max_tokens))
-        except openai.BadRequestError as e:
-            if not (self.json_mode and "response_format" in _server_message(e)):
-                raise
-        # The server has no JSON mode: drop it for good; parse_reply copes with prose anyway.
-        self.json_mode = False
-        log().warning("judge_json_mode_off", endpoint=self.endpoint, model=self.model)
-        self._count("requests")
-        return await self._sdk.chat.completions.with_raw_response.create(**self._request(messages, max_tokens))
-
-    def _request(self, messages: list[dict], max_tokens: int) -> dict[str, Any]:
-        request: dict[str, Any] = {
-            "model": self.model,
-            "messages": messages,
-            "temperature": 0,
-            "max_tokens": max_tokens,
-            "timeout": self.cfg.timeout_s,
-        }
-        if self.json_mode:
-            request["response_format"] = {"type": "json_object"}
-        return request
-
-    def _on_retry(self, attempt: int, wait: float, exc: BaseException | None) -> None:
-        self._count("retries")
-        log().debug("judge_retry", attempt=attempt, wait_s=round(wait, 3), reason=self.describe(exc) if exc else "")
 
     # ------------------------------------------------------------ errors users read
 
@@ -360,12 +474,20 @@ class JudgeClient:
         if is_content_filter(e):
             return OfferRejected(f"the judge's content filter refused the offer ({self.endpoint})",
                                  content_filter=True)
+        message = _server_message(e)
+        hint = ""
+        if "max_completion_tokens" in message and "nrecognized" in message:
+            hint = ("; this api-version predates reasoning models: set judge.api_version to 2024-12-01-preview "
+                    "or later, or use the v1 URL (https://RESOURCE.openai.azure.com/openai/v1)")
         return OfferRejected(self.scrub(f"the judge refused the request for this offer (HTTP {e.status_code} "
-                                        f"from {self.endpoint}): {_server_message(e)[:200]}"))
+                                        f"from {self.endpoint}): {message[:200]}{hint}"))
 
     def config_error(self, e: openai.APIStatusError) -> JudgeError:
         status, where = e.status_code, self.endpoint
-        if status == 401:
+        if status == 401 and self.spec.auth == "entra":
+            msg = (f"authentication failed at {where} (HTTP 401): the Entra ID token was refused; check the "
+                   "identity's role on the resource (Cognitive Services OpenAI User)")
+        elif status == 401:
             msg = f"authentication failed at {where} (HTTP 401): check {self._key_var}"
         elif status == 403:
             msg = f"access denied at {where} (HTTP 403): the key may not use '{self.model}'"
@@ -388,6 +510,10 @@ class JudgeClient:
             text = str(exc)
         elif isinstance(exc, openai.APIStatusError):
             text = f"HTTP {exc.status_code} from {self.endpoint}: {_server_message(exc)[:200]}"
+        elif isinstance(exc, DeadlineExceeded):  # the same words as a read timeout: the same cure
+            text = f"no answer from {self.endpoint} within {self.cfg.timeout_s:g} s"
+        elif isinstance(exc, openai.APIConnectionError) and isinstance(exc.__cause__, BodyTooLarge):
+            text = f"{self.endpoint} sent too much: {exc.__cause__}"
         elif isinstance(exc, openai.APITimeoutError):
             text = f"no answer from {self.endpoint} within {self.cfg.timeout_s:g} s"
         elif isinstance(exc, openai.APIConnectionError):
@@ -398,11 +524,8 @@ class JudgeClient:
 
     async def aclose(self) -> None:
         await self._sdk.close()
-
-
-def _asked(exc: BaseException) -> float | None:
-    """The wait the server asked for with its error (a 429's or 503's Retry-After)."""
-    return retry_after_s(exc.response.headers) if isinstance(exc, openai.APIStatusError) else None
+        if self._entra is not None:
+            await self._entra.aclose()
 
 
 def _server_message(e: openai.APIStatusError) -> str:

@@ -35,6 +35,7 @@ from .client import (
     JudgeClient,
     JudgeStats,
     OfferRejected,
+    ReasoningCut,
     is_retryable,
     pool_endpoints,
     standard_endpoint,
@@ -78,8 +79,11 @@ class Attempt:
     """One call's state across its retries: which endpoint it is on, which one failed it last."""
 
     max_tokens: int
+    schema: dict | None = None  # the reply's strict json_schema format, where an endpoint takes it
     avoid: int | None = None
     endpoint: Endpoint | None = field(default=None)
+    boost: bool = False  # a reasoning model cut the last reply: allow it more reasoning this time
+    only: Endpoint | None = None  # pinned to one endpoint (`judge check`)
 
 
 class JudgePool:
@@ -123,18 +127,23 @@ class JudgePool:
 
     # ------------------------------------------------------------ routing
 
-    async def _route(self, tokens: float, avoid: int | None) -> tuple[Endpoint, Lease]:
+    async def _route(self, charge: Callable[[Endpoint], float], avoid: int | None,
+                     only: Endpoint | None = None) -> tuple[Endpoint, Lease]:
+        """The endpoint a call starts on soonest, and its lease; `charge`: the call's intake tokens
+        there (an endpoint's dialect and reasoning allowance decide its reply budget)."""
         async with self._turn:  # FIFO across callers: no starvation of large prompts
             while True:
                 now = time.monotonic()
-                options = [(i, e.limiter.wait_s(tokens, now), e.limiter.in_flight / e.limiter.max_concurrency)
-                           for i, e in enumerate(self.endpoints) if not e.paused and e.limiter.has_room]
+                costs = [charge(e) for e in self.endpoints]
+                options = [(i, e.limiter.wait_s(costs[i], now), e.limiter.in_flight / e.limiter.max_concurrency)
+                           for i, e in enumerate(self.endpoints)
+                           if not e.paused and e.limiter.has_room and only in (None, e)]
                 if avoid is not None and len(options) > 1:
                     options = [o for o in options if o[0] != avoid] or options
                 choice = soonest(options)
                 if choice is not None and options[[o[0] for o in options].index(choice)][1] <= 0:
                     endpoint = self.endpoints[choice]
-                    return endpoint, endpoint.limiter.admit(tokens, now)
+                    return endpoint, endpoint.limiter.admit(costs[choice], now)
                 best = min((o[1] for o in options), default=POLL_S)
                 self._changed.clear()
                 try:
@@ -149,19 +158,22 @@ class JudgePool:
     # ------------------------------------------------------------ calls
 
     async def ask(self, label: str, messages: list[dict], parse: Callable[[str], T], max_tokens: int,
-                  attempts: int | None = None, retry_if: Callable[[BaseException], bool] = is_retryable) -> T:
-        """One judgement (`parse` of a reply of at most `max_tokens`), retried across the pool."""
-        state = Attempt(max_tokens=max_tokens)
+                  attempts: int | None = None, retry_if: Callable[[BaseException], bool] = is_retryable,
+                  schema: dict | None = None, only: Endpoint | None = None) -> T:
+        """One judgement (`parse` of an answer of at most `max_tokens`), retried across the pool
+        (`only`: on that endpoint, as `judge check` asks each one)."""
+        state = Attempt(max_tokens=max_tokens, schema=schema, only=only)
         retried = retrying(attempts=attempts or self.cfg.max_retries + 1, first_s=BACKOFF_FIRST_S,
                            max_s=self.cfg.backoff_max_s, retry_if=retry_if, asked=self._asked,
                            on_retry=lambda n, w, e: self._on_retry(state, n, w, e))
         return await retried(self._attempt, state, messages, parse)
 
     async def _attempt(self, state: Attempt, messages: list[dict], parse: Callable[[str], T]) -> T:
-        endpoint, lease = await self._route(self.scale.charge(messages, state.max_tokens), state.avoid)
+        endpoint, lease = await self._route(lambda e: e.client.charge(messages, state.max_tokens, state.boost),
+                                            state.avoid, state.only)
         state.endpoint = endpoint
         try:
-            text = await endpoint.client.exchange(messages, lease, state.max_tokens)
+            text = await endpoint.client.exchange(messages, lease, state.max_tokens, state.schema, state.boost)
         except BaseException as e:
             self._release(endpoint)
             state.avoid = self.endpoints.index(endpoint)
@@ -185,6 +197,7 @@ class JudgePool:
         return retry_after_s(exc.response.headers)
 
     def _on_retry(self, state: Attempt, attempt: int, wait: float, exc: BaseException | None) -> None:
+        state.boost = state.boost or isinstance(exc, ReasoningCut)  # once cut, the larger allowance stays
         self.stats.retries += 1
         if state.endpoint is not None:
             state.endpoint.stats.retries += 1
@@ -234,7 +247,7 @@ class JudgePool:
             await asyncio.sleep(self.cfg.probe_interval_s)
             messages = sample_messages()
             try:
-                async with endpoint.limiter.slot(self.scale.charge(messages, self.cfg.max_tokens)) as lease:
+                async with endpoint.limiter.slot(endpoint.client.charge(messages, self.cfg.max_tokens)) as lease:
                     await endpoint.client.exchange(messages, lease, self.cfg.max_tokens)
             except Exception as e:
                 if isinstance(e, JudgeError):  # a rotated key: this endpoint stays out, the others go on

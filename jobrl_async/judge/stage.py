@@ -45,6 +45,7 @@ from .dedup import DedupTable, dedup_key
 from .limiter import Limiter
 from .parse import parse_offer_reply, parse_reply
 from .pool import Endpoint, JudgePool
+from .schema import criterion_format, offer_format
 from .prompts import JudgedOffer, build_messages, build_offer_messages, estimate_tokens, offer_max_tokens
 from .skills import SkillBook
 from .stub import EXACT_CRITERIA, exact_verdict, stub_verdict
@@ -242,12 +243,14 @@ class Judge:
         if self.cfg.calls == "per_offer":
             messages = build_offer_messages(names, context, offer)
             return await self.pool.ask("offer", messages, lambda text: parse_offer_reply(names, text),
-                                       offer_max_tokens(self.cfg.max_tokens_per_offer, len(names)))
+                                       offer_max_tokens(self.cfg.max_tokens_per_offer, len(names)),
+                                       schema=offer_format(names))
         return await self._gather(names, lambda name: self._ask_criterion(name, context, offer), raw=True)
 
     async def _ask_criterion(self, name: str, context: Context, offer: JudgedOffer) -> CriterionVerdict:
         messages = build_messages(name, context, offer)
-        return await self.pool.ask(name, messages, lambda text: parse_reply(name, text), self.cfg.max_tokens)
+        return await self.pool.ask(name, messages, lambda text: parse_reply(name, text), self.cfg.max_tokens,
+                                   schema=criterion_format(name))
 
     async def _gather(self, names: tuple[str, ...], one: Callable[[str], Any],
                       raw: bool = False) -> dict[str, CriterionVerdict]:
@@ -362,7 +365,8 @@ class Judge:
         messages = sample_messages()
         try:
             return await self.pool.ask(PROBE_CRITERION, messages, lambda text: parse_reply(PROBE_CRITERION, text),
-                                       self.cfg.max_tokens, attempts=attempts, retry_if=retry_if)
+                                       self.cfg.max_tokens, attempts=attempts, retry_if=retry_if,
+                                       schema=criterion_format(PROBE_CRITERION))
         except OfferRejected as e:
             raise JudgeError(f"{e}; this was a small sample offer, so every request would be refused") from None
 
@@ -414,6 +418,7 @@ class Judge:
             "backend": self.client.backend,
             "endpoint": self.client.endpoint,
             "model": self.client.model,
+            **self.client.learnt(),
             "latency_ms": round((time.monotonic() - started) * 1000, 1),
             "requests": self.stats.requests - sent,  # more than 1: transient errors were retried
             "criterion": PROBE_CRITERION,
@@ -431,14 +436,17 @@ class Judge:
         base = {"endpoint_name": client.name, "backend": client.backend, "endpoint": client.endpoint,
                 "model": client.model, "rpm": client.spec.rpm, "tpm": client.spec.tpm}
         try:
-            verdict = await client.ask(PROBE_CRITERION, sample_messages(), retry_if=retryable_at_start)
+            verdict = await self.pool.ask(PROBE_CRITERION, sample_messages(),
+                                          lambda text: parse_reply(PROBE_CRITERION, text), self.cfg.max_tokens,
+                                          retry_if=retryable_at_start, schema=criterion_format(PROBE_CRITERION),
+                                          only=endpoint)
         except Exception as e:
             if isinstance(e, JudgeError):
                 return {"ok": False, **base, "error": str(e.args[0]) if e.args else str(e)}
             if not (is_retryable(e) or isinstance(e, OfferRejected) or is_name_error(e)):
                 raise
             return {"ok": False, **base, "error": client.describe(e)}
-        return {"ok": True, **base, "latency_ms": round((time.monotonic() - started) * 1000, 1),
+        return {"ok": True, **base, **client.learnt(), "latency_ms": round((time.monotonic() - started) * 1000, 1),
                 "requests": endpoint.stats.requests - sent, "criterion": PROBE_CRITERION,
                 "verdict": verdict.as_dict()}
 

@@ -189,10 +189,13 @@ class StepReporter:
         self._judge_calls0 = calls
         return round(rpm, 1)
 
-    def _judge_delta(self) -> dict[str, int]:
-        """This step's judging: calls, tokens as charged, 429s, dedup hits (deltas of the counters)."""
+    def _judge_delta(self) -> dict[str, float]:
+        """This step's judging: calls, tokens as charged, 429s, dedup hits, reasoning and cached
+        tokens, dollars (deltas of the counters)."""
         now = judge_counts(self.parts.judge.stats)
-        delta = {k: now[k] - self._judge0[k] for k in now}
+        delta = {k: now[k] - self._judge0.get(k, 0) for k in now}
+        if "usd" in delta:
+            delta["usd"] = round(delta["usd"], 6)
         self._judge0 = now
         return delta
 
@@ -201,7 +204,8 @@ class StepReporter:
         if o.metrics:
             o.metrics.on_step(fields)
             js = self.parts.judge.stats
-            o.metrics.on_judge(js.requests, js.tokens, js.http_429, js.failures, js.retries, js.paused)
+            o.metrics.on_judge(js.requests, js.tokens, js.http_429, js.failures, js.retries, js.paused,
+                               js.reasoning_tokens, js.cached_tokens, js.usd)
             if hasattr(self.parts.judge, "endpoint_stats"):
                 o.metrics.on_judge_endpoints(self.parts.judge.endpoint_stats())
         if o.progress_line:
@@ -223,11 +227,17 @@ class StepReporter:
         return s
 
 
-def judge_counts(stats: Any) -> dict[str, int]:
-    """The `judge` object of `step` and `run_summary`: calls sent, tokens charged (prompt +
-    `max_tokens` at intake, corrected from `usage`), HTTP 429s, offers reused from the dedup table."""
-    return {"calls": stats.requests, "tokens": round(getattr(stats, "charged_tokens", 0)),
-            "http_429": stats.http_429, "dedup_hits": getattr(stats, "dedup_hits", 0)}
+def judge_counts(stats: Any) -> dict[str, float]:
+    """The `judge` object of `step` and `run_summary`: calls sent, tokens charged (prompt + the
+    reply budget at intake, corrected from `usage`), HTTP 429s, offers reused from the dedup table,
+    reasoning and cached tokens as the server counted them, and dollars when prices are configured."""
+    counts: dict[str, float] = {
+        "calls": stats.requests, "tokens": round(getattr(stats, "charged_tokens", 0)),
+        "http_429": stats.http_429, "dedup_hits": getattr(stats, "dedup_hits", 0),
+        "reasoning_tokens": getattr(stats, "reasoning_tokens", 0), "cached_tokens": getattr(stats, "cached_tokens", 0)}
+    if getattr(stats, "priced", False):
+        counts["usd"] = round(stats.usd, 6)
+    return counts
 
 
 class _DeviceMeter:

@@ -69,6 +69,11 @@ def header_rows(run: RunLog) -> list[tuple[str, str]]:
     ]
     if judge and ("http_429" in judge or "dedup_hits" in judge):
         rows.append(("judge 429s / dedup hits", f"{judge.get('http_429', 0):,} / {judge.get('dedup_hits', 0):,}"))
+    if judge and (judge.get("reasoning_tokens") or judge.get("cached_tokens")):
+        rows.append(("judge reasoning / cached tokens",
+                     f"{judge.get('reasoning_tokens', 0):,} / {judge.get('cached_tokens', 0):,}"))
+    if judge and "usd" in judge:
+        rows.append(("judge cost", f"${judge['usd']:,.2f} at the configured prices"))
     rows += [
         ("config digest", _text(started.get("config_digest"))),
         ("model", _text(started.get("model"))),
@@ -112,14 +117,16 @@ def _segment_counts(seg: Segment, summary_key: str, step_keys: tuple[str, ...]) 
     return _sum_dicts(_counts(step.get(k)) for step in seg.steps for k in step_keys)
 
 
-def _counts(value: Any) -> dict[str, int]:
+def _counts(value: Any) -> dict[str, Any]:
+    """The numbers of a counts object (ints; dollars as finite floats)."""
     if not isinstance(value, dict):
         return {}
-    return {k: v for k, v in value.items() if isinstance(v, int) and not isinstance(v, bool)}
+    return {k: v for k, v in value.items()
+            if (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and math.isfinite(v))}
 
 
-def _sum_dicts(dicts: Iterable[dict[str, int]]) -> dict[str, int]:
-    total: dict[str, int] = {}
+def _sum_dicts(dicts: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    total: dict[str, Any] = {}
     for d in dicts:
         for k, v in d.items():
             total[k] = total.get(k, 0) + v
@@ -230,6 +237,11 @@ def judge_section(run: RunLog) -> Section:
     if any(judged):
         tokens = [_per_minute(j, "tokens", s) for j, s in zip(judged, steps)]
         data.append(_line(times, tokens, "tokens/min", COLOURS["tokens"], "y3"))
+        for key, label in (("reasoning_tokens", "reasoning tokens/min"), ("cached_tokens", "cached tokens/min")):
+            if any(j and j.get(key) for j in judged):  # reasoning models, prompt caching: drawn when present
+                rates = [_per_minute(j, key, s) for j, s in zip(judged, steps)]
+                data.append({**_line(times, rates, label, COLOURS["tokens"], "y3"),
+                             "line": {"color": COLOURS["tokens"], "dash": "dot" if key == "cached_tokens" else "dash"}})
         data += _endpoint_rates(times, judged, steps)
         data.append(_bars(times, [(j or {}).get("http_429") for j in judged], "HTTP 429s", COLOURS["http_429"], "y2"))
     else:

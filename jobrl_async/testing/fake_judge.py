@@ -24,6 +24,7 @@ overlap; the key is never recorded. Runs on 127.0.0.1, port 0, in its own thread
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 import threading
@@ -37,6 +38,7 @@ import orjson
 from aiohttp import web
 
 from ..records import CRITERIA
+from .reasoning import REASONING_TOKENS, Family, PromptCache, prompt_text, reasoning_tokens, refusal, reply_budget
 from .server import Fault, Faults, Served, error_reply, json_reply, too_many
 
 FaultKind = Literal[
@@ -45,6 +47,7 @@ FaultKind = Literal[
     "content_filter", "filtered_reply", "context_length", "413",  # this offer refused
     "401", "403", "404",  # configuration
     "missing_criterion", "duplicate_criterion", "extra_criterion", "echo_offer_verdict",  # per-offer replies
+    "redirect", "huge_body", "trickle",  # hostile: a 307 elsewhere, 5 MB streamed, 16 bytes every 0.5 s
 ]
 
 
@@ -72,6 +75,16 @@ class FakeChatServer(Served):
     charged_tokens: float = 0.0  # tokens charged at intake for the requests admitted
     down: bool = False  # every request answers 500 until set back
     reject_json_mode: bool = False  # 400 on response_format, like servers without JSON mode
+    json_schema: bool = True  # takes response_format json_schema (else 400, as older models)
+    family: Family = "classic"  # a reasoning family answers as gpt-5 / gpt-5.1 / o1-mini do (reasoning.py)
+    served_model: str = ""  # the `model` of every reply ("" = the request's)
+    entra_token: str = ""  # a bearer token accepted on the Azure paths, as Entra ID's
+    prompt_cache: PromptCache = field(default_factory=PromptCache)
+    reasoning_means: dict[str, float] = field(default_factory=lambda: dict(REASONING_TOKENS))  # by effort
+    usage_override: dict[str, Any] = field(default_factory=dict)  # merged into every reply's usage
+    redirect_to: str = ""  # where a "redirect" fault sends the client (307, the request's path)
+    usage_totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("prompt", "completion", "reasoning", "cached"), 0))  # what the replies reported, summed
     answers: dict[str, dict] = field(default_factory=dict)  # criterion -> the JSON it answers
     requests: list[RecordedRequest] = field(default_factory=list)
     http_429: int = 0
@@ -148,9 +161,19 @@ class FakeChatServer(Served):
     async def _azure(self, request: web.Request) -> web.Response:
         if "api-version" not in request.query:
             return _error(400, "missing required query parameter api-version", "BadRequest")
-        ok = request.headers.get("api-key", "") == self.api_key
         known = request.match_info["name"] in self.deployments
-        return await self._complete(request, ok, known)
+        return await self._complete(request, self._azure_auth(request), known)
+
+    async def _azure_v1(self, request: web.Request) -> web.Response:
+        """Azure's v1 API: no api-version, the deployment named as `model`, a key or a bearer token."""
+        if "api-version" in request.query:
+            return _error(400, "api-version is not allowed with the v1 API", "BadRequest")
+        return await self._complete(request, self._azure_auth(request), known=None)
+
+    def _azure_auth(self, request: web.Request) -> bool:
+        bearer = request.headers.get("Authorization", "")
+        return (request.headers.get("api-key", "") == self.api_key or bearer == f"Bearer {self.api_key}"
+                or bool(self.entra_token) and bearer == f"Bearer {self.entra_token}")
 
     async def _complete(self, request: web.Request, auth_ok: bool, known: bool) -> web.Response:
         try:
@@ -175,19 +198,20 @@ class FakeChatServer(Served):
         return response
 
     async def _answer(
-        self, request: web.Request, body: Any, criterion: str | None, auth_ok: bool, known: bool
+        self, request: web.Request, body: Any, criterion: str | None, auth_ok: bool, known: bool | None
     ) -> web.Response:
         if not auth_ok:
             # Echo what was sent, as some servers do: the client must never repeat it.
             sent = request.headers.get("api-key") or request.headers.get("Authorization", "")
             return _error(401, f"Incorrect API key provided: {sent}.", "invalid_api_key")
+        if known is None:  # the v1 path names the deployment in the body
+            known = isinstance(body, dict) and body.get("model") in self.deployments
         if not known:
             return _error(404, "The API deployment for this resource does not exist.", "DeploymentNotFound")
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return _error(400, "'messages' is a required property", "invalid_request_error")
-        if self.reject_json_mode and "response_format" in body:
-            return _error(400, "Invalid parameter: 'response_format' is not supported with this model.",
-                          "invalid_request_error", param="response_format")
+        if (refused := self._refusal(request, body)) is not None:
+            return refused
         if self.down:
             return _error(500, "The server had an error while processing your request.", "server_error")
         fault = self._faults.take(criterion)
@@ -201,6 +225,10 @@ class FakeChatServer(Served):
             return web.Response(status=200, text="[" * 3000, content_type="application/json")
         if fault and fault.kind in _ERRORS:
             return _error(*_ERRORS[fault.kind])
+        if fault and fault.kind == "redirect":  # a proxy sending the request (and its headers) elsewhere
+            raise web.HTTPTemporaryRedirect(self.redirect_to + request.path_qs)
+        if fault and fault.kind in ("huge_body", "trickle"):
+            return await _hostile_body(request, fault.kind)
         if fault and fault.kind == "hang":
             await asyncio.sleep(fault.hang_s)
         if self.latency_ms > 0:
@@ -210,11 +238,41 @@ class FakeChatServer(Served):
             content = self._offer_content(asked, body, fault.kind if fault else None)
         else:
             content = self._content(criterion, body, fault.kind if fault else None)
-        completion = _completion(body, content, cut=fault is None)  # a scripted fault is sent as scripted
+        completion = _completion(body, content, cut=fault is None,  # a scripted fault is sent as scripted
+                                 reasoning=reasoning_tokens(self.family, body, self.reasoning_means),
+                                 cached=self.prompt_cache.cached_tokens(prompt_text(body)),
+                                 model=self.served_model)
+        self._count_usage(completion["usage"])
+        completion["usage"].update(self.usage_override)
         if fault and fault.kind == "filtered_reply":  # Azure withholds a reply its output filter caught
             completion["choices"][0].update(message={"role": "assistant", "content": None},
                                             finish_reason="content_filter")
+        if self.usage_override:  # figures orjson cannot write (2**70, NaN): the standard library can
+            return self._with_headers(web.Response(text=json.dumps(completion), content_type="application/json"))
         return self._with_headers(json_reply(completion))
+
+    def _count_usage(self, usage: dict[str, Any]) -> None:
+        with self._lock:
+            for key, value in (("prompt", usage["prompt_tokens"]), ("completion", usage["completion_tokens"]),
+                               ("reasoning", usage["completion_tokens_details"]["reasoning_tokens"]),
+                               ("cached", usage["prompt_tokens_details"]["cached_tokens"])):
+                self.usage_totals[key] += value
+
+    def _refusal(self, request: web.Request, body: dict) -> web.Response | None:
+        """A 400 for a parameter this model does not take (its dialect, its reply formats)."""
+        if self.reject_json_mode and "response_format" in body:
+            return _error(400, "Invalid parameter: 'response_format' is not supported with this model.",
+                          "invalid_request_error", param="response_format")
+        kind = body.get("response_format", {}).get("type") if isinstance(body.get("response_format"), dict) else None
+        if kind == "json_schema" and not self.json_schema:
+            return _error(400, "Invalid parameter: 'response_format' of type 'json_schema' is not supported "
+                          "with this model.", "invalid_request_error", param="response_format")
+        api_version = request.query.get("api-version") if "/deployments/" in request.path else None
+        refused = refusal(self.family, body, api_version)
+        if refused is None:
+            return None
+        status, message, code, param = refused
+        return error_reply(status, message, type="invalid_request_error", code=code, param=param)
 
     def _with_headers(self, response: web.Response) -> web.Response:
         response.headers.update(self._rate_headers(time.monotonic()))
@@ -271,7 +329,27 @@ class FakeChatServer(Served):
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._openai)
         app.router.add_post("/openai/deployments/{name}/chat/completions", self._azure)
+        app.router.add_post("/openai/v1/chat/completions", self._azure_v1)
         return app
+
+
+async def _hostile_body(request: web.Request, kind: str) -> web.StreamResponse:
+    """A 200 whose body never ends in time: 5 MB in 64 KB chunks (no Content-Length), or a valid
+    start trickled 16 bytes every 0.5 s (each read is quick: only a total deadline stops it)."""
+    response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    try:
+        if kind == "huge_body":
+            await response.write(b'{"choices": [{"message": {"content": "')
+            for _ in range(80):
+                await response.write(b"x" * 65536)
+        else:
+            for _ in range(120):
+                await response.write(b'{"padding": "' + b" " * 3)
+                await asyncio.sleep(0.5)
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass  # the client hung up, as it should
+    return response
 
 
 # Error replies as the real services word them: (status, message, code).
@@ -337,26 +415,35 @@ def _default_answer(criterion: str | None, body: dict) -> dict:
     return {"answer": "YES" if score >= 7 else "NO", "score": score, "missing_skills": [], "irrelevant_skills": []}
 
 
-def _completion(body: dict, content: str, cut: bool = True) -> dict:
-    """The chat completion around `content`, cut at `max_tokens` (chars / 4) as a model's reply is."""
+def _completion(body: dict, content: str, cut: bool = True, reasoning: int = 0, cached: int = 0,
+                model: str = "") -> dict:
+    """The chat completion around `content`, cut at the reply budget (chars / 4) as a model's reply
+    is: hidden `reasoning` tokens come first, so a budget they fill leaves an empty answer."""
     prompt_chars = sum(len(str(m.get("content", ""))) for m in body["messages"] if isinstance(m, dict))
-    finish, limit = "stop", body.get("max_tokens")
-    if cut and isinstance(limit, int) and len(content) > limit * 4:
-        content, finish = content[: limit * 4], "length"
-    prompt_tokens, completion_tokens = max(1, prompt_chars // 4), max(1, len(content) // 4)
+    finish, limit = "stop", reply_budget(body)
+    if cut and limit is not None:
+        reasoning = min(reasoning, limit)
+        room = limit - reasoning
+        if len(content) > room * 4:
+            content, finish = content[: room * 4], "length"
+    prompt_tokens = max(1, prompt_chars // 4)
+    completion_tokens = reasoning + (max(1, len(content) // 4) if content else 0)
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": min(cached, prompt_tokens)},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": str(body.get("model", "fake-judge")),
+        "model": model or str(body.get("model", "fake-judge")),
         "choices": [
             {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}
         ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
+        "usage": usage,
     }
 
 

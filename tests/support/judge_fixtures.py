@@ -25,12 +25,13 @@ def judge_server() -> Iterator[FakeChatServer]:
 
 @pytest.fixture
 def judge_env(judge_server: FakeChatServer, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], FakeChatServer]:
-    """`judge_env("azure" | "openai")` sets the judge variables for that URL shape."""
+    """`judge_env("azure" | "azure-v1" | "openai")` sets the judge variables for that URL shape."""
 
     def point(shape: str, key: str = FAKE_KEY, deployment: str = DEPLOYMENT) -> FakeChatServer:
-        if shape == "azure":
+        if shape in ("azure", "azure-v1"):  # the deployments path, or Azure's v1 API
             monkeypatch.setenv("AZURE_OPENAI_API_KEY", key)
-            monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", judge_server.azure_endpoint)
+            url = judge_server.azure_endpoint + ("/openai/v1" if shape == "azure-v1" else "")
+            monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", url)
             monkeypatch.setenv("AZURE_DEPLOYMENT_NAME", deployment)
         elif shape == "openai":
             monkeypatch.setenv("OPENAI_API_KEY", key)
