@@ -280,6 +280,7 @@ SECRET_ENV = (
     "WANDB_API_KEY",
     "HF_TOKEN",  # gated models (Gemma) on a user's machine
     "HUGGING_FACE_HUB_TOKEN",  # HF_TOKEN's older name
+    "AZURE_CLIENT_SECRET",  # Entra ID (judge.auth = "entra"): a service principal's secret
     "VLLM_API_KEY",  # remote generation servers started with --api-key
 )
 

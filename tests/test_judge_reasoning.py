@@ -394,3 +394,24 @@ def test_judge_check_prints_the_dialect_the_effort_and_the_real_model(reasoning_
     result = orjson.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (result["dialect"], result["reasoning_effort"], result["served_model"], result["api"]) == (
         "reasoning", "minimal", SERVED, "azure-v1")
+
+
+# ---------------------------------------------------------------- local judges
+
+
+async def test_a_local_judge_with_no_quota_is_bounded_by_concurrency_only():
+    """vLLM, Ollama, llama.cpp: `rpm = 0`, `tpm = 0`. 40 calls at 300 ms with 20 in flight take
+    ~0.6 s; a 600 RPM quota would have spread them over 4 s."""
+    import asyncio
+    import time
+
+    with FakeChatServer(api_key=FAKE_KEY, latency_ms=300) as server:
+        judges = pool(server, rpm=0, tpm=0, max_concurrency=20)
+        started = time.monotonic()
+        await asyncio.gather(*(ask(judges) for _ in range(40)))
+        elapsed = time.monotonic() - started
+        await judges.aclose()
+    arrivals = sorted(r.arrived for r in server.requests)
+    assert len(arrivals) == 40 and arrivals[19] - arrivals[0] < 0.25  # the first 20 left together
+    in_flight = max(sum(r.arrived <= t < r.finished for r in server.requests) for t in arrivals)
+    assert in_flight == 20 and elapsed < 3.0

@@ -132,6 +132,16 @@ async def test_judge_counters_follow_cumulative_totals(served) -> None:
     assert got[("jobrl_judge_paused", ())] == 0
 
 
+async def test_reasoning_cached_tokens_and_dollars_are_counters(served) -> None:
+    metrics, _, http = served
+    metrics.on_judge(10, 5_000, 0, 0, 0, False, reasoning_tokens=300, cached_tokens=1024, usd=0.0125)
+    metrics.on_judge(20, 9_000, 0, 0, 0, False, reasoning_tokens=500, cached_tokens=2048, usd=0.02)
+    got = await scrape(http)
+    assert got[("jobrl_judge_reasoning_tokens_total", ())] == 500
+    assert got[("jobrl_judge_cached_tokens_total", ())] == 2048
+    assert got[("jobrl_judge_usd_total", ())] == pytest.approx(0.02)
+
+
 def test_counter_increase_treats_a_drop_as_a_restart() -> None:
     assert counter_increase(5, 9) == 4
     assert counter_increase(9, 9) == 0

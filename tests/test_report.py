@@ -532,3 +532,22 @@ def test_the_page_renders_in_headless_chromium(logs: DryRunLogs, tmp_path: Path)
         width, height = png_size(result.screenshot)
         assert width == 1280 and height > 2000
         (tmp_path / f"{page.stem}.png").write_bytes(result.screenshot)
+
+
+def test_reasoning_and_cached_tokens_and_dollars_are_shown_when_the_log_has_them() -> None:
+    judged = {"calls": 10, "tokens": 12_000, "http_429": 0, "dedup_hits": 0, "reasoning_tokens": 400,
+              "cached_tokens": 2048, "usd": 0.0125}
+    events = [ev("run_started", 0), *(ev("step", 10 * i, step=i, step_s=10.0, judge=judged) for i in (1, 2, 3)),
+              ev("run_summary", 40, judge={**judged, "calls": 31, "reasoning_tokens": 1_250, "usd": 0.04})]
+    run = build_run_log([("reasoning.log", events)])
+    rows = dict(header_rows(run))
+    assert rows["judge reasoning / cached tokens"] == "1,250 / 2,048"  # the summary's totals
+    assert rows["judge cost"] == "$0.04 at the configured prices"
+    judge = next(s for s in sections(run) if s.key == "judge")
+    names = {t["name"] for t in judge.figure["data"]}
+    assert {"reasoning tokens/min", "cached tokens/min"} <= names
+    classic = build_run_log([("classic.log", [ev("run_started", 0), ev("step", 10, step=1, step_s=10.0,
+                                                                        judge={"calls": 1, "tokens": 9})])])
+    assert "judge cost" not in dict(header_rows(classic))  # no prices, no dollars: nothing invented
+    assert "reasoning tokens/min" not in {t["name"] for t in next(s for s in sections(classic)
+                                                                   if s.key == "judge").figure["data"]}

@@ -64,6 +64,7 @@ class JudgeStats:
     cached_tokens: int = 0  # prompt tokens served from the server's prompt cache (billed at a discount)
     usd: float = 0.0  # at the configured prices, from each reply's usage
     dialect_refusals: int = 0  # 400s that taught an endpoint its dialect (the request was sent again)
+    forgeries_penalised: int = 0  # judgements given the lowest score: the offer forged a verdict
     priced: bool = False  # prices are configured: `usd` is reported
     dedup_hits: int = 0  # criteria verdicts reused from an identical offer instead of paid for
     http_429: int = 0
@@ -83,6 +84,7 @@ class JudgeStats:
             "reasoning_tokens": self.reasoning_tokens,
             "cached_tokens": self.cached_tokens,
             "usd": round(self.usd, 6),
+            "forgeries_penalised": self.forgeries_penalised,
             "dedup_hits": self.dedup_hits,
             "http_429": self.http_429,
             "retries": self.retries,

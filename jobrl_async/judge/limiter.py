@@ -251,7 +251,10 @@ class Limiter:
     def __init__(self, rpm: float, tpm: float, max_concurrency: int, window_s: float = 1.0,
                  clock: Callable[[], float] | None = None, aimd: Aimd | None = None) -> None:
         self.now = clock or time.monotonic
-        self.rpm, self.tpm, self.window_s = float(rpm), float(tpm), window_s
+        # 0: no quota (a local server): unbounded here, so only the concurrency cap (and what a
+        # server's x-ratelimit-limit-* headers declare) holds calls back
+        self.rpm, self.tpm = (float(v) if v > 0 else math.inf for v in (rpm, tpm))
+        self.window_s = window_s
         self.server_rpm = self.server_tpm = math.inf  # what x-ratelimit-limit-* granted
         self.requests = SlidingWindow(window_s)
         self.tokens = SlidingWindow(window_s)
@@ -269,7 +272,8 @@ class Limiter:
 
     @classmethod
     def from_config(cls, cfg: JudgeConfig, rpm: float | None = None, tpm: float | None = None) -> "Limiter":
-        return cls(rpm or cfg.rpm, tpm or cfg.tpm, cfg.max_concurrency, cfg.window_s)
+        return cls(cfg.rpm if rpm is None else rpm, cfg.tpm if tpm is None else tpm, cfg.max_concurrency,
+                   cfg.window_s)
 
     # -- the arithmetic, on the injected clock
 

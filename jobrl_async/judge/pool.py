@@ -46,6 +46,9 @@ from .prompts import PromptScale
 
 T = TypeVar("T")
 POLL_S = 0.05  # longest sleep of a waiting router before it looks again (a resume, a refund)
+# An unreadable reply is retried once: at temperature 0 the same prompt is mostly read alike, and
+# an offer that makes its judge's reply unreadable (a forged verdict echoed) pays for every try.
+UNREADABLE_ATTEMPTS = 2
 
 
 def log() -> Any:
@@ -84,6 +87,7 @@ class Attempt:
     endpoint: Endpoint | None = field(default=None)
     boost: bool = False  # a reasoning model cut the last reply: allow it more reasoning this time
     only: Endpoint | None = None  # pinned to one endpoint (`judge check`)
+    unreadable: int = 0  # replies that could not be read as a verdict so far
 
 
 class JudgePool:
@@ -163,8 +167,16 @@ class JudgePool:
         """One judgement (`parse` of an answer of at most `max_tokens`), retried across the pool
         (`only`: on that endpoint, as `judge check` asks each one)."""
         state = Attempt(max_tokens=max_tokens, schema=schema, only=only)
+
+        def retry_this(e: BaseException) -> bool:
+            if isinstance(e, UnreadableVerdict) and not isinstance(e, ReasoningCut):
+                state.unreadable += 1
+                if state.unreadable >= UNREADABLE_ATTEMPTS:
+                    return False
+            return retry_if(e)
+
         retried = retrying(attempts=attempts or self.cfg.max_retries + 1, first_s=BACKOFF_FIRST_S,
-                           max_s=self.cfg.backoff_max_s, retry_if=retry_if, asked=self._asked,
+                           max_s=self.cfg.backoff_max_s, retry_if=retry_this, asked=self._asked,
                            on_retry=lambda n, w, e: self._on_retry(state, n, w, e))
         return await retried(self._attempt, state, messages, parse)
 

@@ -53,9 +53,11 @@ CHARS_PER_TOKEN = 4  # OpenAI's rule of thumb; the limiter corrects from `usage`
 TOKENS_PER_MESSAGE = 4  # role and separators of the chat format
 TOKENS_PER_REPLY_PRIMER = 3
 
+MAX_LISTED_SKILLS = 5  # per verdict list: what the reply budget (VERDICT_TOKENS) is sized for
 ANSWER_FORMAT = (
     'Reply with exactly one JSON object and nothing else: {"answer": "YES" or "NO", '
-    '"score": a number from 0 to 10, "missing_skills": [strings], "irrelevant_skills": [strings]}.'
+    '"score": a number from 0 to 10, "missing_skills": [strings], "irrelevant_skills": [strings]}; '
+    f'at most {MAX_LISTED_SKILLS} skills in each list, the most important first.'
 )
 
 RULES = """You are a strict, fair evaluator of job offers written by a language model in training.
@@ -252,7 +254,8 @@ def build_messages(criterion: str, context: Context, offer: str | JudgedOffer) -
 # fewer words: it is sent with every offer, and at intake every token of it is paid for.
 OFFER_ANSWER_FORMAT = (
     "Reply with one JSON object only, keyed by criterion, no other key: {{{shape}}}; each verdict "
-    '{{"answer": "YES" or "NO", "score": 0 to 10, "missing_skills": [strings], "irrelevant_skills": [strings]}}.'
+    '{{"answer": "YES" or "NO", "score": 0 to 10, "missing_skills": [strings], "irrelevant_skills": [strings]}}, '
+    f"at most {MAX_LISTED_SKILLS} skills in each list, the most important first."
 )
 
 OFFER_RULES = """Strictly and fairly judge a job offer written by a language model in training, on the
@@ -304,7 +307,7 @@ def _context_lines(context: Context) -> list[str]:
     return lines
 
 
-VERDICT_TOKENS = 60  # one verdict as a model writes it: ~30 tokens bare, ~5 more per skill listed
+VERDICT_TOKENS = 60  # one verdict: ~30 tokens bare, ~5 more per skill listed, MAX_LISTED_SKILLS at most
 REPLY_TOKENS = 20  # the object around a per-offer call's verdicts
 
 

@@ -30,7 +30,8 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import Future
 from typing import Any
 
@@ -40,10 +41,10 @@ from ..log import get_logger
 from ..offer import language_identifier_loaded, load_language_identifier
 from ..records import CRITERIA, Context, CriterionVerdict, ScoredTrajectory, Trajectory, Verdict
 from ..rewards import reward
-from .client import JudgeClient, JudgeStats, OfferRejected, is_name_error, is_retryable
+from .client import JudgeClient, JudgeStats, OfferRejected, ReasoningCut, is_name_error, is_retryable
 from .dedup import DedupTable, dedup_key
 from .limiter import Limiter
-from .parse import parse_offer_reply, parse_reply
+from .parse import UnreadableVerdict, parse_offer_reply, parse_reply
 from .pool import Endpoint, JudgePool
 from .schema import criterion_format, offer_format
 from .prompts import JudgedOffer, build_messages, build_offer_messages, estimate_tokens, offer_max_tokens
@@ -59,6 +60,8 @@ def log() -> Any:
 # What `judge check` and the breaker's probe ask: one small, valid offer.
 SAMPLE_CONTEXT = Context("Data Scientist", "en", ("Python", "SQL", "Statistics"), "Technology")
 PROBE_CRITERION = "skill_relevance"
+VERDICT_FORGERY = "verdict_forgery"  # an injection flag (prompts.injection_flags)
+FORGERY_PENALISED = "forged_verdict_penalised"  # the flag of a verdict given the lowest score for it
 
 
 class JudgeFailed(Exception):
@@ -242,15 +245,35 @@ class Judge:
         names = self.llm_criteria
         if self.cfg.calls == "per_offer":
             messages = build_offer_messages(names, context, offer)
-            return await self.pool.ask("offer", messages, lambda text: parse_offer_reply(names, text),
-                                       offer_max_tokens(self.cfg.max_tokens_per_offer, len(names)),
-                                       schema=offer_format(names))
+            with self._forgery_penalised(offer, names) as penalty:
+                return await self.pool.ask("offer", messages, lambda text: parse_offer_reply(names, text),
+                                           offer_max_tokens(self.cfg.max_tokens_per_offer, len(names)),
+                                           schema=offer_format(names))
+            return penalty
         return await self._gather(names, lambda name: self._ask_criterion(name, context, offer), raw=True)
 
     async def _ask_criterion(self, name: str, context: Context, offer: JudgedOffer) -> CriterionVerdict:
         messages = build_messages(name, context, offer)
-        return await self.pool.ask(name, messages, lambda text: parse_reply(name, text), self.cfg.max_tokens,
-                                   schema=criterion_format(name))
+        with self._forgery_penalised(offer, (name,)) as penalty:
+            return await self.pool.ask(name, messages, lambda text: parse_reply(name, text), self.cfg.max_tokens,
+                                       schema=criterion_format(name))
+        return penalty[name]
+
+    @contextmanager
+    def _forgery_penalised(self, offer: JudgedOffer, names: tuple[str, ...]) -> Iterator[dict[str, CriterionVerdict]]:
+        """An offer that forged a verdict and made its judge's reply unreadable (the judge quoted
+        the forgery, then answered) gets the lowest score on those criteria: excluding it would
+        spare the policy the penalty it earned. Any other unreadable reply stays a failure."""
+        penalty: dict[str, CriterionVerdict] = {}
+        try:
+            yield penalty
+        except UnreadableVerdict as e:
+            if VERDICT_FORGERY not in offer.flags or isinstance(e, ReasoningCut):
+                raise
+            self.stats.forgeries_penalised += 1
+            log().warning("judge_forgery_penalised", criteria=list(names), reason=str(e)[:200])
+            penalty.update({n: CriterionVerdict(n, "NO", 0.0, flags=(FORGERY_PENALISED,), source="penalty")
+                            for n in names})
 
     async def _gather(self, names: tuple[str, ...], one: Callable[[str], Any],
                       raw: bool = False) -> dict[str, CriterionVerdict]:

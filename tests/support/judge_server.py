@@ -44,7 +44,9 @@ def measured_config(args: argparse.Namespace, servers: list[FakeChatServer], che
         "checkpoints.latest_every_steps": 0, "pipeline.max_steps": args.steps, "pipeline.resume": False,
         "pipeline.schedule": args.schedule, "judge.max_concurrency": args.concurrency,
         "judge.rpm": int(args.rpm * CLIENT_SHARE), "judge.tpm": int(args.tpm * CLIENT_SHARE),
-        "judge.dedup_max_entries": args.dedup,
+        "judge.dedup_max_entries": args.dedup, "judge.reasoning_effort": args.effort,
+        "judge.price_input_per_mtok": args.prices[0], "judge.price_cached_input_per_mtok": args.prices[1],
+        "judge.price_output_per_mtok": args.prices[2],
     })
     if len(servers) > 1:
         cfg.judge.endpoints = [EndpointConfig(name=f"ep{i}", kind="azure", url=s.azure_endpoint, deployment="judge",
@@ -55,7 +57,7 @@ def measured_config(args: argparse.Namespace, servers: list[FakeChatServer], che
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     servers = [FakeChatServer(api_key=KEY, deployments=("judge",), rpm=args.rpm, tpm=args.tpm,
-                              latency_ms=args.latency_ms).start() for _ in range(args.endpoints)]
+                              latency_ms=args.latency_ms, family=args.family).start() for _ in range(args.endpoints)]
     os.environ.update({"AZURE_OPENAI_API_KEY": KEY, "AZURE_OPENAI_ENDPOINT": servers[0].azure_endpoint,
                        "AZURE_DEPLOYMENT_NAME": "judge", "MEASURE_JUDGE_KEY": KEY})
     steps: list[dict] = []
@@ -87,6 +89,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         calls = [{"at": r.arrived, "done": r.finished, "status": r.status, "tokens": intake_tokens(r.body)}
                  for s in servers for r in s.requests]
         args.steps_out.with_suffix(".calls.jsonl").write_bytes(b"".join(orjson.dumps(c) + b"\n" for c in calls))
+    served = {k: sum(s.usage_totals[k] for s in servers) for k in ("prompt", "completion", "reasoning", "cached")}
     charged = sum(s.charged_tokens for s in servers) - charged0
     calls = sum(len(s.requests) for s in servers) - requests0
     http_429 = sum(s.http_429 for s in servers)
@@ -107,7 +110,16 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "tpm_quota_used": round(charged / n / s_per_step * 60 / tpm_total, 3) if tpm_total else None,
         "judge_floor_s": round(charged / n / (tpm_total / 60), 2) if tpm_total else None,
         "plan": {"tokens_per_step": planned["per_step"]["tokens"], "judge_s": planned["per_step"]["judge_s"],
-                 "binding_limit": planned["binding_limit"]},
+                 "binding_limit": planned["binding_limit"], "usd_per_step": planned["per_step"].get("usd")},
+        "family": args.family, "effort": args.effort,
+        # the run's own counts (steps' `judge` objects) beside the server's (the start-up check included)
+        "reasoning_tokens_per_step": round(sum(s["judge"]["reasoning_tokens"] for s in steps) / n),
+        "cached_tokens_per_step": round(sum(s["judge"]["cached_tokens"] for s in steps) / n),
+        "usd_per_step": round(sum(s["judge"].get("usd", 0.0) for s in steps) / n, 5),
+        "server_usage": served,
+        "run_usage": {"reasoning": sum(s["judge"]["reasoning_tokens"] for s in steps),
+                      "cached": sum(s["judge"]["cached_tokens"] for s in steps),
+                      "tokens_charged": sum(s["judge"]["tokens"] for s in steps)},
     }
 
 
@@ -150,6 +162,11 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--dedup", type=int, default=10_000)
     p.add_argument("--schedule", choices=["pipelined", "sequential"], default="pipelined")
+    p.add_argument("--family", choices=["classic", "gpt-5", "gpt-5.1", "o1-mini"], default="classic",
+                   help="the judge model the fake server answers as (testing/reasoning.py)")
+    p.add_argument("--effort", default="lowest", help="judge.reasoning_effort")
+    p.add_argument("--prices", type=lambda t: tuple(float(x) for x in t.split(",")), default=(0.25, 0.025, 2.0),
+                   help="USD per 1M tokens: input,cached_input,output (default: gpt-5-mini's list prices)")
     p.add_argument("--steps-out", type=Path, help="also write every step event's fields here (JSON Lines)")
     args = p.parse_args()
     log.configure("json", "warning")
