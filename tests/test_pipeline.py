@@ -324,7 +324,15 @@ async def test_a_batch_queued_at_shutdown_is_not_learned_after_the_last_recorded
     pipeline.parts.learner.step = slow_at_two  # type: ignore[method-assign]
     summary = await asyncio.wait_for(pipeline.run(), 120)
     assert pipeline.progress.last_step == 2 and summary.steps == 2
-    assert 3 not in weights_after  # the queued step was left unlearned
+    assert 3 not in weights_after  # the queued step was left unlearned (the grace had no room)...
+    learning = pipeline.collector.learning  # ...and its judged trajectories are counted as such
+    per_step = BATCH_CONTEXTS * ATTEMPTS
+    assert learning.learned == 2 * per_step
+    assert learning.unlearned >= per_step  # step 3 at least (step 4 may be partly judged too)
+    assert learning.judged == learning.learned + learning.unlearned
+    unlearned = [e for e in events.refresh() if e["event"] == "judged_trajectories_unlearned"]
+    assert sum(e["n"] for e in unlearned) == learning.unlearned
+    assert unlearned[0]["by_step"]["train:3"] == per_step
     saved = await load_checkpoint(str(tmp_path / "ckpt"), cfg, tmp_path / "loaded")
     assert saved.trainer.step == 2
     assert saved.trainer.policy_version == pipeline.parts.policy.version == 2

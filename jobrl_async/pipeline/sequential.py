@@ -39,7 +39,9 @@ async def _step(pipeline: Pipeline, plan: StepPlan) -> None:
     for scored in results:
         pipeline.route(pipeline.collector.add(scored))
     device_user.set("learner")  # a judged step is learned, even when a stop came meanwhile
-    await pipeline.learn_one(pipeline.learn_q.get_nowait())
+    batch = pipeline.learn_q.get_nowait()
+    assert batch is not None  # the end mark is the pipelined schedule's
+    await pipeline.learn_one(batch)
     pipeline.report.emit_ready()
 
 

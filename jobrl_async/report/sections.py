@@ -64,6 +64,7 @@ def header_rows(run: RunLog) -> list[tuple[str, str]]:
         ("epochs", _epochs(steps, started)),
         ("best validation score", f"{best[1]:.4f} at step {best[0]}" if best else "no validation in this log"),
         ("trajectories", ", ".join(f"{n:,} {k}" for k, n in traj.items()) if traj else "not in this log"),
+        ("judged training trajectories", _learning(run)),
         ("judge calls", f"{judge['calls']:,}" if judge and "calls" in judge else "not in this log"),
         ("judge tokens", f"{judge['tokens']:,}" if judge and "tokens" in judge else "not in this log"),
     ]
@@ -99,6 +100,22 @@ def trajectory_totals(run: RunLog) -> dict[str, int]:
     and validation) when it ended without one."""
     return _sum_dicts(_segment_counts(seg, "trajectories", ("trajectories", "validation_trajectories"))
                       for seg in run.segments)
+
+
+def learning_totals(run: RunLog) -> dict[str, int]:
+    """Judged training trajectories over the run, learned or left unlearned (each process's
+    `run_summary`; a process that ended without one is not counted)."""
+    return _sum_dicts(_counts(seg.summary.get("training_trajectories")) for seg in run.segments if seg.summary)
+
+
+def _learning(run: RunLog) -> str:
+    totals = learning_totals(run)
+    if "judged" not in totals:
+        return "not in this log"
+    text = f"{totals['judged']:,}: {totals.get('learned', 0):,} learned"
+    if totals.get("unlearned"):
+        text += f", {totals['unlearned']:,} judged but not learned (stopped first)"
+    return text
 
 
 def judge_totals(run: RunLog) -> dict[str, int]:
