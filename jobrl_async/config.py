@@ -346,7 +346,17 @@ def load_config(
         _apply(cfg, {dotted: value}, "env", f"environment variable {var}")
     if overrides:
         _apply(cfg, {k: v for k, v in overrides.items() if v is not None}, "flag", "command line")
+    _check_generator(cfg)
     return cfg
+
+
+def _check_generator(cfg: Config) -> None:
+    """Remote samplers run on the last published adapter: published every `sync_every_steps`
+    steps, a step may be sampled `sync_every_steps - 1` versions behind on top of the allowed lag."""
+    sync, lag = cfg.generator.sync_every_steps, cfg.training.max_policy_lag
+    if cfg.generator.backend == "vllm" and sync > lag + 1:
+        raise ConfigError(f"'generator.sync_every_steps' = {sync} exceeds 'training.max_policy_lag' + 1 = {lag + 1}: "
+                          f"the servers would sample from a policy older than the staleness bound allows")
 
 
 def _read_toml(path: Path) -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -147,3 +149,16 @@ def test_endpoint_urls_may_carry_passwords_so_repr_hides_them() -> None:
     assert "url-password-1" not in repr(s) and s.openai_base_url.endswith("@llm.internal/v1")
     assert sorted(secret_values(env)) == sorted(["sk-key-0001", "hf_old_name_token", "aws-old-session-token",
                                                  "url-password-1"])
+
+
+def test_weight_syncs_rarer_than_the_staleness_bound_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[generator]\nbackend = \"vllm\"\nurls = [\"http://127.0.0.1:1\"]\nsync_every_steps = 3\n"
+                    "[training]\nmax_policy_lag = 1\n")
+    with pytest.raises(ConfigError, match=r"'generator.sync_every_steps' = 3 exceeds 'training.max_policy_lag' \+ 1 = 2"):
+        load_config(path, env={})
+    assert load_config(path, env={"JOBRL_TRAINING__MAX_POLICY_LAG": "2"}).generator.sync_every_steps == 3
+    # through the command line: one line naming the key, exit 1
+    r = subprocess.run([sys.executable, "-m", "jobrl_async", "config", "show", "--config", str(path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "generator.sync_every_steps" in r.stderr and "Traceback" not in r.stderr

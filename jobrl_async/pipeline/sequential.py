@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from ..device import device_user
 from ..producer import StepPlan
 from ..records import Trajectory
+from .publish import publish_weights
 from .reporting import GenerationTiming
 from .work import Work
 from .validation import score_all
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 
 async def sequential_steps(pipeline: Pipeline) -> None:
+    await publish_weights(pipeline.parts, at_start=True)  # a resumed run's servers sample from its adapter
     for plan in pipeline.plans():
         if pipeline.stop.is_set():
             break

@@ -86,7 +86,7 @@ class Pipeline:
         return await with_wind_down(self, lambda: sequential_steps(self))
 
     async def _run_stages(self) -> None:
-        await publish_weights(self.parts)  # a resumed run's servers must sample from its adapter
+        await publish_weights(self.parts, at_start=True)  # a resumed run's servers sample from its adapter
         async with asyncio.TaskGroup() as tg:
             stages = [
                 tg.create_task(self._produce(), name="producer"),
