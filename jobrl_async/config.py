@@ -114,6 +114,8 @@ class TrainingConfig:
     # truncated importance weight; behaviour: the ratio against the sampler (see grpo.py)
     off_policy_correction: Literal["decoupled", "behaviour"] = "decoupled"
     tis_cap: float = field(default=2.0, metadata=_check(lo=0.0))  # C of the weight (dual clip in behaviour); 0: none
+    # optimizer steps per batch (AReaL's minibatches): > 1 gives the PPO clip a trust region to bound
+    minibatches: int = field(default=1, metadata=_check(lo=1))
     seed: int = 7
 
 
