@@ -292,7 +292,7 @@ def _endpoint_rates(times: list[str], judged: list[dict[str, Any] | None],
     traces = []
     for name in names:
         ys = [_per_minute(((j or {}).get("endpoints") or {}).get(name), "calls", s) for j, s in zip(judged, steps)]
-        trace = _line(times, ys, f"calls/min {name}", None, "y")
+        trace = _line(times, ys, f"calls/min {html.escape(name)}", None, "y")  # plotly reads names as HTML
         trace["line"] = {"dash": "dot"}
         traces.append(trace)
     return traces
