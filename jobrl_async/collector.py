@@ -67,6 +67,15 @@ class StepBatch:
     def judged(self) -> int:
         return self.tally.scored + self.tally.judge_failed
 
+    def injection_flags(self) -> dict[str, int]:
+        """Offers of this step flagged as addressing the judge: {"offers": n, FLAG: n, ...}."""
+        flagged = [m.verdict.flags for g in self.groups for m in g.members if m.verdict and m.verdict.flags]
+        counts = {"offers": len(flagged)}
+        for flags in flagged:
+            for flag in flags:
+                counts[flag] = counts.get(flag, 0) + 1
+        return counts
+
     @property
     def rewards(self) -> list[float]:
         return [m.reward for g in self.groups for m in g.scored if m.reward is not None]

@@ -348,3 +348,25 @@ async def test_by_default_every_step_leaves_a_latest(tmp_path: Path, events: lis
     await pipeline.run()
     saved = [e["step"] for e in events.refresh() if e["event"] == "checkpoint_saved" and e["kind"] == "latest"]
     assert saved == [1, 2, 3]
+
+
+async def test_offers_flagged_for_injection_are_counted_per_step(tmp_path: Path, events: list) -> None:
+    from dataclasses import replace
+
+    cfg = small_config(tmp_path / "ckpt", **{"pipeline.max_steps": 2, "validation.every_steps": 0})
+    pipeline = await make_pipeline(cfg, tmp_path)
+    score = pipeline.parts.judge.score_trajectory
+
+    async def flag_first_attempts(t: Trajectory) -> ScoredTrajectory:
+        scored = await score(t)
+        if t.attempt == 0 and scored.verdict is not None:  # one offer per group "talks to the judge"
+            return replace(scored, verdict=replace(scored.verdict, flags=("addresses_evaluator", "score_request")))
+        return scored
+
+    pipeline.parts.judge.score_trajectory = flag_first_attempts  # type: ignore[method-assign]
+    await pipeline.run()
+    steps = [e for e in events.refresh() if e["event"] == "step"]
+    assert [e["injection_flagged"] for e in steps] == [BATCH_CONTEXTS, BATCH_CONTEXTS]
+    assert all(e["injection_flags"] == {"addresses_evaluator": BATCH_CONTEXTS, "score_request": BATCH_CONTEXTS}
+               for e in steps)
+

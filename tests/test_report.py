@@ -90,6 +90,7 @@ def test_report_of_a_dry_run_has_every_section_with_data(logs: DryRunLogs, tmp_p
     assert trace(figs["plot-timeline"], "generator")["y"] == [s["busy"]["generator"] for s in steps]
     assert trace(figs["plot-timeline"], "device idle")["y"] == [s["device_idle_fraction"] for s in steps]
     assert trace(figs["plot-learner"], "loss")["y"] == [s["loss"] for s in steps]
+    assert trace(figs["plot-learner"], "injection_flagged")["y"] == [s["injection_flagged"] for s in steps]
     saved = [e for e in run_events if e["event"] == "checkpoint_saved" and e["kind"] == "latest"]
     assert trace(figs["plot-checkpoints"], "latest")["x"] == [e["step"] for e in saved]
     rpm_quota = trace(figs["plot-judge"], "RPM quota")

@@ -365,6 +365,7 @@ LEARNER_PANELS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("zero-variance share", ("zero_variance_share",), "linear"),
     ("policy lag (steps)", ("policy_lag",), "linear"),
     ("importance weight mean", ("tis_weight_mean",), "linear"),
+    ("offers addressing the judge (flagged)", ("injection_flagged",), "linear"),
 )
 
 
@@ -372,15 +373,16 @@ def learner_section(run: RunLog) -> Section:
     section = Section("learner", "Learner health",
                       "Per step: loss, KL to the base model (when training.beta > 0), share of tokens whose "
                       "ratio was clipped, importance ratio mean and max, sampler/trainer log-prob mismatch, "
-                      "share of groups without signal, policy lag and the mean truncated importance weight.")
+                      "share of groups without signal, policy lag, the mean truncated importance weight and the "
+                      "training offers flagged as addressing the judge (prompt injection).")
     steps = run.ordered_steps()
     if not steps:
         section.empty = "No step in this log."
         return section
     xs = [s["step"] for s in steps]
-    layout = _layout(height=620, hovermode="x", showlegend=False)
-    data: list[dict[str, Any]] = []
     cols, rows = 2, math.ceil(len(LEARNER_PANELS) / 2)
+    layout = _layout(height=155 * rows, hovermode="x", showlegend=False)
+    data: list[dict[str, Any]] = []
     dtick = _step_axis(run)["dtick"]
     for i, (title, keys, scale) in enumerate(LEARNER_PANELS):
         n = i + 1
