@@ -259,6 +259,41 @@ def test_malformed_rng_state_is_a_checkpoint_error() -> None:
         restore_rng(rng)
 
 
+@pytest.mark.parametrize("craft", [
+    lambda rng: rng["python"].__setitem__("state", [2**70] * len(rng["python"]["state"])),
+    lambda rng: rng["python"].__setitem__("state", [-1] * len(rng["python"]["state"])),
+    lambda rng: rng["numpy"].__setitem__("pos", 2**70),
+    lambda rng: rng["numpy"].__setitem__("has_gauss", -2**70),
+])
+def test_an_rng_state_past_cs_integer_range_is_refused_not_a_crash(craft: Any) -> None:
+    rng = orjson.loads(orjson.dumps(capture_rng()))
+    craft(rng)
+    with pytest.raises(CheckpointError, match=r"RNG state is malformed \(OverflowError"):
+        restore_rng(rng)
+
+
+@pytest.mark.parametrize("command", ["eval", "generate"])
+def test_eval_and_generate_refuse_text_holding_the_models_own_tokens(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture, tiny_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `<skill>` is no Gemma control token (the dataset loads) but an added token of the model's tokenizer
+    context = {"job_title": "Chef", "language": "en", "skills": ["Cuisine", "Sauces <skill>", "Hygiene"]}
+    dataset = tmp_path / "data.json"
+    dataset.write_text(orjson.dumps([context | {"job_title": f"Chef {i}"} for i in range(20)]).decode())
+    (tmp_path / "context.json").write_text(orjson.dumps(context).decode())
+    root = str(tmp_path / "ckpt")
+    asyncio.run(write(root, make_cfg(), request("best", 1, 5.0)))
+    monkeypatch.setenv("JOBRL_DATA__DATASET", str(dataset))
+    args = {"eval": ["eval", "--checkpoint", root, "--judge", "stub"],
+            "generate": ["generate", "--context", str(tmp_path / "context.json")]}[command]
+    assert cli.main([*args, "--model", "tiny"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    last = err.splitlines()[-1]  # the lines before: the log's own events
+    assert last.startswith("jobrl-async: data:") and "'<skill>', an added token of the model's tokenizer" in last
+
+
 def test_trainer_state_validation_names_the_field() -> None:
     state = trainer_state(3)
     good = orjson.loads(orjson.dumps(state.to_dict()))
