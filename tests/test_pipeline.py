@@ -370,3 +370,35 @@ async def test_offers_flagged_for_injection_are_counted_per_step(tmp_path: Path,
     assert all(e["injection_flags"] == {"addresses_evaluator": BATCH_CONTEXTS, "score_request": BATCH_CONTEXTS}
                for e in steps)
 
+
+
+async def test_a_generator_stage_cancelled_mid_stream_stops_its_sampler_at_once(tmp_path: Path) -> None:
+    """The stage waits on a full judge queue with a validation round's sampler (which holds the
+    policy lock) still running: cancelled there, the sampler stops before the stage is done, not
+    whenever the garbage collector gets to the stream."""
+    from types import SimpleNamespace
+
+    from jobrl_async.aio import run_ahead
+
+    cfg = small_config(tmp_path / "ckpt", **{"pipeline.judge_queue": 1})
+    pipeline = await make_pipeline(cfg, tmp_path)
+    sampler_stopped = asyncio.Event()
+
+    async def sample(emit: Any) -> None:
+        async with pipeline.policy_lock:
+            try:
+                for i in range(3):
+                    emit(i)
+                await asyncio.Event().wait()  # more to sample
+            finally:
+                sampler_stopped.set()
+
+    pipeline.stream = lambda work: run_ahead(sample)  # type: ignore[method-assign]
+    await pipeline.gen_q.put(SimpleNamespace(split="validation", step=1, trajectories=3))  # type: ignore[arg-type]
+    stage = asyncio.create_task(pipeline._generate())
+    while pipeline.judge_q.qsize() < 1 or not pipeline.policy_lock.locked():
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # the stage now waits on the full judge queue, inside its loop
+    stage.cancel()
+    await asyncio.gather(stage, return_exceptions=True)
+    assert sampler_stopped.is_set() and not pipeline.policy_lock.locked()

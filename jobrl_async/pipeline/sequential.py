@@ -7,7 +7,8 @@ a step an offer is judged as soon as it is sampled. `bench pipeline` runs both o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 from ..device import device_user
@@ -47,11 +48,12 @@ async def _step(pipeline: Pipeline, plan: StepPlan) -> None:
     pipeline.report.emit_ready()
 
 
-async def _offers(pipeline: Pipeline, works: list[Work]) -> AsyncIterator[Trajectory]:
+async def _offers(pipeline: Pipeline, works: list[Work]) -> AsyncGenerator[Trajectory, None]:
     for work in works:
         timing = GenerationTiming()
-        async for t in pipeline.stream(work):
-            timing.offer_ready()
-            yield t
+        async with aclosing(pipeline.stream(work)) as offers:  # closed with this generator, not by the GC
+            async for t in offers:
+                timing.offer_ready()
+                yield t
         if work.split == "train":
             pipeline.report.generated(work.step, timing)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
+from contextlib import aclosing
 
 from ..aio import finish_then_cancel, run_ahead
 from ..collector import Collector, StepBatch, ValidationResult
@@ -130,9 +131,10 @@ class Pipeline:
                 log.info("trajectories_dropped", split=work.split, step=work.step, n=work.trajectories, reason="shutdown")
                 continue
             timing = GenerationTiming()
-            async for t in self.stream(work):  # each offer goes to the judge as soon as it ends
-                timing.offer_ready()
-                await self.judge_q.put(t)  # blocks while the judge is behind: backpressure
+            async with aclosing(self.stream(work)) as offers:  # a stop here stops its sampling at once
+                async for t in offers:  # each offer goes to the judge as soon as it ends
+                    timing.offer_ready()
+                    await self.judge_q.put(t)  # blocks while the judge is behind: backpressure
             if work.split == "train":
                 self.report.generated(work.step, timing)
 
@@ -178,7 +180,7 @@ class Pipeline:
         self.collector.expect_validation(step, contexts, self.cfg.validation.attempts)
         return validation_work(self.cfg, contexts, step)
 
-    def stream(self, work: Work) -> AsyncIterator[Trajectory]:
+    def stream(self, work: Work) -> AsyncGenerator[Trajectory, None]:
         """A work's trajectories as they are sampled; a validation round samples under the policy
         lock (the saved `best` must be exactly the validated adapter), which it holds only while
         it samples, not while the judge's queue is full."""
@@ -190,8 +192,9 @@ class Pipeline:
         async with self.policy_lock:
             weights = await self.parts.device.run(adapter_state, self.parts.policy)
             self.validation.sampled(work.step, Snapshot(weights, self.saves.trainer_state()))
-            async for t in self.parts.generator.stream(list(work.requests)):
-                emit(t)
+            async with aclosing(self.parts.generator.stream(list(work.requests))) as offers:
+                async for t in offers:
+                    emit(t)
 
     async def sample(self, work: Work) -> list[Trajectory]:
         return await in_request_order(self.stream(work), work.requests)
