@@ -744,6 +744,25 @@ async def test_a_bug_crashes_the_writer_instead_of_being_retried(root_uri: str, 
     assert list(scratch.iterdir()) == []  # its serialised files are cleaned up all the same
 
 
+@pytest.mark.parametrize(("error", "reason"), [
+    (asyncio.TimeoutError(), "storage: TimeoutError (network)"),  # an OSError in Python 3.11, not the disk's
+    (ConnectionResetError(104, "Connection reset by peer"), "storage: ConnectionResetError (network)"),
+    (PermissionError(13, "Permission denied"), "local disk: PermissionError: Permission denied"),
+])
+async def test_a_failed_write_names_the_network_or_the_disk_rightly(root_uri: str, error: BaseException,
+                                                                    reason: str) -> None:
+    cfg = make_cfg(max_attempts=1)
+    store = FaultyStore(open_store(root_uri, cfg.storage))
+    store.fail_from, store.error = 1, lambda uri: error
+    writer = CheckpointWriter(root_uri, cfg, store=store, retry_base_s=0.01, retry_max_s=0.02)
+    with capture_logs() as logs:
+        async with running(writer):
+            writer.submit(request("latest", 1))
+            await until(lambda: writer.stats.abandoned == 1)
+    await store.inner.aclose()
+    assert [e["reason"] for e in logs if e["event"] == "checkpoint_failed"] == [reason]
+
+
 async def test_a_checkpoint_that_keeps_failing_is_given_up_and_the_next_one_is_written(root_uri: str) -> None:
     cfg = make_cfg(max_attempts=3)
     store = FaultyStore(open_store(root_uri, cfg.storage))
