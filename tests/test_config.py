@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -162,3 +163,18 @@ def test_weight_syncs_rarer_than_the_staleness_bound_are_refused(tmp_path: Path)
     r = subprocess.run([sys.executable, "-m", "jobrl_async", "config", "show", "--config", str(path)],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "generator.sync_every_steps" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_removed_key_still_loads_and_is_named_in_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[lora]\nr = 8\ndropout = 0.1\n")
+    cfg = load_config(path, env={})
+    assert cfg.lora.r == 8 and not hasattr(cfg.lora, "dropout")
+    assert "'lora.dropout' is no longer a setting" in cfg.removed["lora.dropout"]
+    assert "dropout" not in cfg.as_dict()["lora"]
+    assert load_config(env={"JOBRL_LORA__DROPOUT": "0.05"}).removed.keys() == {"lora.dropout"}
+    r = subprocess.run([sys.executable, "-m", "jobrl_async", "config", "show", "--config", str(path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    (warning,) = [json.loads(line) for line in r.stderr.splitlines() if "config_key_removed" in line]
+    assert warning["key"] == "lora.dropout" and "eval mode" in warning["reason"]
