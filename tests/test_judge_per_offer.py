@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 
@@ -112,8 +113,8 @@ def test_the_key_is_everything_the_verdict_depends_on():
                 dedup_key(SAMPLE_CONTEXT, OFFER, HYBRID, "gpt", "per_criterion")}) == 6
 
 
-async def test_a_duplicate_in_flight_waits_for_the_first_and_a_later_one_reuses_it():
-    table = DedupTable(max_entries=10)
+def held_judge() -> tuple[list[str], asyncio.Event, Any]:
+    """A judgement that records each call it is paid for and answers once released."""
     calls: list[str] = []
     release = asyncio.Event()
 
@@ -121,6 +122,13 @@ async def test_a_duplicate_in_flight_waits_for_the_first_and_a_later_one_reuses_
         calls.append("paid")
         await release.wait()
         return "verdict"
+
+    return calls, release, judge
+
+
+async def test_a_duplicate_in_flight_waits_for_the_first_and_a_later_one_reuses_it():
+    table = DedupTable(max_entries=10)
+    calls, release, judge = held_judge()
 
     first = asyncio.create_task(table.get_or_run("k", judge))
     second = asyncio.create_task(table.get_or_run("k", judge))
@@ -173,13 +181,7 @@ async def test_a_cancelled_first_caller_leaves_the_waiters_to_judge_it_themselve
 
 async def test_a_judgement_in_flight_is_never_evicted():
     table = DedupTable(max_entries=1)
-    calls: list[str] = []
-    release = asyncio.Event()
-
-    async def judge() -> str:
-        calls.append("paid")
-        await release.wait()
-        return "verdict"
+    calls, release, judge = held_judge()
 
     first = asyncio.create_task(table.get_or_run("a", judge))
     other = asyncio.create_task(table.get_or_run("b", judge))  # over the bound, while "a" is in flight

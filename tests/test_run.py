@@ -45,10 +45,11 @@ def config_file(tmp_path: Path, extra: str = "") -> Path:
     return path
 
 
-def start(tmp_path: Path, *args: str, stderr: int | None = subprocess.PIPE) -> subprocess.Popen:
+def start(tmp_path: Path, *args: str, stderr: int | None = subprocess.PIPE,
+          env: dict[str, str] | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "jobrl_async", "run", "--dry-run", "--config", str(config_file(tmp_path)),
            "--checkpoints", str(tmp_path / "ckpt"), *args]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, cwd=tmp_path)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, cwd=tmp_path, env={**os.environ, **(env or {})})
 
 
 def wait_for_event(proc: subprocess.Popen, name: str) -> dict:
@@ -193,11 +194,8 @@ async def test_metrics_move_during_a_run_and_healthz_flips_when_the_judge_hangs(
 
 
 def test_a_second_signal_stops_at_once_with_the_signal_exit_code(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "jobrl_async", "run", "--dry-run", "--config", str(config_file(tmp_path)),
-           "--checkpoints", str(tmp_path / "ckpt"), "--max-steps", "40"]
-    env = {**os.environ, "JOBRL_PIPELINE__SHUTDOWN_GRACE_S": "600", "JOBRL_JUDGE__STUB_LATENCY_MS": "400",
-           "JOBRL_JUDGE__MAX_CONCURRENCY": "2"}  # the grace alone would take minutes
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=env)
+    proc = start(tmp_path, "--max-steps", "40", env={  # the grace alone would take minutes
+        "JOBRL_PIPELINE__SHUTDOWN_GRACE_S": "600", "JOBRL_JUDGE__STUB_LATENCY_MS": "400", "JOBRL_JUDGE__MAX_CONCURRENCY": "2"})
     assert proc.stdout is not None
     wait_for_event(proc, "run_started")
     proc.send_signal(signal.SIGINT)
@@ -213,11 +211,8 @@ def test_a_second_signal_stops_at_once_with_the_signal_exit_code(tmp_path: Path)
 
 
 def test_sigterm_in_a_judge_bound_run_counts_every_judged_trajectory_as_learned_or_not(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "jobrl_async", "run", "--dry-run", "--config", str(config_file(tmp_path)),
-           "--checkpoints", str(tmp_path / "ckpt"), "--max-steps", "40"]
-    env = {**os.environ, "JOBRL_PIPELINE__SHUTDOWN_GRACE_S": "0.5", "JOBRL_JUDGE__STUB_LATENCY_MS": "150",
-           "JOBRL_JUDGE__MAX_CONCURRENCY": "4"}  # judging is what takes the time
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=env)
+    proc = start(tmp_path, "--max-steps", "40", env={  # judging is what takes the time
+        "JOBRL_PIPELINE__SHUTDOWN_GRACE_S": "0.5", "JOBRL_JUDGE__STUB_LATENCY_MS": "150", "JOBRL_JUDGE__MAX_CONCURRENCY": "4"})
     assert proc.stdout is not None
     lines = []
     for line in proc.stdout:
