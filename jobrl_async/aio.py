@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -50,8 +50,13 @@ def run(main: Coroutine[Any, Any, T]) -> T:
         return runner.run(main)
 
 
-async def run_ahead(produce: Callable[[Callable[[T], None]], Awaitable[None]]) -> AsyncIterator[T]:
+async def run_ahead(produce: Callable[[Callable[[T], None]], Awaitable[None]]) -> AsyncGenerator[T, None]:
     """Run `produce(emit)` in its own task and yield what it emits, as it emits it.
+
+    Consume it under `contextlib.aclosing` wherever the loop's body awaits: a consumer cancelled
+    there leaves the generator suspended, and only its `aclose` (else the garbage collector,
+    some time later) stops the producer, which may hold a lock (the policy lock of a validation
+    round) until then.
 
     The producer never waits for the consumer (what is not taken yet is buffered: its bound is
     the producer's own work), so a consumer blocked by backpressure downstream never holds up,

@@ -183,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         stream = sys.stderr if args.handler in DOCUMENT_COMMANDS else sys.stdout
         log.configure(cfg.logging.format, cfg.logging.level, stream=stream)
+        for key, why in cfg.removed.items():
+            log.get_logger("config").warning("config_key_removed", key=key, reason=why)
         return _handler(args.handler)(args, cfg)
     except JobrlError as e:
         print(f"jobrl-async: {log.one_line(str(e))}", file=sys.stderr)

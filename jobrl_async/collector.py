@@ -38,6 +38,20 @@ class Tally:
 
 
 @dataclass
+class Learning:
+    """What became of the training trajectories the judge finished (scored or judge_failed: paid
+    for): learned in a step, or left unlearned (a stop came first). At the end of a run
+    `judged == learned + unlearned`."""
+
+    judged: int = 0
+    learned: int = 0
+    unlearned: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"judged": self.judged, "learned": self.learned, "unlearned": self.unlearned}
+
+
+@dataclass
 class StepBatch:
     """A training step whose trajectories are all accounted for: ready for the learner."""
 
@@ -48,6 +62,19 @@ class StepBatch:
     @property
     def step(self) -> int:
         return self.plan.step
+
+    @property
+    def judged(self) -> int:
+        return self.tally.scored + self.tally.judge_failed
+
+    def injection_flags(self) -> dict[str, int]:
+        """Offers of this step flagged as addressing the judge: {"offers": n, FLAG: n, ...}."""
+        flagged = [m.verdict.flags for g in self.groups for m in g.members if m.verdict and m.verdict.flags]
+        counts = {"offers": len(flagged)}
+        for flags in flagged:
+            for flag in flags:
+                counts[flag] = counts.get(flag, 0) + 1
+        return counts
 
     @property
     def rewards(self) -> list[float]:
@@ -79,6 +106,7 @@ class Collector:
     def __init__(self) -> None:
         self._pending: dict[tuple[Split, int], _Pending] = {}
         self.tally = Tally()  # every trajectory of the run, by outcome
+        self.learning = Learning()  # the judged training trajectories: learned or not
 
     def expect_training(self, plan: StepPlan, attempts: int) -> None:
         groups = {i: Group(plan.step, i, c) for i, c in enumerate(plan.contexts)}
@@ -98,6 +126,8 @@ class Collector:
         pending.tally.add(st.outcome)
         pending.versions.append(t.policy_version)
         self.tally.add(st.outcome)
+        if t.split == "train" and st.outcome != "dropped":
+            self.learning.judged += 1
         if pending.tally.total < pending.expected:
             return None
         del self._pending[key]
@@ -116,14 +146,22 @@ class Collector:
         return self._complete(split, step, pending)
 
     def abandon_all(self) -> dict[str, int]:
-        """Count everything still expected as dropped; returns {"train:3": n, ...} for the log."""
+        """Count everything still expected as dropped, and the judged members of unfinished
+        training steps as unlearned; returns {"train:3": n, ...} (the dropped) for the log."""
         dropped = {}
         for (split, step), pending in sorted(self._pending.items()):
             missing = pending.expected - pending.tally.total
             self.tally.add("dropped", missing)
             dropped[f"{split}:{step}"] = missing
+            if split == "train":
+                self.learning.unlearned += pending.tally.scored + pending.tally.judge_failed
         self._pending.clear()
         return dropped
+
+    def pending_judged(self) -> dict[str, int]:
+        """Judged (scored or judge_failed) members of the steps not complete yet, {"train:3": n}."""
+        return {f"{split}:{step}": p.tally.scored + p.tally.judge_failed
+                for (split, step), p in sorted(self._pending.items()) if p.tally.scored + p.tally.judge_failed}
 
     @property
     def pending_steps(self) -> list[tuple[Split, int]]:

@@ -54,7 +54,6 @@ class ModelConfig:
 class LoraConfig:
     r: int = field(default=16, metadata=_check(lo=1))
     alpha: int = field(default=32, metadata=_check(lo=1))
-    dropout: float = field(default=0.0, metadata=_check(lo=0.0, hi=0.9))
     target_modules: list[str] = field(
         default_factory=lambda: [
             "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
@@ -114,6 +113,8 @@ class TrainingConfig:
     # truncated importance weight; behaviour: the ratio against the sampler (see grpo.py)
     off_policy_correction: Literal["decoupled", "behaviour"] = "decoupled"
     tis_cap: float = field(default=2.0, metadata=_check(lo=0.0))  # C of the weight (dual clip in behaviour); 0: none
+    # optimizer steps per batch (AReaL's minibatches): > 1 gives the PPO clip a trust region to bound
+    minibatches: int = field(default=1, metadata=_check(lo=1))
     seed: int = 7
 
 
@@ -250,10 +251,13 @@ class Config:
     report: ReportConfig = field(default_factory=ReportConfig)
     # where each key's value came from: "section.key" -> default | file | env | flag
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    # removed keys that were set: "section.key" -> why it is gone (logged once logging is on)
+    removed: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         out = asdict(self)
         out.pop("sources")
+        out.pop("removed")
         return out
 
     def digest(self) -> str:
@@ -266,7 +270,14 @@ class Config:
         return self.sources.get(key, "default") != "default"
 
 
-SECTIONS: dict[str, type] = {f.name: f.default_factory for f in fields(Config) if f.name != "sources"}  # type: ignore[misc]
+SECTIONS: dict[str, type] = {f.name: f.default_factory for f in fields(Config) if f.name not in ("sources", "removed")}  # type: ignore[misc]
+
+# Keys that existed once: still accepted (a config that names one keeps working), ignored, and
+# named in a `config_key_removed` warning with the reason.
+REMOVED_KEYS = {
+    "lora.dropout": "it never had an effect: the learner runs in eval mode (dropout off) so that its PPO "
+                    "ratio and the proximal log-probs see no dropout noise; remove the key",
+}
 
 
 # ---------------------------------------------------------------- secrets (environment only)
@@ -357,7 +368,17 @@ def load_config(
         _apply(cfg, {dotted: value}, "env", f"environment variable {var}")
     if overrides:
         _apply(cfg, {k: v for k, v in overrides.items() if v is not None}, "flag", "command line")
+    _check_generator(cfg)
     return cfg
+
+
+def _check_generator(cfg: Config) -> None:
+    """Remote samplers run on the last published adapter: published every `sync_every_steps`
+    steps, a step may be sampled `sync_every_steps - 1` versions behind on top of the allowed lag."""
+    sync, lag = cfg.generator.sync_every_steps, cfg.training.max_policy_lag
+    if cfg.generator.backend == "vllm" and sync > lag + 1:
+        raise ConfigError(f"'generator.sync_every_steps' = {sync} exceeds 'training.max_policy_lag' + 1 = {lag + 1}: "
+                          f"the servers would sample from a policy older than the staleness bound allows")
 
 
 def _read_toml(path: Path) -> dict:
@@ -408,6 +429,9 @@ def _parse_env_value(raw: str) -> Any:
 def _apply(cfg: Config, values: dict[str, Any], source: str, origin: str) -> None:
     for dotted, value in values.items():
         section, _, key = dotted.partition(".")
+        if dotted in REMOVED_KEYS:
+            cfg.removed[dotted] = f"{origin}: '{dotted}' is no longer a setting: {REMOVED_KEYS[dotted]}"
+            continue
         if section not in SECTIONS:
             raise ConfigError(f"{origin}: unknown section '{section}'{_did_you_mean(section, SECTIONS)}")
         target = getattr(cfg, section)

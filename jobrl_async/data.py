@@ -206,7 +206,8 @@ def _has_surrogate(value: str) -> bool:
 
 
 def check_against_policy(dataset: Dataset, policy: Any) -> None:
-    """`check_tokens` with the loaded policy's tokenizer and embedding rows (in `run`'s build)."""
+    """`check_tokens` with the loaded policy's tokenizer and embedding rows: before any context
+    reaches the model (`run`, `eval`, `generate`)."""
     rows = int(policy.model.get_input_embeddings().num_embeddings)
     check_tokens(dataset.contexts, dataset.source, policy.tokenizer, rows)
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -56,7 +57,7 @@ class SampleRequest:
 class Generator(Protocol):
     """What the pipeline needs from a generation backend (in process, or vLLM servers)."""
 
-    def stream(self, requests: Sequence[SampleRequest]) -> AsyncIterator[Trajectory]:
+    def stream(self, requests: Sequence[SampleRequest]) -> AsyncGenerator[Trajectory, None]:
         """Every attempt of every request, each as soon as it is sampled (in no set order)."""
         ...
 
@@ -69,11 +70,12 @@ class Generator(Protocol):
         ...
 
 
-async def in_request_order(trajectories: AsyncIterator[Trajectory],
+async def in_request_order(trajectories: AsyncGenerator[Trajectory, None],
                            requests: Sequence[SampleRequest]) -> list[Trajectory]:
     """A stream's trajectories, collected, in request order and attempts in order."""
     order = {(r.split, r.step, r.group): i for i, r in enumerate(requests)}
-    collected = [t async for t in trajectories]
+    async with aclosing(trajectories):
+        collected = [t async for t in trajectories]
     return sorted(collected, key=lambda t: (order[(t.split, t.step, t.group)], t.attempt))
 
 
@@ -92,7 +94,7 @@ class LocalGenerator:
         self._prompts: dict[Context, tuple[int, ...]] = {}
         self._log = get_logger("generator")
 
-    def stream(self, requests: Sequence[SampleRequest]) -> AsyncIterator[Trajectory]:
+    def stream(self, requests: Sequence[SampleRequest]) -> AsyncGenerator[Trajectory, None]:
         async def sample_all(emit: Callable[[Trajectory], None]) -> None:
             loop = asyncio.get_running_loop()
 

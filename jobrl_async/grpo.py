@@ -25,11 +25,14 @@ importance-sampling corrections, Yao et al. 2025):
     w_it = min(exp(logπ_old(y_it) - logπ_behaviour(y_it)), C)       no gradient: lag + sampler mismatch
     l_it = -w_it · min(ρ_it A_i, clip(ρ_it, 1 - ε_low, 1 + ε_high) A_i) + β k3_it
 
-A batch is learned in ONE optimizer step, so π_old is π_θ before that step: its log-probs are
-those of the step's own forward pass, detached (as TRL does with one iteration per batch). No
-second pass is needed, and ρ = 1 exactly on every micro-batch, in any precision: the clip fires
-on policy change only, never on the sampler's numerical noise, which the weight carries instead.
-C is `training.tis_cap` (0: no cap, the plain importance weight).
+π_old is π_θ before the batch's first optimizer step. With `training.minibatches = 1` (default)
+a batch is learned in ONE optimizer step, so π_old's log-probs are those of the step's own forward
+pass, detached (as TRL does with one iteration per batch): ρ = 1 exactly, in any precision, and the
+clip cannot fire (the ratio and clip statistics then only confirm it); the weight carries the
+sampler's noise and the lag. With K > 1 minibatches (K optimizer steps per batch, AReaL's
+proximal policy), π_old's log-probs come from one no-grad pass before the first step
+(`old_logp`): from the second minibatch on ρ ≠ 1 and the clip bounds how far one batch moves the
+policy (the trust region). C is `training.tis_cap` (0: no cap, the plain importance weight).
 
 `"behaviour"` (the first build's loss, kept for comparison): the ratio is taken against the
 sampler itself, ρ_it = exp(logπ_θ - logπ_behaviour), with no weight; `tis_cap` then truncates
@@ -221,6 +224,7 @@ def policy_loss(
     ref_logp: torch.Tensor | None = None,
     beta: float = 0.0,
     fresh: torch.Tensor | None = None,
+    old_logp: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, LossStats]:
     """The clipped, importance-weighted policy loss of a (micro-)batch, and its token stats.
 
@@ -231,6 +235,8 @@ def policy_loss(
     `training.off_policy_correction`; plain PPO against `behaviour_logp` is the default here),
     `tis_cap` its C. `fresh` ([B] bool) marks sequences sampled by the current weights: over
     their tokens |logp - behaviour| is pure numerical mismatch, reported in the stats.
+    `old_logp` ([B, T], decoupled only): π_old from a pass before the batch's first optimizer
+    step; by default `logp` itself, detached (one optimizer step per batch).
     """
     if logp.shape != behaviour_logp.shape or logp.shape != mask.shape:
         raise ValueError(f"shapes differ: logp {tuple(logp.shape)}, behaviour "
@@ -243,7 +249,14 @@ def policy_loss(
     on = mask > 0
     adv = advantages.to(logp.dtype).unsqueeze(1)
     behaviour_logp = behaviour_logp.to(logp.dtype)
-    old_logp = logp.detach() if correction == "decoupled" else behaviour_logp
+    if correction == "behaviour":
+        old_logp = behaviour_logp
+    elif old_logp is None:
+        old_logp = logp.detach()
+    else:
+        if old_logp.shape != logp.shape:
+            raise ValueError(f"shapes differ: logp {tuple(logp.shape)}, old {tuple(old_logp.shape)}")
+        old_logp = old_logp.detach().to(logp.dtype)
     ratio = torch.exp((logp - old_logp).clamp(-LOG_RATIO_CAP, LOG_RATIO_CAP))
     unclipped = ratio * adv
     clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high) * adv
@@ -276,7 +289,8 @@ def policy_loss(
     if fresh is not None:
         on_fresh = on & fresh.to(mask.device).unsqueeze(1)
         stats.fresh_tokens = int(on_fresh.sum().item())
-        stats.mismatch_sum = float((logp.detach() - behaviour_logp).abs()[on_fresh].sum().item())
+        trainer = old_logp if correction == "decoupled" else logp.detach()  # before this batch's steps
+        stats.mismatch_sum = float((trainer - behaviour_logp).abs()[on_fresh].sum().item())
     return loss, stats
 
 

@@ -1,15 +1,19 @@
-"""The learner stage: one GRPO optimizer step on the LoRA weights per training batch.
+"""The learner stage: `training.minibatches` GRPO optimizer steps on the LoRA weights per
+training batch (default 1).
 
     groups ──prepare──▶ Batch (advantages; no-signal groups counted, never trained on)
-           ──Device.run(_step_sync)──▶ micro-batches: recompute log-probs under grad, clipped
-              importance-weighted loss (grpo.py), backward ──▶ clip grads, AdamW, LR schedule,
-              policy.version += 1 ──▶ StepMetrics (one `learner_step` log event)
+           ──Device.run(_step_sync)──▶ [K > 1: π_old's log-probs, one no-grad pass]
+              per minibatch: micro-batches: recompute log-probs under grad, clipped
+              importance-weighted loss (grpo.py), backward ──▶ clip grads, AdamW
+           ──▶ LR schedule, policy.version += 1 ──▶ StepMetrics (one `learner_step` log event)
 
 The step runs in the device's worker thread, behind the lock it shares with the generator, so
 the event loop keeps serving judge and S3 I/O. Log-probs are recomputed with the model in eval
 mode (LoRA dropout off, as TRL's `disable_dropout`). With the default decoupled correction
-(grpo.py) the PPO ratio is taken against this very forward pass (π_old, the weights the step
-updates), so it is 1 in any precision and clips on policy change only; the sampler's numerical
+(grpo.py) and one minibatch the PPO ratio is taken against this very forward pass (π_old, the
+weights the step updates), so it is 1 in any precision and the clip never fires; with K > 1
+minibatches π_old is the pass before the first of them, and the clip bounds the batch's later
+steps (the trust region). The policy version counts batches, not optimizer steps. The sampler's numerical
 mismatch (bf16 kernels, another engine) and the policy lag go into the truncated importance
 weight (`tis_weight_mean`, `tis_capped_fraction`). `logprob_mismatch` reports how far sampler and
 trainer disagree on tokens sampled by the current weights.
@@ -23,7 +27,7 @@ import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 
@@ -171,45 +175,74 @@ class Learner:
 
     def _step_sync(self, batch: Batch) -> StepMetrics:
         start = time.perf_counter()
-        loss, stats = self.accumulate_gradients(batch)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm))
         lr = self.optimizer.param_groups[0]["lr"]
-        if not (math.isfinite(grad_norm) and math.isfinite(loss)):  # keep the weights clean
+        lags = self._lags(batch)  # against the version that was trained, before the bump
+        parts = minibatches(len(batch.samples), self.cfg.minibatches)
+        proximal = None
+        if len(parts) > 1 and self.cfg.off_policy_correction == "decoupled":
+            proximal = self.proximal_logprobs(batch.samples)
+        losses, norms, stats, steps = [], [], LossStats(), 0
+        for part in parts:
+            loss, part_stats = self.accumulate_gradients([batch.samples[i] for i in part],
+                                                         None if proximal is None else [proximal[i] for i in part])
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm))
+            losses.append(loss)
+            norms.append(grad_norm)
+            stats = stats.merge(part_stats)
+            if math.isfinite(grad_norm) and math.isfinite(loss):  # else: keep the weights clean
+                self.optimizer.step()
+                steps += 1
             self.optimizer.zero_grad(set_to_none=True)
+        loss, grad_norm = statistics.fmean(losses), statistics.fmean(norms)
+        if steps == 0:
             return self._metrics(batch, start, skip_reason="non_finite", loss=loss,
                                  stats=stats, grad_norm=grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.optimizer_steps += 1
-        lags = self._lags(batch)  # against the version that was trained, before the bump
+        self.scheduler.step()  # the schedule counts batches (training steps), as the version does
+        self.optimizer_steps += steps
         self.policy.version += 1
         return self._metrics(batch, start, loss=loss, stats=stats, grad_norm=grad_norm, lr=lr,
                              lags=lags)
 
-    def accumulate_gradients(self, batch: Batch) -> tuple[float, LossStats]:
-        """Fresh gradients of the whole batch's loss, summed over micro-batches (worker thread).
+    def proximal_logprobs(self, samples: list[TrainingSample]) -> list[torch.Tensor]:
+        """π_old's log-probs of every sample: one no-grad pass before the batch's first step."""
+        from .generator import sequence_logprobs
+
+        model = self.policy.model
+        model.eval()
+        out: list[torch.Tensor] = [torch.zeros(0)] * len(samples)
+        with torch.no_grad():
+            for micro in _micro_batches(range(len(samples)), samples, self.cfg.micro_batch_size):
+                rows = sequence_logprobs(model, [samples[i].prompt_ids for i in micro],
+                                         [samples[i].completion_ids for i in micro], self.temperature,
+                                         self.policy.pad_id)
+                for i, row in zip(micro, rows):
+                    out[i] = row.float()
+        return out
+
+    def accumulate_gradients(self, samples: list[TrainingSample],
+                             proximal: list[torch.Tensor] | None = None) -> tuple[float, LossStats]:
+        """Fresh gradients of one optimizer step's loss, summed over micro-batches (worker thread).
 
         Each micro-batch's loss is divided by the whole step's denominator, so the accumulated
         gradient is exactly that of one big batch, whatever `micro_batch_size` is.
         """
         model = self.policy.model
         model.eval()  # dropout off: see the module docstring
-        denominator = loss_denominator([len(s.completion_ids) for s in batch.samples],
-                                       self.cfg.loss_aggregation)
+        denominator = loss_denominator([len(s.completion_ids) for s in samples], self.cfg.loss_aggregation)
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum, stats = 0.0, LossStats()
         # Grad mode is thread-local: the worker thread must not inherit a caller's no_grad.
         with torch.enable_grad():
-            for micro in _micro_batches(batch.samples, self.cfg.micro_batch_size):
-                loss, micro_stats = self._micro_step(model, micro, denominator)
+            for micro in _micro_batches(range(len(samples)), samples, self.cfg.micro_batch_size):
+                old = None if proximal is None else [proximal[i] for i in micro]
+                loss, micro_stats = self._micro_step(model, [samples[i] for i in micro], denominator, old)
                 loss.backward()
                 loss_sum += loss.item()
                 stats = stats.merge(micro_stats)
         return loss_sum, stats
 
-    def _micro_step(self, model: Any, micro: list[TrainingSample],
-                    denominator: float) -> tuple[torch.Tensor, LossStats]:
+    def _micro_step(self, model: Any, micro: list[TrainingSample], denominator: float,
+                    proximal: list[torch.Tensor] | None) -> tuple[torch.Tensor, LossStats]:
         from .generator import sequence_logprobs
 
         prompts = [s.prompt_ids for s in micro]
@@ -230,6 +263,7 @@ class Learner:
             self.cfg.clip_eps_low, self.cfg.clip_eps_high, self.cfg.loss_aggregation,
             correction=self.cfg.off_policy_correction, tis_cap=self.cfg.tis_cap,
             denominator=denominator, ref_logp=ref, beta=self.cfg.beta, fresh=fresh,
+            old_logp=None if proximal is None else _pad(proximal).to(dev),
         )
 
     # ------------------------------------------------------------ metrics and state
@@ -290,9 +324,16 @@ class Learner:
         self.optimizer_steps = int(state["optimizer_steps"])
 
 
-def _micro_batches(samples: list[TrainingSample], size: int) -> Iterator[list[TrainingSample]]:
+def minibatches(n: int, k: int) -> list[list[int]]:
+    """Indices of n samples in min(k, n) minibatches, one optimizer step each. Interleaved: the
+    samples come group by group, so every minibatch holds members of every group it can."""
+    k = max(1, min(k, n))
+    return [list(range(j, n, k)) for j in range(k)]
+
+
+def _micro_batches(indices: Iterable[int], samples: Sequence[TrainingSample], size: int) -> Iterator[list[int]]:
     # Similar lengths together: less padding, so less work per micro-batch.
-    ordered = sorted(samples, key=lambda s: len(s.prompt_ids) + len(s.completion_ids))
+    ordered = sorted(indices, key=lambda i: len(samples[i].prompt_ids) + len(samples[i].completion_ids))
     for i in range(0, len(ordered), size):
         yield ordered[i:i + size]
 

@@ -84,6 +84,8 @@ class RunMetrics:
         self.step_seconds = Histogram("jobrl_step_seconds", "Wall time between two step reports",
                                       buckets=STEP_SECONDS_BUCKETS, registry=r)
         self.trajectories = Counter("jobrl_trajectories", "Trajectories by outcome", ["outcome"], registry=r)
+        self.injection_flagged = Counter("jobrl_injection_flagged_offers",
+                                         "Training offers flagged as addressing the judge (prompt injection)", registry=r)
         self.queue_depth = Gauge("jobrl_queue_depth", "Items waiting in a pipeline queue", ["queue"], registry=r)
         self.stage_busy = Gauge("jobrl_stage_busy_fraction", "Share of the last step's wall time a stage worked",
                                 ["stage"], registry=r)
@@ -123,6 +125,7 @@ class RunMetrics:
         _set_if_number(self.judge_rpm, fields.get("judge_rpm"))
         self._on_validation(fields.get("validation_score"), fields.get("best_score"))
         self.skipped_groups.inc(max(0, fields.get("skipped_groups") or 0))
+        self.injection_flagged.inc(max(0, fields.get("injection_flagged") or 0))
         if isinstance(fields.get("step_s"), (int, float)):
             self.step_seconds.observe(fields["step_s"])
         for outcome, n in (fields.get("trajectories") or {}).items():

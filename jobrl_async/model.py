@@ -209,7 +209,7 @@ def _attach_lora(base: Any, cfg: Config, adapter_dir: str | Path | None) -> Any:
     lora = LoraConfig(
         r=cfg.lora.r,
         lora_alpha=cfg.lora.alpha,
-        lora_dropout=cfg.lora.dropout,
+        lora_dropout=0.0,  # the learner runs in eval mode: dropout would never apply (config.REMOVED_KEYS)
         target_modules=list(cfg.lora.target_modules),
         task_type="CAUSAL_LM",
     )

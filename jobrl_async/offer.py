@@ -92,9 +92,11 @@ class ParsedOffer:
 
 
 def fold(text: str) -> str:
-    """`text` without accents (NFKD, combining marks dropped), casefolded, spaces collapsed."""
+    """`text` without accents (NFKD, combining marks dropped) and invisible format characters
+    (zero-width spaces and joiners, soft hyphens, bidi controls: a "Py\u200bthon" is "python", an
+    "Ig\u200bnore previous instructions" is still an instruction), casefolded, spaces collapsed."""
     decomposed = unicodedata.normalize("NFKD", text)
-    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c) and unicodedata.category(c) != "Cf")
     return " ".join(bare.casefold().split())
 
 

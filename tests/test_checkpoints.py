@@ -259,6 +259,41 @@ def test_malformed_rng_state_is_a_checkpoint_error() -> None:
         restore_rng(rng)
 
 
+@pytest.mark.parametrize("craft", [
+    lambda rng: rng["python"].__setitem__("state", [2**70] * len(rng["python"]["state"])),
+    lambda rng: rng["python"].__setitem__("state", [-1] * len(rng["python"]["state"])),
+    lambda rng: rng["numpy"].__setitem__("pos", 2**70),
+    lambda rng: rng["numpy"].__setitem__("has_gauss", -2**70),
+])
+def test_an_rng_state_past_cs_integer_range_is_refused_not_a_crash(craft: Any) -> None:
+    rng = orjson.loads(orjson.dumps(capture_rng()))
+    craft(rng)
+    with pytest.raises(CheckpointError, match=r"RNG state is malformed \(OverflowError"):
+        restore_rng(rng)
+
+
+@pytest.mark.parametrize("command", ["eval", "generate"])
+def test_eval_and_generate_refuse_text_holding_the_models_own_tokens(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture, tiny_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `<skill>` is no Gemma control token (the dataset loads) but an added token of the model's tokenizer
+    context = {"job_title": "Chef", "language": "en", "skills": ["Cuisine", "Sauces <skill>", "Hygiene"]}
+    dataset = tmp_path / "data.json"
+    dataset.write_text(orjson.dumps([context | {"job_title": f"Chef {i}"} for i in range(20)]).decode())
+    (tmp_path / "context.json").write_text(orjson.dumps(context).decode())
+    root = str(tmp_path / "ckpt")
+    asyncio.run(write(root, make_cfg(), request("best", 1, 5.0)))
+    monkeypatch.setenv("JOBRL_DATA__DATASET", str(dataset))
+    args = {"eval": ["eval", "--checkpoint", root, "--judge", "stub"],
+            "generate": ["generate", "--context", str(tmp_path / "context.json")]}[command]
+    assert cli.main([*args, "--model", "tiny"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    last = err.splitlines()[-1]  # the lines before: the log's own events
+    assert last.startswith("jobrl-async: data:") and "'<skill>', an added token of the model's tokenizer" in last
+
+
 def test_trainer_state_validation_names_the_field() -> None:
     state = trainer_state(3)
     good = orjson.loads(orjson.dumps(state.to_dict()))
@@ -707,6 +742,25 @@ async def test_a_bug_crashes_the_writer_instead_of_being_retried(root_uri: str, 
     assert isinstance(task.exception(), TypeError)
     assert writer.stats.failed == 0  # not counted as a storage failure, not retried
     assert list(scratch.iterdir()) == []  # its serialised files are cleaned up all the same
+
+
+@pytest.mark.parametrize(("error", "reason"), [
+    (asyncio.TimeoutError(), "storage: TimeoutError (network)"),  # an OSError in Python 3.11, not the disk's
+    (ConnectionResetError(104, "Connection reset by peer"), "storage: ConnectionResetError (network)"),
+    (PermissionError(13, "Permission denied"), "local disk: PermissionError: Permission denied"),
+])
+async def test_a_failed_write_names_the_network_or_the_disk_rightly(root_uri: str, error: BaseException,
+                                                                    reason: str) -> None:
+    cfg = make_cfg(max_attempts=1)
+    store = FaultyStore(open_store(root_uri, cfg.storage))
+    store.fail_from, store.error = 1, lambda uri: error
+    writer = CheckpointWriter(root_uri, cfg, store=store, retry_base_s=0.01, retry_max_s=0.02)
+    with capture_logs() as logs:
+        async with running(writer):
+            writer.submit(request("latest", 1))
+            await until(lambda: writer.stats.abandoned == 1)
+    await store.inner.aclose()
+    assert [e["reason"] for e in logs if e["event"] == "checkpoint_failed"] == [reason]
 
 
 async def test_a_checkpoint_that_keeps_failing_is_given_up_and_the_next_one_is_written(root_uri: str) -> None:

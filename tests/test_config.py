@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -147,3 +150,31 @@ def test_endpoint_urls_may_carry_passwords_so_repr_hides_them() -> None:
     assert "url-password-1" not in repr(s) and s.openai_base_url.endswith("@llm.internal/v1")
     assert sorted(secret_values(env)) == sorted(["sk-key-0001", "hf_old_name_token", "aws-old-session-token",
                                                  "url-password-1"])
+
+
+def test_weight_syncs_rarer_than_the_staleness_bound_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[generator]\nbackend = \"vllm\"\nurls = [\"http://127.0.0.1:1\"]\nsync_every_steps = 3\n"
+                    "[training]\nmax_policy_lag = 1\n")
+    with pytest.raises(ConfigError, match=r"'generator.sync_every_steps' = 3 exceeds 'training.max_policy_lag' \+ 1 = 2"):
+        load_config(path, env={})
+    assert load_config(path, env={"JOBRL_TRAINING__MAX_POLICY_LAG": "2"}).generator.sync_every_steps == 3
+    # through the command line: one line naming the key, exit 1
+    r = subprocess.run([sys.executable, "-m", "jobrl_async", "config", "show", "--config", str(path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "generator.sync_every_steps" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_removed_key_still_loads_and_is_named_in_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[lora]\nr = 8\ndropout = 0.1\n")
+    cfg = load_config(path, env={})
+    assert cfg.lora.r == 8 and not hasattr(cfg.lora, "dropout")
+    assert "'lora.dropout' is no longer a setting" in cfg.removed["lora.dropout"]
+    assert "dropout" not in cfg.as_dict()["lora"]
+    assert load_config(env={"JOBRL_LORA__DROPOUT": "0.05"}).removed.keys() == {"lora.dropout"}
+    r = subprocess.run([sys.executable, "-m", "jobrl_async", "config", "show", "--config", str(path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    (warning,) = [json.loads(line) for line in r.stderr.splitlines() if "config_key_removed" in line]
+    assert warning["key"] == "lora.dropout" and "eval mode" in warning["reason"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 
@@ -112,8 +113,8 @@ def test_the_key_is_everything_the_verdict_depends_on():
                 dedup_key(SAMPLE_CONTEXT, OFFER, HYBRID, "gpt", "per_criterion")}) == 6
 
 
-async def test_a_duplicate_in_flight_waits_for_the_first_and_a_later_one_reuses_it():
-    table = DedupTable(max_entries=10)
+def held_judge() -> tuple[list[str], asyncio.Event, Any]:
+    """A judgement that records each call it is paid for and answers once released."""
     calls: list[str] = []
     release = asyncio.Event()
 
@@ -121,6 +122,13 @@ async def test_a_duplicate_in_flight_waits_for_the_first_and_a_later_one_reuses_
         calls.append("paid")
         await release.wait()
         return "verdict"
+
+    return calls, release, judge
+
+
+async def test_a_duplicate_in_flight_waits_for_the_first_and_a_later_one_reuses_it():
+    table = DedupTable(max_entries=10)
+    calls, release, judge = held_judge()
 
     first = asyncio.create_task(table.get_or_run("k", judge))
     second = asyncio.create_task(table.get_or_run("k", judge))
@@ -169,6 +177,46 @@ async def test_a_cancelled_first_caller_leaves_the_waiters_to_judge_it_themselve
     await asyncio.sleep(0)
     first.cancel()
     assert await waiter == ("mine", False)
+
+
+async def test_a_judgement_in_flight_is_never_evicted():
+    table = DedupTable(max_entries=1)
+    calls, release, judge = held_judge()
+
+    first = asyncio.create_task(table.get_or_run("a", judge))
+    other = asyncio.create_task(table.get_or_run("b", judge))  # over the bound, while "a" is in flight
+    await asyncio.sleep(0.01)
+    duplicate = asyncio.create_task(table.get_or_run("a", judge))
+    await asyncio.sleep(0.01)
+    release.set()
+    assert [r[1] for r in await asyncio.gather(first, other, duplicate)] == [False, False, True]
+    assert calls == ["paid", "paid"]  # the duplicate of "a" waited for it, it did not pay again
+    assert len(table) == 2  # both in flight when the bound was hit; trimmed at the next judgement
+    await table.get_or_run("c", judge)
+    assert len(table) == 1
+
+
+async def test_a_hit_is_counted_once_and_only_when_a_verdict_was_reused():
+    table = DedupTable(max_entries=10)
+    release = asyncio.Event()
+
+    async def fails() -> str:
+        await release.wait()
+        raise UnreadableVerdict("bad")
+
+    first = asyncio.create_task(table.get_or_run("k", fails))
+    waiter = asyncio.create_task(table.get_or_run("k", fails))
+    await asyncio.sleep(0.01)
+    release.set()
+    results = await asyncio.gather(first, waiter, return_exceptions=True)
+    assert all(isinstance(r, UnreadableVerdict) for r in results)
+    assert table.hits == 0  # nothing was reused
+
+    async def ok() -> str:
+        return "v"
+
+    await table.get_or_run("k", ok)
+    assert await table.get_or_run("k", ok) == ("v", True) and table.hits == 1
 
 
 def test_dedup_off_judges_every_time():

@@ -152,6 +152,41 @@ async def test_ratio_is_one_on_the_step_that_sampled_with_the_current_policy(
         assert not ratio_moved and abs(stale.tis_weight_mean - 1.0) > 1e-4
 
 
+async def test_minibatches_give_the_clip_a_trust_region(tiny_policy, short_config: Config) -> None:
+    """One optimizer step per batch: ρ = 1 and the clip never fires. Four minibatches: π_old
+    comes from a pass before the first step, so the later ones see ρ != 1 and the clip bounds them."""
+    device = Device("cpu")
+    short_config.training.learning_rate = 0.05  # large steps: the policy moves past the clip
+    groups = await _sampled_groups(tiny_policy, short_config, device, n_groups=2, attempts=8)
+    lora = _lora(tiny_policy)
+    one = await Learner(tiny_policy, device, short_config.training, total_steps=4).step(groups)
+    assert one.ratio_max == pytest.approx(1.0, abs=1e-5) and one.clipped_fraction == 0.0
+
+    with torch.no_grad():  # the same start for the K-step run
+        for name, p in tiny_policy.model.named_parameters():
+            if name in lora:
+                p.copy_(lora[name])
+    tiny_policy.version = 0
+    short_config.training.minibatches = 4
+    learner = Learner(tiny_policy, device, short_config.training, total_steps=4)
+    many = await learner.step(groups)
+    assert many.stepped and learner.optimizer_steps == 4
+    assert tiny_policy.version == many.version == 1  # the version counts batches
+    assert abs(many.ratio_max - 1.0) > 1e-3 or abs(many.ratio_min - 1.0) > 1e-3
+    assert many.clipped_fraction > 0.0
+    assert many.tokens == one.tokens  # every sample in exactly one minibatch
+    assert learner.scheduler.last_epoch == 1  # the LR schedule counts batches too
+
+
+def test_minibatches_split_every_sample_once_across_groups() -> None:
+    from jobrl_async.learner import minibatches
+
+    parts = minibatches(10, 3)
+    assert parts == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
+    assert minibatches(2, 4) == [[0], [1]]  # never an empty optimizer step
+    assert minibatches(5, 1) == [[0, 1, 2, 3, 4]]
+
+
 async def test_in_bf16_the_decoupled_ratio_stays_one_where_the_behaviour_ratio_does_not(
     tiny_config: Config
 ) -> None:
@@ -239,7 +274,7 @@ async def test_micro_batches_accumulate_the_full_batch_gradient(
     for size in (10, 3):
         short_config.training.micro_batch_size = size
         learner = Learner(tiny_policy, device, short_config.training, total_steps=4)
-        loss, stats = learner.accumulate_gradients(learner.prepare(groups))
+        loss, stats = learner.accumulate_gradients(learner.prepare(groups).samples)
         grads.append((loss, stats.tokens, [p.grad.clone() for p in learner.params]))
     (loss_a, tokens_a, grad_a), (loss_b, tokens_b, grad_b) = grads
     assert loss_a == pytest.approx(loss_b, abs=1e-6) and tokens_a == tokens_b

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import anyio
 import orjson
@@ -25,10 +26,12 @@ from jobrl_async.config import Config
 from jobrl_async.errors import CheckpointError
 from jobrl_async.checkpoints.lease import (
     LEASE_KEY,
+    MAX_WATCH_S,
     CheckpointLease,
     CheckpointLeaseLost,
     LeaseRecord,
     Owner,
+    Sighting,
     assess,
     parse_record,
     process_alive,
@@ -68,21 +71,31 @@ async def lease(root_uri: str, timeout_s: float = 120.0, owner: Owner | None = N
 
 
 @pytest.mark.parametrize(
-    ("record", "alive", "now", "verdict"),
+    ("record", "alive", "verdict"),
     [
-        (None, True, 0.0, "free"),
-        (LeaseRecord(other(), 1000.0, 120.0, released=True), True, 1000.0, "free"),
-        (LeaseRecord(other(), 1000.0, 120.0), True, 1000.0, "held_here"),
-        (LeaseRecord(other(), 1000.0, 120.0), True, 99_999.0, "held_here"),  # alive here: no expiry
-        (LeaseRecord(other(), 1000.0, 120.0), False, 1000.0, "owner_gone"),  # kill -9, OOM: at once
-        (LeaseRecord(other(machine="boot-2/pid:[4026531836]"), 1000.0, 120.0), False, 1000.0, "held_elsewhere"),
-        (LeaseRecord(other(machine="boot-1/pid:[4026532000]"), 1000.0, 120.0), False, 1000.0, "held_elsewhere"),
-        (LeaseRecord(elsewhere(), 1000.0, 120.0), True, 1119.0, "held_elsewhere"),
-        (LeaseRecord(elsewhere(), 1000.0, 120.0), True, 1120.0, "expired"),
+        (None, True, "free"),
+        (LeaseRecord(other(), 1000.0, 120.0, released=True), True, "free"),
+        (LeaseRecord(other(), 1000.0, 120.0), True, "held_here"),  # alive here: no expiry
+        (LeaseRecord(other(), 1000.0, 120.0), False, "owner_gone"),  # kill -9, OOM: at once
+        (LeaseRecord(other(machine="boot-2/pid:[4026531836]"), 1000.0, 120.0), False, "held_elsewhere"),
+        (LeaseRecord(other(machine="boot-1/pid:[4026532000]"), 1000.0, 120.0), False, "held_elsewhere"),
+        # elsewhere, whatever its heartbeat says (clocks differ): watched before it can expire
+        (LeaseRecord(elsewhere(), 0.0, 120.0), True, "held_elsewhere"),
+        (LeaseRecord(elsewhere(), 1e12, 120.0), True, "held_elsewhere"),
     ],
 )
-def test_assess(record: LeaseRecord | None, alive: bool, now: float, verdict: str) -> None:
-    assert assess(record, ME, now, lambda pid, started: alive) == verdict
+def test_assess(record: LeaseRecord | None, alive: bool, verdict: str) -> None:
+    assert assess(record, ME, lambda pid, started: alive) == verdict
+
+
+def test_a_sighting_expires_on_our_own_clock_only() -> None:
+    record = LeaseRecord(elsewhere(), 1e12, 120.0)  # a heartbeat far in the owner's "future"
+    seen = Sighting.of(record, "tag-1", now=50.0)
+    assert seen.verdict(record, "tag-1", now=169.0) == "held_elsewhere"
+    assert seen.verdict(record, "tag-1", now=170.0) == "expired"  # unchanged for 120 s of OUR time
+    assert seen.verdict(record, "tag-2", now=60.0) == "held_here"  # renewed: alive
+    assert seen.verdict(replace(record, heartbeat=1e12 + 30), "tag-1", now=60.0) == "held_here"
+    assert Sighting.of(LeaseRecord(elsewhere(), 0.0, 1e12), None, 0.0).watch_s == MAX_WATCH_S
 
 
 def test_process_alive_tells_a_reused_pid_apart() -> None:
@@ -193,14 +206,41 @@ async def write_record(root_uri: str, record: LeaseRecord) -> None:
         await store.write_bytes(LEASE_KEY, record.to_bytes())
 
 
-async def test_a_lease_from_another_host_expires_after_its_timeout(root_uri: str) -> None:
-    await write_record(root_uri, LeaseRecord(elsewhere(), time.time() - 200.0, 120.0))
+async def test_a_lease_from_another_host_expires_after_its_timeout_on_our_clock(root_uri: str) -> None:
+    # its heartbeat is old by our clock, but clocks differ: it expires only once seen unchanged
+    await write_record(root_uri, LeaseRecord(elsewhere(), time.time() - 200.0, 1.0))
     async with lease(root_uri) as mine:
+        started = time.monotonic()
         with capture_logs() as logs:
-            await mine.acquire()  # last heartbeat 200 s ago, timeout 120 s: expired, at once
+            await mine.acquire()
+    assert time.monotonic() - started >= 1.0
     (taken,) = events(logs, "checkpoint_lease_taken_over")
     assert taken["reason"] == "expired" and "host host-b" in taken["previous_owner"]
-    assert not events(logs, "checkpoint_lease_waiting")
+    (waiting,) = events(logs, "checkpoint_lease_waiting")
+    assert waiting["heartbeat_age_s"] >= 200.0 and waiting["watch_s"] == 1.0
+
+
+async def test_a_heartbeat_from_the_far_future_does_not_wedge_the_prefix(root_uri: str) -> None:
+    await write_record(root_uri, LeaseRecord(elsewhere(), 1e12, 1.0))  # a dead owner's broken clock
+    async with lease(root_uri) as mine:
+        with anyio.fail_after(30), capture_logs() as logs:
+            await mine.acquire()
+    assert events(logs, "checkpoint_lease_taken_over")[0]["reason"] == "expired"
+
+
+async def test_a_live_run_on_a_host_whose_clock_lags_is_not_taken_over(root_uri: str) -> None:
+    # the owner's clock is 200 s behind ours: by wall clocks its lease looks long expired
+    lagging = CheckpointLease(open_store(root_uri), 3.0, owner=elsewhere(), clock=lambda: time.time() - 200.0)
+    try:
+        await lagging.acquire()  # renews every 0.75 s from now on
+        async with lease(root_uri, timeout_s=3.0) as mine:
+            with capture_logs() as logs, pytest.raises(CheckpointError, match="in use by another run"):
+                await mine.acquire()
+        (renewed,) = events(logs, "checkpoint_lease_renewed_elsewhere")
+        assert 195.0 <= renewed["clock_skew_s"] <= 205.0  # the skew, logged
+        await lagging.check()  # still its lease
+    finally:
+        await lagging.aclose()
 
 
 async def test_a_silent_lease_from_another_host_is_taken_once_it_expires(root_uri: str) -> None:

@@ -104,6 +104,14 @@ async def test_metrics_move_after_a_step(served) -> None:
     assert after[("jobrl_step_seconds_bucket", (("le", "60.0"),))] == 2
 
 
+async def test_offers_flagged_for_injection_are_counted(served) -> None:
+    metrics, _, http = served
+    metrics.on_step(step_fields(step=1, injection_flagged=3))
+    metrics.on_step(step_fields(step=2, injection_flagged=0))
+    metrics.on_step(step_fields(step=3, injection_flagged=2))
+    assert (await scrape(http))[("jobrl_injection_flagged_offers_total", ())] == 5
+
+
 async def test_best_validation_score_only_rises(served) -> None:
     metrics, _, http = served
     metrics.on_step(step_fields(step=1, validation_score=6.0))

@@ -324,7 +324,15 @@ async def test_a_batch_queued_at_shutdown_is_not_learned_after_the_last_recorded
     pipeline.parts.learner.step = slow_at_two  # type: ignore[method-assign]
     summary = await asyncio.wait_for(pipeline.run(), 120)
     assert pipeline.progress.last_step == 2 and summary.steps == 2
-    assert 3 not in weights_after  # the queued step was left unlearned
+    assert 3 not in weights_after  # the queued step was left unlearned (the grace had no room)...
+    learning = pipeline.collector.learning  # ...and its judged trajectories are counted as such
+    per_step = BATCH_CONTEXTS * ATTEMPTS
+    assert learning.learned == 2 * per_step
+    assert learning.unlearned >= per_step  # step 3 at least (step 4 may be partly judged too)
+    assert learning.judged == learning.learned + learning.unlearned
+    unlearned = [e for e in events.refresh() if e["event"] == "judged_trajectories_unlearned"]
+    assert sum(e["n"] for e in unlearned) == learning.unlearned
+    assert unlearned[0]["by_step"]["train:3"] == per_step
     saved = await load_checkpoint(str(tmp_path / "ckpt"), cfg, tmp_path / "loaded")
     assert saved.trainer.step == 2
     assert saved.trainer.policy_version == pipeline.parts.policy.version == 2
@@ -340,3 +348,57 @@ async def test_by_default_every_step_leaves_a_latest(tmp_path: Path, events: lis
     await pipeline.run()
     saved = [e["step"] for e in events.refresh() if e["event"] == "checkpoint_saved" and e["kind"] == "latest"]
     assert saved == [1, 2, 3]
+
+
+async def test_offers_flagged_for_injection_are_counted_per_step(tmp_path: Path, events: list) -> None:
+    from dataclasses import replace
+
+    cfg = small_config(tmp_path / "ckpt", **{"pipeline.max_steps": 2, "validation.every_steps": 0})
+    pipeline = await make_pipeline(cfg, tmp_path)
+    score = pipeline.parts.judge.score_trajectory
+
+    async def flag_first_attempts(t: Trajectory) -> ScoredTrajectory:
+        scored = await score(t)
+        if t.attempt == 0 and scored.verdict is not None:  # one offer per group "talks to the judge"
+            return replace(scored, verdict=replace(scored.verdict, flags=("addresses_evaluator", "score_request")))
+        return scored
+
+    pipeline.parts.judge.score_trajectory = flag_first_attempts  # type: ignore[method-assign]
+    await pipeline.run()
+    steps = [e for e in events.refresh() if e["event"] == "step"]
+    assert [e["injection_flagged"] for e in steps] == [BATCH_CONTEXTS, BATCH_CONTEXTS]
+    assert all(e["injection_flags"] == {"addresses_evaluator": BATCH_CONTEXTS, "score_request": BATCH_CONTEXTS}
+               for e in steps)
+
+
+
+async def test_a_generator_stage_cancelled_mid_stream_stops_its_sampler_at_once(tmp_path: Path) -> None:
+    """The stage waits on a full judge queue with a validation round's sampler (which holds the
+    policy lock) still running: cancelled there, the sampler stops before the stage is done, not
+    whenever the garbage collector gets to the stream."""
+    from types import SimpleNamespace
+
+    from jobrl_async.aio import run_ahead
+
+    cfg = small_config(tmp_path / "ckpt", **{"pipeline.judge_queue": 1})
+    pipeline = await make_pipeline(cfg, tmp_path)
+    sampler_stopped = asyncio.Event()
+
+    async def sample(emit: Any) -> None:
+        async with pipeline.policy_lock:
+            try:
+                for i in range(3):
+                    emit(i)
+                await asyncio.Event().wait()  # more to sample
+            finally:
+                sampler_stopped.set()
+
+    pipeline.stream = lambda work: run_ahead(sample)  # type: ignore[method-assign]
+    await pipeline.gen_q.put(SimpleNamespace(split="validation", step=1, trajectories=3))  # type: ignore[arg-type]
+    stage = asyncio.create_task(pipeline._generate())
+    while pipeline.judge_q.qsize() < 1 or not pipeline.policy_lock.locked():
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # the stage now waits on the full judge queue, inside its loop
+    stage.cancel()
+    await asyncio.gather(stage, return_exceptions=True)
+    assert sampler_stopped.is_set() and not pipeline.policy_lock.locked()

@@ -23,7 +23,7 @@ from jobrl_async import log
 from jobrl_async.config import load_config
 from jobrl_async.storage import LocalStore
 from jobrl_async.report import build_run_log, iter_lines, read_logs, render_html
-from jobrl_async.report.keeper import HISTORY_KEY, REPORT_KEY, ReportKeeper
+from jobrl_async.report.keeper import HISTORY_KEY, REPORT_KEY, ReportKeeper, bounded
 from jobrl_async.report.runlog import parse_events
 from jobrl_async.report.sections import header_rows, judge_totals, sections, trajectory_totals
 
@@ -90,6 +90,7 @@ def test_report_of_a_dry_run_has_every_section_with_data(logs: DryRunLogs, tmp_p
     assert trace(figs["plot-timeline"], "generator")["y"] == [s["busy"]["generator"] for s in steps]
     assert trace(figs["plot-timeline"], "device idle")["y"] == [s["device_idle_fraction"] for s in steps]
     assert trace(figs["plot-learner"], "loss")["y"] == [s["loss"] for s in steps]
+    assert trace(figs["plot-learner"], "injection_flagged")["y"] == [s["injection_flagged"] for s in steps]
     saved = [e for e in run_events if e["event"] == "checkpoint_saved" and e["kind"] == "latest"]
     assert trace(figs["plot-checkpoints"], "latest")["x"] == [e["step"] for e in saved]
     rpm_quota = trace(figs["plot-judge"], "RPM quota")
@@ -551,3 +552,50 @@ def test_reasoning_and_cached_tokens_and_dollars_are_shown_when_the_log_has_them
     assert "judge cost" not in dict(header_rows(classic))  # no prices, no dollars: nothing invented
     assert "reasoning tokens/min" not in {t["name"] for t in next(s for s in sections(classic)
                                                                    if s.key == "judge").figure["data"]}
+
+
+def test_a_long_history_keeps_the_whole_curve_thinned_and_bounded() -> None:
+    events = [ev("run_started", 0)]
+    for i in range(1, 5001):
+        events.append(ev("step", i, step=i, reward_mean=float(i)))
+        events.append(ev("checkpoint_saved", i, step=i, kind="latest", uri="x"))  # as many again
+    kept = bounded(events, max_steps=400, max_other=100)
+    steps = [e["step"] for e in kept if e["event"] == "step"]
+    assert len(steps) <= 400 and steps[0] == 1 and steps[-1] == 5000  # from the first step to the last
+    assert steps == sorted(steps) and steps[-200:] == list(range(4801, 5001))  # the newest at full resolution
+    assert max(b - a for a, b in zip(steps, steps[1:])) <= 32  # thinned, never a hole
+    assert [e["event"] for e in kept].count("checkpoint_saved") == 100
+    assert kept[0]["event"] == "run_started"
+
+
+async def test_the_keeper_draws_a_long_run_from_its_first_step(captured_log: io.BytesIO, tmp_path: Path) -> None:
+    pages = Pages(tmp_path)
+    keeper = ReportKeeper(10_000, lambda: pages, "mem://report.html", max_steps=50, max_other=20)
+    keeper.start()
+    logger = log.get_logger("pipeline")
+    logger.info("run_started")
+    for i in range(1, 301):
+        step_events(logger, range(i, i + 1))
+        logger.info("checkpoint_saved", kind="latest", step=i, uri="x")
+    await keeper.aclose()
+    xs = trace(figures(pages.pages[-1].decode())["plot-reward"], "reward mean")["x"]
+    assert xs[0] == 1 and xs[-1] == 300 and len(xs) <= 50
+    assert (tmp_path / HISTORY_KEY).read_bytes().count(b'"event":"step"') == len(xs)
+
+
+def test_embedded_json_escapes_what_an_html_parser_reads_and_odd_events_are_skipped() -> None:
+    endpoint = "a<!--<script>"
+    events = [ev("run_started", 0, model="m\u2028x"), ev("step", 1, step=1, reward_mean=1.0,
+                                                          judge={"calls": 5, "endpoints": {endpoint: {"calls": 3}, "b": {"calls": 2}}}),
+              ev("step", 2, step=2, reward_mean=2.0, judge={"calls": 5, "endpoints": {endpoint: {"calls": 3}, "b": {"calls": 2}}}),
+              {"event": "step", "level": "info", "timestamp": "0001-01-01T00:00:00+14:00", "step": 3, "reward_mean": 3.0},
+              ev("step", 4, step=2**64 - 1, reward_mean=4.0),
+              ev("checkpoint_saved", 5, step=2**63, kind="latest", uri="x")]
+    page = render_html(build_run_log([("x", events)]))
+    block = page[page.index('<script id="figures"'):page.index("</script>", page.index('<script id="figures"'))]
+    body = block[block.index(">") + 1:]
+    assert not set(body) & {"<", ">", "&", "\u2028", "\u2029"}
+    assert "<!--" not in page.split('<script>', 1)[0]  # nothing before plotly.js opens a comment
+    names = [t["name"] for t in figures(page)["plot-judge"]["data"]]
+    assert f"calls/min {html.escape(endpoint)}" in names
+    assert trace(figures(page)["plot-reward"], "reward mean")["x"] == [1, 2, 3]  # the huge step skipped

@@ -45,10 +45,11 @@ def config_file(tmp_path: Path, extra: str = "") -> Path:
     return path
 
 
-def start(tmp_path: Path, *args: str, stderr: int | None = subprocess.PIPE) -> subprocess.Popen:
+def start(tmp_path: Path, *args: str, stderr: int | None = subprocess.PIPE,
+          env: dict[str, str] | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "jobrl_async", "run", "--dry-run", "--config", str(config_file(tmp_path)),
            "--checkpoints", str(tmp_path / "ckpt"), *args]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, cwd=tmp_path)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, cwd=tmp_path, env={**os.environ, **(env or {})})
 
 
 def wait_for_event(proc: subprocess.Popen, name: str) -> dict:
@@ -193,11 +194,8 @@ async def test_metrics_move_during_a_run_and_healthz_flips_when_the_judge_hangs(
 
 
 def test_a_second_signal_stops_at_once_with_the_signal_exit_code(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "jobrl_async", "run", "--dry-run", "--config", str(config_file(tmp_path)),
-           "--checkpoints", str(tmp_path / "ckpt"), "--max-steps", "40"]
-    env = {**os.environ, "JOBRL_PIPELINE__SHUTDOWN_GRACE_S": "600", "JOBRL_JUDGE__STUB_LATENCY_MS": "400",
-           "JOBRL_JUDGE__MAX_CONCURRENCY": "2"}  # the grace alone would take minutes
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=env)
+    proc = start(tmp_path, "--max-steps", "40", env={  # the grace alone would take minutes
+        "JOBRL_PIPELINE__SHUTDOWN_GRACE_S": "600", "JOBRL_JUDGE__STUB_LATENCY_MS": "400", "JOBRL_JUDGE__MAX_CONCURRENCY": "2"})
     assert proc.stdout is not None
     wait_for_event(proc, "run_started")
     proc.send_signal(signal.SIGINT)
@@ -210,3 +208,38 @@ def test_a_second_signal_stops_at_once_with_the_signal_exit_code(tmp_path: Path)
     assert b"Traceback" not in err
     summary = json_lines(rest)[-1]
     assert summary["event"] == "run_summary" and summary["stopped_by"] == "forced"
+
+
+def test_sigterm_in_a_judge_bound_run_counts_every_judged_trajectory_as_learned_or_not(tmp_path: Path) -> None:
+    proc = start(tmp_path, "--max-steps", "40", env={  # judging is what takes the time
+        "JOBRL_PIPELINE__SHUTDOWN_GRACE_S": "0.5", "JOBRL_JUDGE__STUB_LATENCY_MS": "150", "JOBRL_JUDGE__MAX_CONCURRENCY": "4"})
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if orjson.loads(line)["event"] == "step":
+            proc.send_signal(signal.SIGTERM)  # step 2 is being judged, maybe learned
+            break
+    rest, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err.decode()
+    log_bytes = b"".join(lines) + rest
+    events = json_lines(log_bytes)
+    summary = events[-1]
+    assert summary["event"] == "run_summary" and summary["stopped_by"] == "SIGTERM"
+    learning = summary["training_trajectories"]
+    steps = [e for e in events if e["event"] == "step"]
+    assert learning["learned"] == sum(e["trajectories"]["scored"] + e["trajectories"]["judge_failed"] for e in steps)
+    assert learning["judged"] == learning["learned"] + learning["unlearned"] > 0
+    unlearned = [e for e in events if e["event"] == "judged_trajectories_unlearned"]
+    assert sum(e["n"] for e in unlearned) == learning["unlearned"]
+    # every training trajectory: judged (learned or not) or dropped before its judging ended
+    train_dropped = sum(e["trajectories"]["dropped"] for e in steps)
+    assert learning["judged"] <= summary["trajectories"]["scored"] + summary["trajectories"]["judge_failed"]
+    assert train_dropped <= summary["trajectories"]["dropped"]
+
+    (tmp_path / "run.log").write_bytes(log_bytes)
+    page = subprocess.run([sys.executable, "-m", "jobrl_async", "report", str(tmp_path / "run.log"),
+                           "-o", str(tmp_path / "report.html")], capture_output=True, cwd=tmp_path)
+    assert page.returncode == 0, page.stderr.decode()
+    html = (tmp_path / "report.html").read_text()
+    assert f"{learning['judged']:,}: {learning['learned']:,} learned" in html

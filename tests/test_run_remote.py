@@ -84,3 +84,19 @@ def test_a_server_down_for_a_while_pauses_the_run_which_then_completes(
     assert trajectories["dropped"] == 0 and trajectories["judge_failed"] == 0
     assert trajectories["scored"] == 2 * (2 * 4 + 2 * 2)  # 2 steps x (2 contexts x 4 + 2 validation x 2)
     assert [name for name, _ in engine.loads] == ["policy-v1", "policy-v2"]  # v1 by the probe, once it took it
+
+
+def test_a_resumed_run_samples_from_its_adapter_from_the_first_step(tmp_path: Path, engine: FakeVLLM) -> None:
+    # weights sync every 2 steps: the run stops at version 3, which was never published
+    config = "[generator]\nsync_every_steps = 2\n"
+    first = run_remote(tmp_path, engine.url, "--max-steps", "3", config=config)
+    assert first.returncode == 0, first.stderr.decode()
+    assert [name for name, _ in engine.loads] == ["policy-v2"]
+    sent_before = len(engine.completions())
+
+    resumed = run_remote(tmp_path, engine.url, "--max-steps", "4", config=config)
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    assert [e["step"] for e in json_lines(resumed.stdout) if e["event"] == "resumed"] == [3]
+    assert [name for name, _ in engine.loads] == ["policy-v2", "policy-v3", "policy-v4"]
+    served = {req.body["model"] for req in engine.completions()[sent_before:]}
+    assert served == {"policy-v3"}  # step 4 and its validation: the resumed adapter, never the base model

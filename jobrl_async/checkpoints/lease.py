@@ -14,11 +14,16 @@ When is a lease someone else's (`assess`, pure)?
     released, or no lease                      free
     owner on this machine, process gone        free at once (kill -9, OOM: the restart goes on)
     owner on this machine, process alive       held: refused at once
-    owner elsewhere, heartbeat < timeout_s     held: we watch it; a new heartbeat means alive
-                                               (refused), none within the timeout means expired
-    owner elsewhere, heartbeat >= timeout_s    expired: taken over (a lost pod, a dead node)
+    owner elsewhere                            held: we watch it; a renewal means alive (refused),
+                                               the record unchanged for its `timeout_s` (at most
+                                               MAX_WATCH_S) means expired: taken over (a lost pod)
 "This machine" is the same host name, boot and PID namespace, so a pid means the same process;
 the process start time tells a reused pid apart. `run --force` takes over a held lease.
+
+Expiry is timed on our own monotonic clock, never by comparing the owner's `heartbeat` (its wall
+clock) with ours: hosts' clocks differ (120 s of skew would take a live lease at first sight, a
+heartbeat far in the future would never expire). The difference is logged (`clock_skew_s`) when
+a renewal is seen.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from .formats import is_finite_number, utc_now
 LEASE_KEY = "lease.json"
 MAX_LEASE_BYTES = 64 * 1024
 MAX_TEXT = 255  # host names and the like, read back from a lease someone else wrote
+MAX_WATCH_S = 3600.0  # a lease.json's own `timeout_s` (anyone could have written it) is trusted up to this
 
 Verdict = Literal["free", "owner_gone", "expired", "held_here", "held_elsewhere"]
 
@@ -109,16 +115,39 @@ def parse_record(raw: bytes, where: str) -> LeaseRecord:
     return LeaseRecord(Owner(pid=pid, **texts), float(beat), float(timeout), acquired, released)
 
 
-def assess(record: LeaseRecord | None, me: Owner, now: float, alive: Callable[[int, str], bool]) -> Verdict:
-    """Whose the lease is, seen by `me` at unix time `now` (see the module's table)."""
+def assess(record: LeaseRecord | None, me: Owner, alive: Callable[[int, str], bool]) -> Verdict:
+    """Whose the lease is, seen by `me` (see the module's table); whether a lease held elsewhere
+    has expired is for `Sighting` to tell, by watching it."""
     if record is None or record.released or record.owner.run == me.run:
         return "free"
     owner = record.owner
     if (owner.host, owner.machine) == (me.host, me.machine):
         return "held_here" if alive(owner.pid, owner.started) else "owner_gone"
-    if now - record.heartbeat >= record.timeout_s:
-        return "expired"
     return "held_elsewhere"
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """A lease held elsewhere as first seen: which run, which version of the record, and when on
+    our monotonic clock."""
+
+    run: str
+    version: tuple[str | None, float]  # the store's tag and the heartbeat: either moves on renewal
+    since: float
+    watch_s: float  # unchanged this long: expired
+
+    @classmethod
+    def of(cls, record: LeaseRecord, tag: str | None, now: float) -> "Sighting":
+        return cls(record.owner.run, (tag, record.heartbeat), now, min(record.timeout_s, MAX_WATCH_S))
+
+    def verdict(self, record: LeaseRecord, tag: str | None, now: float) -> Verdict:
+        """The same owner seen again at monotonic `now`: renewed (alive), silent or expired."""
+        if (tag, record.heartbeat) != self.version:
+            return "held_here"  # it renewed while we watched: its owner is alive
+        return "expired" if now - self.since >= self.watch_s else "held_elsewhere"
+
+    def remaining_s(self, now: float) -> float:
+        return self.since + self.watch_s - now
 
 
 # ---------------------------------------------------------------- this process (Linux /proc, else a fallback)
@@ -172,12 +201,13 @@ class CheckpointLease:
     until `release`. `check()` before anything that moves pointers or deletes folders."""
 
     def __init__(self, store: Store, timeout_s: float, *, owner: Owner | None = None,
-                 clock: Callable[[], float] = time.time, alive: Callable[[int, str], bool] = process_alive) -> None:
+                 clock: Callable[[], float] = time.time, alive: Callable[[int, str], bool] = process_alive,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.uri = store.uri(LEASE_KEY)
         self.timeout_s = timeout_s
         self.owner = owner or this_process()
-        self._clock, self._alive = clock, alive
+        self._clock, self._alive, self._monotonic = clock, alive, monotonic
         self._tag: str | None = None
         self._acquired = ""
         self._task: asyncio.Task | None = None
@@ -190,23 +220,28 @@ class CheckpointLease:
 
     async def acquire(self, force: bool = False) -> None:
         """Take the lease, or raise CheckpointError (one line: who holds it, what to do)."""
-        watched: tuple[str, str | None] | None = None  # (owner run, tag) of a lease held elsewhere
+        seen: Sighting | None = None  # a lease held elsewhere, as first seen
         while True:
             record, tag = await self._read()
-            verdict = assess(record, self.owner, self._clock(), self._alive)
-            if verdict == "held_elsewhere" and watched == (record.owner.run, tag):
-                pass  # still silent: keep watching until it renews or expires
-            elif verdict == "held_elsewhere" and watched and watched[0] == record.owner.run:
-                verdict = "held_here"  # it renewed while we watched: its owner is alive
-            if verdict == "held_here" and not force:
-                raise CheckpointError(self._busy(record))
+            verdict = assess(record, self.owner, self._alive)
             if verdict == "held_elsewhere" and not force:
-                if watched is None or watched[0] != record.owner.run:
+                assert record is not None
+                if seen is None or seen.run != record.owner.run:
+                    seen = Sighting.of(record, tag, self._monotonic())
                     get_logger("checkpoints").warning(
                         "checkpoint_lease_waiting", uri=self.uri, owner=record.owner.describe(),
-                        heartbeat_age_s=round(self._clock() - record.heartbeat, 1), timeout_s=record.timeout_s)
-                watched = (record.owner.run, tag)
-                await asyncio.sleep(min(5.0, self.interval_s / 2, max(0.05, self._expires_in(record))))
+                        heartbeat_age_s=round(self._clock() - record.heartbeat, 1), watch_s=seen.watch_s)
+                else:
+                    verdict = seen.verdict(record, tag, self._monotonic())
+                    if verdict == "held_here":  # just renewed: what is left of its age is the clocks' skew
+                        get_logger("checkpoints").info("checkpoint_lease_renewed_elsewhere", uri=self.uri,
+                                                       clock_skew_s=round(self._clock() - record.heartbeat, 1))
+            if verdict == "held_here" and not force:
+                assert record is not None
+                raise CheckpointError(self._busy(record))
+            if verdict == "held_elsewhere" and not force:
+                assert seen is not None
+                await asyncio.sleep(min(5.0, self.interval_s / 2, max(0.05, seen.remaining_s(self._monotonic()))))
                 continue
             if await self._take(tag):
                 break
@@ -327,9 +362,6 @@ class CheckpointLease:
         age = max(0.0, self._clock() - record.heartbeat)
         return (f"{self.store.uri()} is in use by another run ({record.owner.describe()}, last heartbeat "
                 f"{age:.0f} s ago): stop it, use another --checkpoints, or pass --force to take it over")
-
-    def _expires_in(self, record: LeaseRecord) -> float:
-        return record.heartbeat + record.timeout_s - self._clock()
 
 
 # A lease.json that does not parse: nobody can be said to hold it, so it is taken over.

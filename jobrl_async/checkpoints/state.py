@@ -91,7 +91,7 @@ def restore_rng(rng: dict[str, Any]) -> None:
         _restore_cuda(rng.get("cuda"))
     except CheckpointError:
         raise
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as exc:  # numbers past C's range too
         raise CheckpointError(f"RNG state is malformed ({type(exc).__name__}: {exc})") from None
 
 

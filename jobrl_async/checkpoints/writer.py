@@ -66,6 +66,8 @@ def retry_reason(exc: BaseException) -> str | None:
     """Why a write failed, when it is worth retrying (the store or the disk); None for a bug."""
     if isinstance(exc, StorageError):
         return str(exc)
+    if isinstance(exc, (TimeoutError, ConnectionError)):  # OSErrors of the network, not of the disk
+        return f"storage: {type(exc).__name__} (network)"
     if isinstance(exc, OSError) and not isinstance(exc, aiohttp.ClientError):
         return f"local disk: {type(exc).__name__}: {exc.strerror or exc}"
     if isinstance(exc, RETRYABLE):  # raw botocore/aiohttp text can carry URLs: the type only

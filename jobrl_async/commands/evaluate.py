@@ -34,7 +34,7 @@ async def _evaluate(cfg: Config, uri: str) -> dict[str, Any]:
 
     from ..checkpoints import load_checkpoint, scratch_dir
     from ..collector import Collector
-    from ..data import load_dataset, split_dataset
+    from ..data import check_against_policy, load_dataset, split_dataset
     from ..device import Device, resolve_device
     from ..generator import LocalGenerator
     from ..judge.stage import Judge
@@ -55,6 +55,7 @@ async def _evaluate(cfg: Config, uri: str) -> dict[str, Any]:
                 await judge.check()
             device = Device(resolve_device(cfg.model.device))
             policy = await anyio.to_thread.run_sync(load_policy, cfg, device.name)
+            await anyio.to_thread.run_sync(check_against_policy, dataset, policy)  # its own special tokens
             # the configured base model; the adapter's r and alpha must fit its LoRA (else one clear error)
             await device.run(load_adapter, policy, loaded.adapter_dir)
             round_ = loaded.manifest.get("validation_round")

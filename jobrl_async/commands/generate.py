@@ -18,7 +18,7 @@ import orjson
 
 from .. import aio
 from ..config import Config
-from ..data import read_context_file
+from ..data import Dataset, check_against_policy, read_context_file
 from ..errors import DataError
 from ..log import get_logger
 
@@ -28,10 +28,10 @@ from ..log import get_logger
 def generate(args: argparse.Namespace, cfg: Config) -> int:
     """Print the offer the policy writes for the context in `--context`."""
     context = read_context_file(Path(args.context))
-    return aio.run(_generate(cfg, context, args.checkpoint))
+    return aio.run(_generate(cfg, Dataset(f"context file {args.context}", [context]), args.checkpoint))
 
 
-async def _generate(cfg: Config, context: Any, checkpoint: str | None) -> int:
+async def _generate(cfg: Config, source: Dataset, checkpoint: str | None) -> int:
     import anyio.to_thread
 
     from ..checkpoints import scratch_dir
@@ -44,6 +44,8 @@ async def _generate(cfg: Config, context: Any, checkpoint: str | None) -> int:
     async with scratch_dir("jobrl-generate-") as tmp:
         adapter_dir = await _adapter_dir(checkpoint, cfg, tmp) if checkpoint else None
         policy = await anyio.to_thread.run_sync(load_policy, cfg, device.name)
+        await anyio.to_thread.run_sync(check_against_policy, source, policy)  # its own special tokens
+        (context,) = source.contexts
         if adapter_dir is not None:  # its r and alpha must fit the configured LoRA (else one clear error)
             await device.run(load_adapter, policy, adapter_dir)
     generator = LocalGenerator(policy, device, cfg.generation)

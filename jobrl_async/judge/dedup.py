@@ -8,8 +8,11 @@ offer more than once; each duplicate judged again pays the same tokens for the s
 
 A first caller starts the judgement; a caller with the same key while it is in flight awaits
 the same future, and a later one reuses its result. A judgement that fails is forgotten (the
-next identical offer pays again: a failure is never cached). At most `max_entries` keys are
-kept, least recently used first out; 0 turns it off.
+next identical offer pays again: a failure is never cached). At most `max_entries` judgements
+received are kept, least recently used first out; one in flight is never evicted (its duplicates
+would pay again), so the table may hold more while that many are in flight (bounded by the
+judge's concurrency); 0 turns it off. `hits` counts the judgements reused, each once: a waiter
+whose first caller failed or was cancelled reused nothing.
 """
 
 from __future__ import annotations
@@ -52,16 +55,16 @@ class DedupTable:
         known = self._entries.get(key)
         if known is not None:
             self._entries.move_to_end(key)
-            self.hits += 1
             try:
                 # shield: a waiter cancelled (its offer dropped) must not cancel the first caller's call
-                return await asyncio.shield(known), True
+                result = await asyncio.shield(known)
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if not known.cancelled() or (task is not None and task.cancelling()):
                     raise
-                self.hits -= 1  # the first caller was cancelled, not us: judge it ourselves
-                return await self.get_or_run(key, judge)
+                return await self.get_or_run(key, judge)  # the first caller was cancelled, not us
+            self.hits += 1
+            return result, True
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._entries[key] = future
         self._trim()
@@ -82,5 +85,10 @@ class DedupTable:
         return result, False
 
     def _trim(self) -> None:
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)  # an evicted future still serves its current waiters
+        """Evict the least recently used judgements received, never one in flight."""
+        excess = len(self._entries) - self.max_entries
+        if excess <= 0:
+            return
+        done = [key for key, future in self._entries.items() if future.done()][:excess]
+        for key in done:
+            del self._entries[key]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -288,9 +288,3 @@ class JudgePool:
         for e in self.endpoints:
             e.probe = None
             await e.client.aclose()
-
-
-async def gather_checks(pool: JudgePool, check: Callable[[Endpoint], Awaitable[dict]]) -> list[dict]:
-    """`check` on every endpoint concurrently, in the pool's order (`judge check`)."""
-    return list(await asyncio.gather(*(check(e) for e in pool.endpoints)))
-

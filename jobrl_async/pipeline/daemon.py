@@ -96,7 +96,8 @@ def log_run_summary(pipeline: Pipeline, stopped_by: str | None) -> None:
     """`run_summary`: totals of the run, also after a crash or a forced stop."""
     s = pipeline.summary
     log.info("run_summary", steps=s.steps, last_step=pipeline.progress.last_step,
-             trajectories=pipeline.collector.tally.as_dict(), best_validation_score=s.best_score,
+             trajectories=pipeline.collector.tally.as_dict(),
+             training_trajectories=pipeline.collector.learning.as_dict(), best_validation_score=s.best_score,
              wall_s=round(s.wall_s, 2), device_busy_s=round(pipeline.parts.device.busy_s, 2),
              stage_busy_s=s.stage_busy_s, judge=judge_counts(pipeline.parts.judge.stats), stopped_by=stopped_by)
 

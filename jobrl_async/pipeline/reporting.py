@@ -179,6 +179,8 @@ class StepReporter:
             "skipped_groups": r.metrics.skipped_groups,
             "policy_lag": r.metrics.policy_lag_max or 0,
             "trajectories": r.batch.tally.as_dict(),
+            "injection_flagged": (flags := r.batch.injection_flags())["offers"],  # offers addressing the judge
+            "injection_flags": {k: n for k, n in flags.items() if k != "offers"},
             "policy_version": r.metrics.version,
             **{k: getattr(r.metrics, k) for k in LEARNER_FIELDS},
         }

@@ -7,12 +7,14 @@ a step an offer is judged as soon as it is sampled. `bench pipeline` runs both o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 from ..device import device_user
 from ..producer import StepPlan
 from ..records import Trajectory
+from .publish import publish_weights
 from .reporting import GenerationTiming
 from .work import Work
 from .validation import score_all
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 
 
 async def sequential_steps(pipeline: Pipeline) -> None:
+    await publish_weights(pipeline.parts, at_start=True)  # a resumed run's servers sample from its adapter
     for plan in pipeline.plans():
         if pipeline.stop.is_set():
             break
@@ -39,15 +42,18 @@ async def _step(pipeline: Pipeline, plan: StepPlan) -> None:
     for scored in results:
         pipeline.route(pipeline.collector.add(scored))
     device_user.set("learner")  # a judged step is learned, even when a stop came meanwhile
-    await pipeline.learn_one(pipeline.learn_q.get_nowait())
+    batch = pipeline.learn_q.get_nowait()
+    assert batch is not None  # the end mark is the pipelined schedule's
+    await pipeline.learn_one(batch)
     pipeline.report.emit_ready()
 
 
-async def _offers(pipeline: Pipeline, works: list[Work]) -> AsyncIterator[Trajectory]:
+async def _offers(pipeline: Pipeline, works: list[Work]) -> AsyncGenerator[Trajectory, None]:
     for work in works:
         timing = GenerationTiming()
-        async for t in pipeline.stream(work):
-            timing.offer_ready()
-            yield t
+        async with aclosing(pipeline.stream(work)) as offers:  # closed with this generator, not by the GC
+            async for t in offers:
+                timing.offer_ready()
+                yield t
         if work.split == "train":
             pipeline.report.generated(work.step, timing)

@@ -16,7 +16,9 @@ thread); judge and storage I/O never wait on it. Each helper has its own module 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+import time
+from collections.abc import AsyncGenerator, Callable, Iterator
+from contextlib import aclosing
 
 from ..aio import finish_then_cancel, run_ahead
 from ..collector import Collector, StepBatch, ValidationResult
@@ -34,7 +36,7 @@ from .publish import publish_weights
 from .reporting import GenerationTiming, Observers, StepReporter, Summary
 from .saves import Saves
 from .sequential import sequential_steps
-from .shutdown import until_done_or_stopped, with_wind_down
+from .shutdown import Grace, leave_unlearned, until_done_or_stopped, with_wind_down
 from .validation import Snapshot, ValidationRounds
 from .work import Work, steps_to_run, training_work, validation_contexts, validation_due, validation_work
 
@@ -52,7 +54,7 @@ class Pipeline:
         self.gen_q: asyncio.Queue[Work] = asyncio.Queue(maxsize=2 * (lag + 1))
         self.judge_q: asyncio.Queue[Trajectory] = asyncio.Queue(maxsize=self.cfg.pipeline.judge_queue or batch)
         self.scored_q: asyncio.Queue[ScoredTrajectory] = asyncio.Queue(maxsize=batch)
-        self.learn_q: asyncio.Queue[StepBatch] = asyncio.Queue(maxsize=lag + 1)
+        self.learn_q: asyncio.Queue[StepBatch | None] = asyncio.Queue(maxsize=lag + 1)  # None: the end
         self.collector = Collector()
         self.judge_busy = BusyMeter()
         self.observers = observers or Observers()
@@ -64,9 +66,9 @@ class Pipeline:
         self.next_to_learn = progress.next_step
         self.learned_here = 0  # steps learned by this process (no final `latest` without one)
         self.learner_failed = False
-        self.stopping = False  # set once the stages wind down: the learner takes no new batch
-        self.learner_idle = asyncio.Event()  # the learner waits for a batch (not mid-step)
-        self.learner_idle.set()
+        self.stopping = False  # set once the stages wind down: no new sampling or judging
+        self.grace = Grace()  # from a stop: how long the steps in flight may still take
+        self.learn_s = 0.0  # how long the last learner step took (for the grace)
         self.producer_done = False
         self.drained = asyncio.Event()
 
@@ -85,7 +87,7 @@ class Pipeline:
         return await with_wind_down(self, lambda: sequential_steps(self))
 
     async def _run_stages(self) -> None:
-        await publish_weights(self.parts)  # a resumed run's servers must sample from its adapter
+        await publish_weights(self.parts, at_start=True)  # a resumed run's servers sample from its adapter
         async with asyncio.TaskGroup() as tg:
             stages = [
                 tg.create_task(self._produce(), name="producer"),
@@ -95,12 +97,14 @@ class Pipeline:
                 tg.create_task(self._learn(), name="learner"),
             ]
             await until_done_or_stopped(self)
-            self.stopping = True  # the learner takes no new batch from here on
+            self.stopping = True  # nothing new is sampled or judged from here on
             *others, learner = stages
             for task in others:
                 task.cancel()
-            await self.learner_idle.wait()  # a step being learned finishes, and is recorded
-            learner.cancel()
+            await asyncio.wait(others)
+            # the learner takes what is queued (as the grace allows), then this end-of-queue mark
+            await self.learn_q.put(None)
+            await learner
 
     # ------------------------------------------------------------------ stages
 
@@ -127,9 +131,10 @@ class Pipeline:
                 log.info("trajectories_dropped", split=work.split, step=work.step, n=work.trajectories, reason="shutdown")
                 continue
             timing = GenerationTiming()
-            async for t in self.stream(work):  # each offer goes to the judge as soon as it ends
-                timing.offer_ready()
-                await self.judge_q.put(t)  # blocks while the judge is behind: backpressure
+            async with aclosing(self.stream(work)) as offers:  # a stop here stops its sampling at once
+                async for t in offers:  # each offer goes to the judge as soon as it ends
+                    timing.offer_ready()
+                    await self.judge_q.put(t)  # blocks while the judge is behind: backpressure
             if work.split == "train":
                 self.report.generated(work.step, timing)
 
@@ -148,15 +153,13 @@ class Pipeline:
 
     async def _learn(self) -> None:
         device_user.set("learner")
-        while True:
-            self.learner_idle.set()
-            if self.stopping:  # checked before taking a batch: a stop never starts a new step
-                return
-            batch = await self.learn_q.get()
-            if self.stopping:  # woken with a batch after the stop: leave it unlearned
-                return
-            self.learner_idle.clear()
+        while (batch := await self.learn_q.get()) is not None:
+            if self.stopping and not self.grace.fits(self.learn_s):
+                leave_unlearned(self, [batch], reason="no time left in the shutdown grace")
+                continue
+            started = time.monotonic()
             await self.learn_one(batch)
+            self.learn_s = time.monotonic() - started
             self._check_drained()
 
     # ------------------------------------------------------------------ what the stages do
@@ -177,7 +180,7 @@ class Pipeline:
         self.collector.expect_validation(step, contexts, self.cfg.validation.attempts)
         return validation_work(self.cfg, contexts, step)
 
-    def stream(self, work: Work) -> AsyncIterator[Trajectory]:
+    def stream(self, work: Work) -> AsyncGenerator[Trajectory, None]:
         """A work's trajectories as they are sampled; a validation round samples under the policy
         lock (the saved `best` must be exactly the validated adapter), which it holds only while
         it samples, not while the judge's queue is full."""
@@ -189,8 +192,9 @@ class Pipeline:
         async with self.policy_lock:
             weights = await self.parts.device.run(adapter_state, self.parts.policy)
             self.validation.sampled(work.step, Snapshot(weights, self.saves.trainer_state()))
-            async for t in self.parts.generator.stream(list(work.requests)):
-                emit(t)
+            async with aclosing(self.parts.generator.stream(list(work.requests))) as offers:
+                async for t in offers:
+                    emit(t)
 
     async def sample(self, work: Work) -> list[Trajectory]:
         return await in_request_order(self.stream(work), work.requests)
@@ -218,6 +222,7 @@ class Pipeline:
             # Once started, a step is learned AND recorded, even if the run is cancelled
             # meanwhile: new weights never exist without the progress that goes with them.
             metrics = await finish_then_cancel(self._learn_and_record(batch))
+            self.collector.learning.learned += batch.judged
             if metrics.stepped:
                 await publish_weights(self.parts)  # before the gate lets the next step be sampled
         await self.gate.finish()

@@ -12,7 +12,8 @@ best before it, this run's and the ones on record (`Progress.best_score`, restor
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 
 from ..checkpoints import TrainerState
@@ -69,7 +70,10 @@ async def score_all(judge: Judge, trajectories: Iterable[Trajectory] | AsyncIter
             return await judge.score_trajectory(t)
 
     async with asyncio.TaskGroup() as tg:
-        if isinstance(trajectories, AsyncIterable):
+        if isinstance(trajectories, AsyncGenerator):
+            async with aclosing(trajectories):  # a failed score stops the sampling at once
+                tasks = [tg.create_task(score(t)) async for t in trajectories]
+        elif isinstance(trajectories, AsyncIterable):
             tasks = [tg.create_task(score(t)) async for t in trajectories]
         else:
             tasks = [tg.create_task(score(t)) for t in trajectories]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -97,7 +97,7 @@ class RemoteGenerator:
             raise _worst(leaf_errors(group)) from None
         return [t for task in tasks for t in task.result()]
 
-    async def stream(self, requests: Sequence[SampleRequest]) -> AsyncIterator[Trajectory]:
+    async def stream(self, requests: Sequence[SampleRequest]) -> AsyncGenerator[Trajectory, None]:
         """Every request's attempts, a request's together as soon as its reply is in (in no set
         order). Each request is a task of its own: sampling never waits for the consumer. Raises
         as `generate` does, once the other requests are cancelled."""

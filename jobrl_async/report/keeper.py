@@ -12,13 +12,16 @@ Beside the page, `report-events.jsonl` holds the events it was drawn from. A res
 logs `resumed`) reads that file back once, bounded and parsed like any log, and draws the
 earlier runs' events before its own: the page covers the whole run across restarts. A fresh run
 (`--no-resume`) starts its history anew.
+
+Both stay bounded however long the run (`bounded`): at most MAX_STEPS `step` events, the whole
+curve from step 1 (the newest half at full resolution, the older steps evenly thinned), and the
+newest MAX_OTHER other events; `run_started` and `resumed` are always kept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +35,8 @@ from .runlog import READ, build_run_log, parse_events
 
 REPORT_KEY = "report.html"
 HISTORY_KEY = "report-events.jsonl"
-MAX_EVENTS = 20_000  # events kept (and carried over a resume): ~20,000 steps, some 40 MB at worst
+MAX_STEPS = 4_000  # `step` events drawn and carried over a resume (~1.5 kB each): the whole curve, thinned
+MAX_OTHER = 2_000  # other events kept (checkpoints, pauses, summaries): the newest
 MAX_HISTORY_BYTES = 64 << 20  # a larger history file read back is refused (this run's events only)
 FINAL_WRITE_TIMEOUT_S = 60.0  # the last write may wait this long for a slow store at shutdown
 ONCE = frozenset({"run_started", "resumed"})  # few and needed whatever the run's length: kept apart
@@ -49,16 +53,17 @@ def report_uri(cfg: Config) -> str | None:
 
 class ReportKeeper:
     def __init__(self, every_steps: int, store: Callable[[], Store], where: str,
-                 title: str = "jobrl-async run report", max_events: int = MAX_EVENTS) -> None:
+                 title: str = "jobrl-async run report", max_steps: int = MAX_STEPS,
+                 max_other: int = MAX_OTHER) -> None:
         assert every_steps >= 1
         self.every_steps = every_steps
         self.where = where  # for the log lines: the page's URI
         self.title = title
         self.written = 0  # pages written
         self._store = store
-        self._max_events = max_events
+        self._max_steps, self._max_other = max_steps, max_other
         self._once: list[dict[str, Any]] = []
-        self._events: deque[dict[str, Any]] = deque(maxlen=max_events)
+        self._events: list[dict[str, Any]] = []
         self._earlier: list[dict[str, Any]] | None = None  # earlier runs' events, once read back
         self._lock = threading.Lock()  # events may be logged from worker threads
         self._steps = 0
@@ -89,6 +94,8 @@ class ReportKeeper:
             return
         with self._lock:
             (self._once if kind in ONCE else self._events).append(event)
+            if len(self._events) > 2 * (self._max_steps + self._max_other):  # thin now and then, not per event
+                self._events = bounded(self._events, self._max_steps, self._max_other)
             self._started |= kind == "run_started"
             self._resumed |= kind == "resumed"
             if kind == "step":
@@ -143,8 +150,9 @@ class ReportKeeper:
         return [e for e in events if e["event"] in READ]
 
     def _render(self, earlier: list[dict[str, Any]], own: list[dict[str, Any]]) -> tuple[bytes, bytes]:
-        room = max(0, self._max_events - len(own))  # the oldest earlier events go first
-        earlier = earlier[len(earlier) - room:] if len(earlier) > room else earlier
+        kept = {id(e) for e in bounded([*earlier, *own], self._max_steps, self._max_other)}
+        earlier = [e for e in earlier if id(e) in kept]
+        own = [e for e in own if id(e) in kept]
         sources = [("earlier runs", earlier), ("this run", own)] if earlier else [("this run", own)]
         page = render_html(build_run_log(sources), title=self.title).encode("utf-8")
         history = b"".join(orjson.dumps(e) + b"\n" for e in [*earlier, *own])
@@ -163,3 +171,17 @@ class ReportKeeper:
             await asyncio.wait_for(self.refresh(final=True), FINAL_WRITE_TIMEOUT_S)
         except TimeoutError:
             log.warning("report_failed", uri=self.where, error=f"no write within {FINAL_WRITE_TIMEOUT_S:.0f} s")
+
+
+def bounded(events: list[dict[str, Any]], max_steps: int, max_other: int) -> list[dict[str, Any]]:
+    """`events` in their order, with at most `max_steps` `step` events (the newest max_steps/2 all
+    kept, the older ones evenly thinned to the rest, the first kept) and the newest `max_other`
+    others; ONCE events all kept."""
+    steps = [e for e in events if e.get("event") == "step"]
+    if len(steps) > max_steps >= 2:
+        recent = max_steps // 2  # the newest half of the room: every step
+        older, room = steps[:-recent], max_steps - recent
+        steps = [older[i * len(older) // room] for i in range(room)] + steps[-recent:]  # evenly spaced
+    others = [e for e in events if e.get("event") != "step" and e.get("event") not in ONCE]
+    keep = {id(e) for e in [*steps, *others[max(0, len(others) - max_other):]]}
+    return [e for e in events if id(e) in keep or e.get("event") in ONCE]

@@ -2,7 +2,8 @@
 
 It opens offline (nothing is fetched: no CDN, no fonts, no MathJax). Every text from the log is
 escaped where it lands: HTML-escaped in the page, and the figures' JSON sits in a
-`type="application/json"` script with `</` escaped, so no log value can end the script block.
+`type="application/json"` script with `<`, `>`, `&` and U+2028/2029 as JSON escapes, so no log value
+can end the script block or open a comment in it (`<!--<script>` would swallow the rest).
 The page sets `data-plots-drawn` on <body> once plotly.js has drawn every figure.
 """
 
@@ -75,9 +76,13 @@ def render_html(run: RunLog, title: str = "jobrl-async run report",
     )
 
 
+_JSON_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+                               "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def _json(value: Any) -> str:
-    # `</` -> `<\/` (still JSON): a log value holding "</script>" cannot end the block
-    return orjson.dumps(value).decode().replace("</", "<\\/")
+    # still JSON, and nothing in it the HTML parser of a script block reacts to
+    return orjson.dumps(value).decode().translate(_JSON_ESCAPES)
 
 
 def _header(run: RunLog) -> str:

@@ -236,15 +236,20 @@ def _first_time(events: list[dict[str, Any]]) -> datetime.datetime:
 
 
 def parse_time(text: Any) -> datetime.datetime | None:
-    """An ISO 8601 timestamp as an aware datetime (UTC when it names no zone), or None."""
+    """An ISO 8601 timestamp as a UTC datetime (UTC when it names no zone), or None; also None when
+    it lies out of datetime's range in UTC (year 1 at +14:00)."""
     if not isinstance(text, str):
         return None
     try:
         ts = datetime.datetime.fromisoformat(text)
-    except ValueError:
+        return ts.astimezone(datetime.UTC) if ts.tzinfo else ts.replace(tzinfo=datetime.UTC)
+    except (ValueError, OverflowError):
         return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=datetime.UTC)
+
+
+MAX_STEP = 2**53 - 1  # larger steps are no real run's, and lose precision in the page's JavaScript
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """A step number the report can draw: an integer in [0, MAX_STEP]."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_STEP

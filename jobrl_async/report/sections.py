@@ -64,6 +64,7 @@ def header_rows(run: RunLog) -> list[tuple[str, str]]:
         ("epochs", _epochs(steps, started)),
         ("best validation score", f"{best[1]:.4f} at step {best[0]}" if best else "no validation in this log"),
         ("trajectories", ", ".join(f"{n:,} {k}" for k, n in traj.items()) if traj else "not in this log"),
+        ("judged training trajectories", _learning(run)),
         ("judge calls", f"{judge['calls']:,}" if judge and "calls" in judge else "not in this log"),
         ("judge tokens", f"{judge['tokens']:,}" if judge and "tokens" in judge else "not in this log"),
     ]
@@ -104,6 +105,22 @@ def trajectory_totals(run: RunLog) -> dict[str, int]:
     and validation) when it ended without one."""
     return _sum_dicts(_segment_counts(seg, "trajectories", ("trajectories", "validation_trajectories"))
                       for seg in run.segments)
+
+
+def learning_totals(run: RunLog) -> dict[str, int]:
+    """Judged training trajectories over the run, learned or left unlearned (each process's
+    `run_summary`; a process that ended without one is not counted)."""
+    return _sum_dicts(_counts(seg.summary.get("training_trajectories")) for seg in run.segments if seg.summary)
+
+
+def _learning(run: RunLog) -> str:
+    totals = learning_totals(run)
+    if "judged" not in totals:
+        return "not in this log"
+    text = f"{totals['judged']:,}: {totals.get('learned', 0):,} learned"
+    if totals.get("unlearned"):
+        text += f", {totals['unlearned']:,} judged but not learned (stopped first)"
+    return text
 
 
 def judge_totals(run: RunLog) -> dict[str, int]:
@@ -287,7 +304,7 @@ def _endpoint_rates(times: list[str], judged: list[dict[str, Any] | None],
     traces = []
     for name in names:
         ys = [_per_minute(((j or {}).get("endpoints") or {}).get(name), "calls", s) for j, s in zip(judged, steps)]
-        trace = _line(times, ys, f"calls/min {name}", None, "y")
+        trace = _line(times, ys, f"calls/min {html.escape(name)}", None, "y")  # plotly reads names as HTML
         trace["line"] = {"dash": "dot"}
         traces.append(trace)
     return traces
@@ -360,6 +377,7 @@ LEARNER_PANELS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("zero-variance share", ("zero_variance_share",), "linear"),
     ("policy lag (steps)", ("policy_lag",), "linear"),
     ("importance weight mean", ("tis_weight_mean",), "linear"),
+    ("offers addressing the judge (flagged)", ("injection_flagged",), "linear"),
 )
 
 
@@ -367,15 +385,16 @@ def learner_section(run: RunLog) -> Section:
     section = Section("learner", "Learner health",
                       "Per step: loss, KL to the base model (when training.beta > 0), share of tokens whose "
                       "ratio was clipped, importance ratio mean and max, sampler/trainer log-prob mismatch, "
-                      "share of groups without signal, policy lag and the mean truncated importance weight.")
+                      "share of groups without signal, policy lag, the mean truncated importance weight and the "
+                      "training offers flagged as addressing the judge (prompt injection).")
     steps = run.ordered_steps()
     if not steps:
         section.empty = "No step in this log."
         return section
     xs = [s["step"] for s in steps]
-    layout = _layout(height=620, hovermode="x", showlegend=False)
-    data: list[dict[str, Any]] = []
     cols, rows = 2, math.ceil(len(LEARNER_PANELS) / 2)
+    layout = _layout(height=155 * rows, hovermode="x", showlegend=False)
+    data: list[dict[str, Any]] = []
     dtick = _step_axis(run)["dtick"]
     for i, (title, keys, scale) in enumerate(LEARNER_PANELS):
         n = i + 1
