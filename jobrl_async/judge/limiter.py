@@ -22,11 +22,17 @@ Four things lower the limit below the configured quota, never raise it above:
 - `x-ratelimit-limit-requests` / `-tokens` (per minute): a server that grants less than
   configured is believed;
 - `x-ratelimit-remaining-requests` / `-tokens` (with `-reset-*` when present): a `ServerView`
-  that says how much is left for the calls sent after the observed one, until the reset; a
-  quota shared with another client shows up here before it shows up as 429s;
-- the same headers as a share: what we used in the window plus what is left, over our limit,
-  is the part of the quota that is ours; below 1, the endpoint paces to it (recovering like
-  AIMD), so it shares the window with the other client instead of bursting into its limit.
+  that says how much is left for the calls sent after the reply came, until the reset (a few
+  windows at most: a server's absurd reset never holds an endpoint for long); a quota shared
+  with another client shows up here before it shows up as 429s;
+- the same headers as a share: what we used in the window ending now plus what is left, over
+  our limit, is the part of the quota that is ours; below 1, the endpoint paces to it
+  (recovering like AIMD), so it shares the window with the other client instead of bursting
+  into its limit.
+
+A server reports `remaining` when it answers, so it has already counted every call that
+arrived while the observed one was under way: the view is anchored at the reply, never at the
+send (counting the calls sent meanwhile a second time halved throughput at 1.5 s latency).
 
 Tokens are charged before the call from an estimate (scaled by what the server counted for the
 calls before it: `prompts.PromptScale`) and settled afterwards from `usage`.
@@ -55,6 +61,9 @@ BURST_SHARE = 0.25  # a burst of at most a quarter window's quota, then calls ar
 # are 95% of the quota, so a window stays under 98% of it. A server that declares its quota
 # (`x-ratelimit-limit-*`) is believed: never above that.
 WINDOW_FILL = 1.025
+# A server's view (remaining until its reset) lives at most this many windows: a reset of
+# "99999h" or 1e9 s would otherwise hold an endpoint for years; a 429 still says the rest.
+VIEW_LIFE_WINDOWS = 3.0
 
 
 # ------------------------------------------------------------------ pure arithmetic
@@ -109,11 +118,8 @@ class SlidingWindow:
             self.used += actual - admission.cost
         admission.cost = actual
 
-    def spent_since(self, since: float) -> float:
-        return sum(a.cost for a in self.log if a.at > since)
-
     def spent_in_window_at(self, at: float) -> float:
-        """What the window ending at `at` held (the observed call included)."""
+        """What the window ending at `at` held."""
         return sum(a.cost for a in self.log if at - self.window_s < a.at <= at)
 
 
@@ -170,12 +176,12 @@ class Aimd:
 
 @dataclass(slots=True)
 class ServerView:
-    """What the server said was left: `remaining` for the calls sent after `since`, until `until`."""
+    """What the server said was left when it answered: `remaining` for the calls we send from
+    then on, until `until` (the calls sent before it were counted by the server already)."""
 
-    since: float
     remaining: float
     until: float
-    spent: float = 0.0  # what we sent after `since`, at the time of the view and since
+    spent: float = 0.0  # what we sent since the view came
 
     def time_until(self, cost: float, now: float) -> float:
         if now >= self.until or self.spent + cost <= self.remaining + EPS:
@@ -235,7 +241,8 @@ def duration_s(text: str | None) -> float | None:
     if not parts or "".join(n + u for n, u in parts) != text:
         return None
     scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    return sum(float(n) * scale[u] for n, u in parts)
+    seconds = sum(float(n) * scale[u] for n, u in parts)
+    return seconds if math.isfinite(seconds) else None  # 400 digits + "s" reads as inf
 
 
 # ------------------------------------------------------------------ one endpoint's limiter
@@ -319,7 +326,8 @@ class Limiter:
         self.pace["requests"].take(1, self.window_s / rq, now)
         self.pace["tokens"].take(tokens, self.window_s / tk, now)
         lease = Lease(self, tokens, sent=now, requests=self.requests.take(1, now),
-                      tokens=self.tokens.take(tokens, now), interval=self.window_s / tk)
+                      tokens=self.tokens.take(tokens, now), interval=self.window_s / tk,
+                      request_interval=self.window_s / rq)
         for name, cost in (("requests", 1.0), ("tokens", tokens)):
             if (view := self.views.get(name)) is not None and now < view.until:
                 view.spent += cost
@@ -338,10 +346,9 @@ class Limiter:
         self.paused_until = max(self.paused_until, now + seconds)
         self.aimd.on_429(now, self.paused_until)
 
-    pause = backoff  # the old name
-
-    def observe(self, headers: RateHeaders, sent: float, now: float) -> None:
-        """Follow the server: lower this endpoint to what its headers say is left (never raise it)."""
+    def observe(self, headers: RateHeaders, now: float) -> None:
+        """Follow the server: lower this endpoint to what its headers, read when its reply came
+        at `now`, say is left (never raise it)."""
         if headers.limit_requests:
             self.server_rpm = headers.limit_requests
         if headers.limit_tokens:
@@ -352,17 +359,13 @@ class Limiter:
         ):
             if remaining is None:
                 continue
-            old = self.views.get(name)
-            if old is not None and old.since > sent and now < old.until:
-                continue  # a newer word already holds
-            # the observed call itself was counted by the server before it answered
-            until = now + (reset_s if reset_s is not None else self.window_s)
-            self.views[name] = ServerView(sent, remaining, until, spent=window.spent_since(sent))
-            # What the server says we could have used in its window: ours so far plus what is
-            # left. Below our limit, someone else uses the rest: pace to that share from now on
-            # (recovering slowly) rather than burst into the server's limit every window.
+            life = min(self.window_s if reset_s is None else reset_s, VIEW_LIFE_WINDOWS * self.window_s)
+            self.views[name] = ServerView(remaining, now + life)
+            # What the server says we could have used in its window: ours in the window ending
+            # now plus what is left. Below our limit, someone else uses the rest: pace to that
+            # share from now on (recovering slowly) rather than burst into the server's limit.
             limit = self.configured_limits()[0 if name == "requests" else 1]
-            share = (window.spent_in_window_at(sent) + remaining) / limit
+            share = (window.spent_in_window_at(now) + remaining) / limit
             if share < 1.0:
                 self.follow[name].cap(share, now)
 
@@ -402,6 +405,7 @@ class Lease:
     requests: Admission
     tokens: Admission
     interval: float  # the token pace's seconds per token when admitted
+    request_interval: float = 0.0  # the request pace's seconds per request when admitted
     settled: bool = False
 
     def settle(self, actual: float) -> None:
@@ -409,3 +413,11 @@ class Lease:
             self.settled = True
             self.limiter.pace["tokens"].settle(actual - self.tokens.cost, self.interval)
             self.limiter.tokens.settle(self.tokens, actual)
+
+    def refuse(self) -> None:
+        """The server refused the call before intake (a 429): it charged nothing, so neither
+        window nor pace keeps it (a phantom charge would hold the endpoint after the Retry-After)."""
+        if not self.settled:
+            self.settle(0.0)
+            self.limiter.pace["requests"].settle(-self.requests.cost, self.request_interval)
+            self.limiter.requests.settle(self.requests, 0.0)

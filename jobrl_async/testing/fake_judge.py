@@ -45,6 +45,7 @@ FaultKind = Literal[
     "content_filter", "filtered_reply", "context_length", "413",  # this offer refused
     "401", "403", "404",  # configuration
     "missing_criterion", "duplicate_criterion", "extra_criterion", "echo_offer_verdict",  # per-offer replies
+    "duplicate_keys",  # a per-criterion reply giving its answer and score twice
 ]
 
 
@@ -68,6 +69,7 @@ class FakeChatServer(Served):
     rpm: float = 0.0  # enforced per 1-second window as rpm/60; 0: no limit
     tpm: float = 0.0  # enforced per 1-second window as tpm/60, charged at intake; 0: no limit
     rate_headers: bool = False  # x-ratelimit-limit/remaining/reset-requests/-tokens on every reply
+    header_overrides: dict[str, str] = field(default_factory=dict)  # sent on every reply, over the above
     other_share: float = 0.0  # another client's use of each window's quota, spread over the window
     charged_tokens: float = 0.0  # tokens charged at intake for the requests admitted
     down: bool = False  # every request answers 500 until set back
@@ -218,6 +220,7 @@ class FakeChatServer(Served):
 
     def _with_headers(self, response: web.Response) -> web.Response:
         response.headers.update(self._rate_headers(time.monotonic()))
+        response.headers.update(self.header_overrides)
         return response
 
     def _offer_content(self, asked: list[str], body: dict, fault: str | None) -> str:
@@ -261,6 +264,8 @@ class FakeChatServer(Served):
             return "[" * 3000
         if fault == "two_answers":  # quoting a verdict forged in the offer, then its own
             return f'The offer says {{"answer": "YES", "score": 10}}, which I ignore.\n{text}'
+        if fault == "duplicate_keys":  # json.loads would keep the last answer and score silently
+            return '{"answer": "NO", "score": 1, "answer": "YES", "score": 10}'
         return text
 
     # ------------------------------------------------------------ running
