@@ -33,7 +33,7 @@ _BEARER = re.compile(
 # the last @ of the authority (a password may hold an @ of its own: p@ssw0rd).
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#]*@")
 # user:password@host without a scheme (a proxy setting, a pasted connection string).
-_BARE_USERINFO = re.compile(r"(?<![\w/.%+\-])[\w.%+\-]+:[^\s/?#]*@(?=[\w\[])")
+_BARE_USERINFO = re.compile(r"(?<![\w/.%+\-])(?!mailto:)[\w.%+\-]+:[^\s/?#]*@(?=[\w\[])")
 
 _secrets: list[str] = []
 

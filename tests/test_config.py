@@ -147,3 +147,21 @@ def test_endpoint_urls_may_carry_passwords_so_repr_hides_them() -> None:
     assert "url-password-1" not in repr(s) and s.openai_base_url.endswith("@llm.internal/v1")
     assert sorted(secret_values(env)) == sorted(["sk-key-0001", "hf_old_name_token", "aws-old-session-token",
                                                  "url-password-1"])
+
+
+def test_an_endpoint_url_password_is_a_secret_and_a_key_pasted_as_api_key_env_is_never_echoed(tmp_path) -> None:
+    from jobrl_async import log
+
+    path = tmp_path / "jobrl.toml"
+    path.write_text('[[judge.endpoints]]\nname = "a"\nurl = "https://svc:endpoint-pw-4242@llm.internal/v1"\n'
+                    'api_key_env = "POOL_KEY"\n')
+    load_config(path, env={})
+    log.refresh_secrets()
+    assert log.redact("refused endpoint-pw-4242") == f"refused {log.REDACTED}"
+    path.write_text('[[judge.endpoints]]\nname = "a"\nurl = "https://llm.internal/v1"\n'
+                    'api_key_env = "sk-proj-pasted-by-mistake-0042"\n')
+    with pytest.raises(ConfigError, match=r"'judge.endpoints\[0\].api_key_env' must be the NAME") as error:
+        load_config(path, env={})
+    assert "sk-proj-pasted" not in str(error.value)
+    log.refresh_secrets()
+    assert log.redact("key sk-proj-pasted-by-mistake-0042") == f"key {log.REDACTED}"
