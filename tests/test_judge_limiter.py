@@ -149,7 +149,7 @@ def test_the_share_the_server_leaves_us_becomes_our_pace_and_recovers():
     # 70 of 100 are ours, another client uses the rest
     lim.observe(RateHeaders(remaining_requests=30), now=0.4)
     assert lim.limits(0.4)[0] == pytest.approx(70)
-    assert lim.limits(10.4)[0] == pytest.approx(90)  # +2% of the configured rate per second
+    assert lim.limits(4.4)[0] == pytest.approx(90)  # +5% of the configured rate per second
     lim.observe(RateHeaders(remaining_requests=90), now=0.4)  # more left: never raised
     assert lim.limits(0.4)[0] == pytest.approx(70)
 

@@ -16,6 +16,7 @@ import argparse
 import heapq
 import inspect
 import math
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,7 +68,12 @@ def _observe(lim: Limiter, headers: RateHeaders, sent: float, now: float) -> Non
 
 def simulate(latency_s: float, headers: bool, *, rpm: float = 6000, tpm: float = 1_000_000,
              call_tokens: float = 1000, share: float = 0.95, concurrency: int = 256,
-             duration_s: float = 60.0, warmup_s: float = 10.0, settle_429: bool = True) -> dict[str, Any]:
+             duration_s: float = 60.0, warmup_s: float = 10.0, settle_429: bool = True,
+             transit_s: float = 0.0, seed: int = 0) -> dict[str, Any]:
+    """`transit_s`: each call reaches the server up to this long after it was admitted (uniform),
+    as the network and a busy event loop delay it: calls admitted near a window's end may be
+    counted in the next one, and a rare 429 follows."""
+    rng = random.Random(seed)
     clock = Clock()
     lim = Limiter(rpm * share, tpm * share, concurrency, window_s=1.0, clock=clock)
     server = Server(rpm, tpm)
@@ -86,7 +92,7 @@ def simulate(latency_s: float, headers: bool, *, rpm: float = 6000, tpm: float =
             lim.release()
         while lim.has_room and lim.wait_s(call_tokens, clock.now) <= 0:
             lease = lim.admit(call_tokens, clock.now)
-            wait = server.admit(clock.now, call_tokens)
+            wait = server.admit(clock.now + rng.uniform(0.0, transit_s), call_tokens)
             measured = clock.now >= warmup_s
             calls += measured
             if wait > 0:
@@ -119,6 +125,7 @@ def main() -> None:
     p.add_argument("--share", type=float, default=0.95, help="the client's rate as a share of the server's")
     p.add_argument("--concurrency", type=int, default=256)
     p.add_argument("--duration", type=float, default=60.0)
+    p.add_argument("--transit", type=float, default=0.0, help="calls reach the server up to this late (s)")
     p.add_argument("--keep-429-charge", action="store_true",
                    help="leave a refused call's charge in the window (the client before issue 28)")
     args = p.parse_args()
@@ -126,7 +133,8 @@ def main() -> None:
         for on in {"on": [True], "off": [False], "both": [True, False]}[args.headers]:
             print(orjson.dumps(simulate(latency, on, rpm=args.rpm, tpm=args.tpm, call_tokens=args.call_tokens,
                                         share=args.share, concurrency=args.concurrency,
-                                        duration_s=args.duration, settle_429=not args.keep_429_charge)).decode(), flush=True)
+                                        duration_s=args.duration, settle_429=not args.keep_429_charge,
+                                        transit_s=args.transit)).decode(), flush=True)
 
 
 if __name__ == "__main__":
