@@ -176,8 +176,7 @@ class JudgePool:
                 text = await endpoint.client.exchange(messages, lease, state.max_tokens)
             except JudgeError as e:
                 self._release(endpoint)
-                self._remove(endpoint, e)
-                if all(other.removed for other in self.endpoints):
+                if not self._taken_out(endpoint, e):
                     raise
                 continue  # not a retry: the call goes to the endpoints left
             except BaseException as e:
@@ -246,6 +245,14 @@ class JudgePool:
         endpoint.stats.paused = False
         self._changed.set()
         log().info("judge_resumed", endpoint=endpoint.name, paused_s=round(time.monotonic() - endpoint.paused_at, 3))
+
+    def _taken_out(self, endpoint: Endpoint, error: JudgeError) -> bool:
+        """A pool's endpoint refused our key or deployment: out it goes. True when others are left
+        to take the call (with one endpoint, or none left, the run ends with `error`)."""
+        if not self.is_pool:
+            return False
+        self._remove(endpoint, error)
+        return not all(e.removed for e in self.endpoints)
 
     def _remove(self, endpoint: Endpoint, error: JudgeError) -> None:
         """Take `endpoint` out for good (a refused key, permission or deployment); the others go on."""

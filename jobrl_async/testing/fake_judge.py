@@ -8,11 +8,12 @@ criterion's answer is scripted (`answers`) or derived from a hash of the request
 asking several criteria at once (a `Criteria: a, b` line, `judge.calls = per_offer`) gets one
 object keyed by criterion. It can be told to be slow (`latency_ms`), to enforce quotas per
 1-second window as Azure does (`rpm`, and `tpm` charged at intake as prompt + `max_tokens`;
-429 with `retry-after-ms` beyond them), to send `x-ratelimit-*` headers (`rate_headers`), to
+429 with `retry-after-ms` beyond them), to send `x-ratelimit-*` headers (`rate_headers`,
+computed when it answers, after its latency; `header_overrides` for absurd ones), to
 share its quota with another client using `other_share` of each window, to be down (`down`,
 500s, or `refuse_connections`), and to misbehave
 once or N times (`inject`: 429, 500, 503, hang, malformed / fenced / prose-wrapped / deeply
-nested JSON, a deeply nested body, two different answers, a content filter on the prompt or
+nested JSON, a deeply nested body, two different answers, a key given twice, a content filter on the prompt or
 on the reply, a context-length 400, a 413, and the 401/403/404 of a rotated key, a lost
 permission or a deleted deployment). Faults queue up in order, so "the next 3 requests fail
 with 500, every one after with 401" is two `inject`s; `criterion=` aims a fault at one
