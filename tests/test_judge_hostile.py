@@ -77,6 +77,20 @@ async def test_a_burst_of_429s_leaves_no_charge_in_the_limiter():
     assert sum(a.cost for a in lim.tokens.log) == pytest.approx(server.charged_tokens)
 
 
+async def test_the_json_mode_fallback_refused_with_a_429_leaves_no_charge_either():
+    """Without JSON mode the server answers 400, the client asks again without it under the
+    same lease, and that second request meets a 429: the one lease is settled to nothing."""
+    with FakeChatServer(api_key=FAKE_KEY, answers={"skill_relevance": ANSWER}, reject_json_mode=True) as server:
+        server.inject("429", times=1, retry_after_ms=10)
+        client = client_for(server)
+        try:
+            verdict = await client.ask("skill_relevance", MESSAGES)
+        finally:
+            await client.aclose()
+    assert verdict.score == 7 and [r.status for r in server.requests] == [400, 429, 200]
+    assert sum(a.cost for a in client.limiter.tokens.log) == pytest.approx(server.charged_tokens)
+
+
 # ---------------------------------------------------------------- item 4: 429s are pacing
 
 
