@@ -376,8 +376,8 @@ class Limiter:
             life = min(self.window_s if reset_s is None else reset_s, VIEW_LIFE_WINDOWS * self.window_s)
             self.views[name] = ServerView(remaining, now + life)
             # What the server says we could have used in its window: ours in the window ending
-            # now plus what is left. Below our limit, someone else uses the rest: pace to that
-            # share from now on (recovering slowly) rather than burst into the server's limit.
+            # now (and TRANSIT_SHARE more) plus what is left. Below our limit, someone else uses
+            # the rest: pace to that share from now on (recovering) rather than burst into it.
             limit = self.configured_limits()[0 if name == "requests" else 1]
             ours = window.spent_between(now - self.window_s * (1 + TRANSIT_SHARE), now)
             share = (ours + remaining) / limit
