@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+import re
 import tomllib
 import types
 import typing
@@ -333,20 +334,27 @@ class Secrets:
 SECRET_URL_ENV = ("OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT")  # their user:password@ is secret
 
 
-def secret_values(env: typing.Mapping[str, str] | None = None) -> list[str]:
-    """Every secret value present in the environment (for the log redactor), URL passwords included."""
+# Secrets met while loading a config: passwords in `judge.endpoints[].url`, a key pasted into
+# `api_key_env` by mistake. The log redactor takes them with the environment's.
+_config_secrets: set[str] = set()
+
+
+def url_password(url: str) -> str:
     from urllib.parse import urlsplit
 
+    try:
+        return urlsplit(url).password or ""
+    except ValueError:  # not a URL at all: the judge client will say so
+        return ""
+
+
+def secret_values(env: typing.Mapping[str, str] | None = None) -> list[str]:
+    """Every secret value present in the environment (for the log redactor), URL passwords
+    included, and those a loaded config held."""
     env = os.environ if env is None else env
     values = [env[name] for name in SECRET_ENV if len(env.get(name, "")) >= 4]
-    for name in SECRET_URL_ENV:
-        try:
-            password = urlsplit(env.get(name, "")).password or ""
-        except ValueError:  # not a URL at all: the judge client will say so
-            password = ""
-        if len(password) >= 4:
-            values.append(password)
-    return values
+    values += [p for p in (url_password(env.get(name, "")) for name in SECRET_URL_ENV) if len(p) >= 4]
+    return values + sorted(v for v in _config_secrets if len(v) >= 4)
 
 
 # ---------------------------------------------------------------- loading
@@ -473,8 +481,23 @@ def _coerce_tables(key: str, value: Any, cls: type, origin: str) -> list[Any]:
             if name not in spec:
                 raise ConfigError(f"{origin}: unknown key '{key}[{i}].{name}'{_did_you_mean(name, spec)}")
             setattr(item, name, _coerce(f"{key}[{i}].{name}", v, spec[name], origin))
+        if isinstance(item, EndpointConfig):
+            _check_endpoint(item, f"{key}[{i}]", origin)
         out.append(item)
     return out
+
+
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _check_endpoint(endpoint: EndpointConfig, where: str, origin: str) -> None:
+    """Register the endpoint's URL password as a secret; refuse a key pasted into `api_key_env`
+    (without ever repeating it: it is registered as a secret too)."""
+    _config_secrets.add(url_password(endpoint.url))
+    if endpoint.api_key_env and not _VARIABLE_NAME.fullmatch(endpoint.api_key_env):
+        _config_secrets.add(endpoint.api_key_env)
+        raise ConfigError(f"{origin}: '{where}.api_key_env' must be the NAME of the environment variable "
+                          "holding the key (letters, digits and _), not the key itself")
 
 
 _HINTS: dict[int, Any] = {}

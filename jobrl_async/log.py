@@ -29,8 +29,11 @@ MIN_SECRET_CHARS = 4  # shorter values would blank out ordinary words
 _BEARER = re.compile(
     r"(?i)(bearer\s+|authorization[\"']?\s*[:=]\s*[\"']?basic\s+|api[-_]?key[\"'=:\s]+)([A-Za-z0-9._~+/=\-]{8,})"
 )
-# scheme://user:password@host: the whole user-info part (a token is often the user name).
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#@]+@")
+# scheme://user:password@host: the whole user-info part (a token is often the user name), up to
+# the last @ of the authority (a password may hold an @ of its own: p@ssw0rd).
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#]*@")
+# user:password@host without a scheme (a proxy setting, a pasted connection string).
+_BARE_USERINFO = re.compile(r"(?<![\w/.%+\-])(?!mailto:)[\w.%+\-]+:[^\s/?#]*@(?=[\w\[])")
 
 _secrets: list[str] = []
 
@@ -51,6 +54,7 @@ def redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, REDACTED)
     text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
+    text = _BARE_USERINFO.sub(f"{REDACTED}@", text)
     return _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
 
 
@@ -177,6 +181,9 @@ def get_logger(stage: str | None = None, **fields: Any) -> Any:
     if stage:
         fields = {"stage": stage, **fields}
     return structlog.get_logger(**fields)
+
+
+refresh_secrets()  # from the first import: a config that fails to load is redacted too
 
 
 def report_crash(exc: BaseException) -> str:

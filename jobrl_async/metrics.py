@@ -99,6 +99,9 @@ class RunMetrics:
                                             registry=r) for key, (name, doc) in ENDPOINT_COUNTERS.items()}
         self.judge_endpoint_paused = Gauge("jobrl_judge_endpoint_paused", "1 while this judge endpoint is paused",
                                            ["endpoint"], registry=r)
+        self.judge_endpoint_removed = Gauge("jobrl_judge_endpoint_removed",
+                                            "1 once this judge endpoint is out for good (key or deployment refused)",
+                                            ["endpoint"], registry=r)
         self._endpoint_seen: dict[tuple[str, str], float] = {}
         self.checkpoint_uploads = Counter("jobrl_checkpoint_uploads", "Checkpoint uploads by kind and result",
                                           ["kind", "result"], registry=r)
@@ -166,6 +169,7 @@ class RunMetrics:
                 self.judge_endpoint[key].labels(endpoint=name).inc(max(0.0, counter_increase(seen, value)))
                 self._endpoint_seen[(name, key)] = value
             self.judge_endpoint_paused.labels(endpoint=name).set(1 if stats.paused else 0)
+            self.judge_endpoint_removed.labels(endpoint=name).set(1 if getattr(stats, "removed", False) else 0)
 
     def on_checkpoint(self, kind: str, ok: bool, persistent: str | None = None) -> None:
         """One checkpoint write's outcome; `persistent`: the writer's reason when failures persist."""

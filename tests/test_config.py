@@ -178,3 +178,21 @@ def test_a_removed_key_still_loads_and_is_named_in_a_warning(tmp_path: Path) -> 
     assert r.returncode == 0, r.stderr
     (warning,) = [json.loads(line) for line in r.stderr.splitlines() if "config_key_removed" in line]
     assert warning["key"] == "lora.dropout" and "eval mode" in warning["reason"]
+
+
+def test_an_endpoint_url_password_is_a_secret_and_a_key_pasted_as_api_key_env_is_never_echoed(tmp_path) -> None:
+    from jobrl_async import log
+
+    path = tmp_path / "jobrl.toml"
+    path.write_text('[[judge.endpoints]]\nname = "a"\nurl = "https://svc:endpoint-pw-4242@llm.internal/v1"\n'
+                    'api_key_env = "POOL_KEY"\n')
+    load_config(path, env={})
+    log.refresh_secrets()
+    assert log.redact("refused endpoint-pw-4242") == f"refused {log.REDACTED}"
+    path.write_text('[[judge.endpoints]]\nname = "a"\nurl = "https://llm.internal/v1"\n'
+                    'api_key_env = "sk-proj-pasted-by-mistake-0042"\n')
+    with pytest.raises(ConfigError, match=r"'judge.endpoints\[0\].api_key_env' must be the NAME") as error:
+        load_config(path, env={})
+    assert "sk-proj-pasted" not in str(error.value)
+    log.refresh_secrets()
+    assert log.redact("key sk-proj-pasted-by-mistake-0042") == f"key {log.REDACTED}"

@@ -109,7 +109,7 @@ class CountingDecoder(json.JSONDecoder):
 @pytest.fixture
 def decoder_calls(monkeypatch: pytest.MonkeyPatch) -> type[CountingDecoder]:
     CountingDecoder.calls = 0
-    monkeypatch.setattr(parse, "_DECODER", CountingDecoder())
+    monkeypatch.setattr(parse, "_STRICT_DECODER", CountingDecoder(object_pairs_hook=parse._no_duplicates))
     return CountingDecoder
 
 

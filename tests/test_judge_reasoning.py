@@ -244,7 +244,7 @@ async def test_a_trickled_reply_is_cut_at_the_attempts_deadline():
         elapsed = time.monotonic() - started
         await judges.aclose()
     assert elapsed < 4  # two attempts of at most 1 s each (and a short backoff), never the 60 s of trickle
-    assert f"within 1 s" in judges.describe(caught.value)
+    assert "within 1 s" in judges.describe(caught.value)
     assert len(server.requests) == 2
 
 

@@ -55,7 +55,7 @@ async def test_each_step_reports_its_judge_calls_tokens_429s_and_dedup_hits(
 
 def test_metrics_have_per_endpoint_figures() -> None:
     metrics = RunMetrics(stall_timeout_s=600)
-    a, b = JudgeStats(requests=10, charged_tokens=5_000, http_429=1), JudgeStats(requests=4, paused=True)
+    a, b = JudgeStats(requests=10, charged_tokens=5_000, http_429=1), JudgeStats(requests=4, paused=True, removed=True)
     metrics.on_judge_endpoints({"sweden": a, "east": b})
     a.requests = 15
     metrics.on_judge_endpoints({"sweden": a, "east": b})
@@ -64,4 +64,6 @@ def test_metrics_have_per_endpoint_figures() -> None:
     assert 'jobrl_judge_tokens_charged_by_endpoint_total{endpoint="sweden"} 5000.0' in text
     assert 'jobrl_judge_http_429_by_endpoint_total{endpoint="sweden"} 1.0' in text
     assert 'jobrl_judge_endpoint_paused{endpoint="east"} 1.0' in text
+    assert 'jobrl_judge_endpoint_removed{endpoint="east"} 1.0' in text  # out for good (issue 28)
+    assert 'jobrl_judge_endpoint_removed{endpoint="sweden"} 0.0' in text
     assert "jobrl_judge_requests_total 0.0" in text  # the existing totals keep their names

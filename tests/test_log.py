@@ -151,3 +151,25 @@ def test_a_crash_is_logged_with_its_traceback_and_returned_as_one_line(stream: i
     (event,) = lines(stream)
     assert event["event"] == "unexpected_error" and event["level"] == "error"
     assert "Traceback" in event["exception"] and FAKE_KEY not in stream.getvalue().decode()
+
+
+def test_url_passwords_with_an_at_sign_and_without_a_scheme_are_redacted_whole() -> None:
+    assert log.redact("GET https://user:p@ssw0rd@host/v1 failed") == f"GET https://{log.REDACTED}@host/v1 failed"
+    assert log.redact("proxy svc:pw-77@proxy.internal:3128 refused") == f"proxy {log.REDACTED}@proxy.internal:3128 refused"
+    assert log.redact("user:p@ss@host") == f"{log.REDACTED}@host"
+    for plain in ("mail bob@example.com", "at 12:30 ok", "s3://bucket/key@v2", "mailto:me@example.com"):
+        assert log.redact(plain) == plain
+
+
+def test_secrets_are_registered_from_the_first_import() -> None:
+    """A config that fails to load is reported before `configure` runs: the environment's keys
+    are redacted from the first import of the logging module."""
+    import os
+    import subprocess
+    import sys
+
+    key = "sk-registered-at-import-31337"
+    code = "from jobrl_async import log; print(log.one_line('bad config near ' + %r))" % key
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "OPENAI_API_KEY": key}).stdout
+    assert out.strip() == f"bad config near {log.REDACTED}"

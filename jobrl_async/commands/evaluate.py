@@ -37,7 +37,7 @@ async def _evaluate(cfg: Config, uri: str) -> dict[str, Any]:
     from ..data import check_against_policy, load_dataset, split_dataset
     from ..device import Device, resolve_device
     from ..generator import LocalGenerator
-    from ..judge.stage import Judge
+    from ..judge.stage import Judge, judge_workers
     from ..model import load_adapter, load_policy
     from ..pipeline.validation import score_all
     from ..pipeline.work import validation_contexts, validation_work
@@ -62,7 +62,7 @@ async def _evaluate(cfg: Config, uri: str) -> dict[str, Any]:
             step = loaded.step if round_ is None else round_  # the round that scored these weights
             work = validation_work(cfg, contexts, step)
             trajectories = await LocalGenerator(policy, device, cfg.generation).generate(list(work.requests))
-            scored = await score_all(judge, trajectories, cfg.judge.max_concurrency)
+            scored = await score_all(judge, trajectories, judge_workers(cfg.judge))
         finally:
             await judge.aclose()
     collector = Collector()

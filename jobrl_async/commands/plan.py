@@ -153,14 +153,14 @@ def cacheable_prefix(messages: list[dict[str, str]]) -> int:
 
 def plan_inputs(cfg: Config, contexts: list[Context], n_train: int, n_validation: int,
                 latency_s: float) -> PlanInputs:
-    from ..judge.stage import calls_per_offer
+    from ..judge.stage import calls_per_offer, judge_workers
 
     sample = contexts[:: max(1, len(contexts) // SAMPLE_CONTEXTS)][:SAMPLE_CONTEXTS]
     j = cfg.judge
     endpoints = j.endpoints
     rpm = sum(e.rpm for e in endpoints) if endpoints else j.rpm
     tpm = sum(e.tpm for e in endpoints) if endpoints else j.tpm
-    concurrency = j.max_concurrency * max(1, len(endpoints))
+    concurrency = judge_workers(j)  # what the pipeline starts
     val_contexts = min(n_validation, cfg.validation.max_contexts) if cfg.validation.max_contexts else n_validation
     effort = reasoning_assumed(cfg)
     allowance = typical_allowance(effort, j.max_reasoning_tokens) if effort else 0

@@ -72,6 +72,7 @@ class JudgeStats:
     failures: int = 0  # offers that still failed after their retries (judge_failed)
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
     paused: bool = False
+    removed: bool = False  # a pool's endpoint taken out for good (its key or deployment refused)
 
     def percentile(self, q: float) -> float:
         return percentile(self.latencies_ms, q)
@@ -165,6 +166,11 @@ def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, openai.APIStatusError):
         return retryable_status(exc.status_code)
     return isinstance(exc, openai.APIConnectionError)  # APITimeoutError included
+
+
+def is_rate_limited(exc: BaseException) -> bool:
+    """A 429: the quota pacing us, not the endpoint's ill health."""
+    return isinstance(exc, openai.APIStatusError) and exc.status_code == 429
 
 
 def is_name_error(exc: BaseException) -> bool:
@@ -297,6 +303,9 @@ class JudgeClient:
         self.spec, self.name, self.backend = spec, spec.name, spec.kind
         self.endpoint, self.model = spec.host, spec.model
         self._key, self._key_var = spec.key, spec.key_var
+        if not (spec.key.isascii() and spec.key.isprintable()):  # httpx would fail every send with it
+            raise ConfigError(f"{spec.key_var} holds a character an HTTP header cannot carry (non-ASCII or "
+                              "a control character): paste the key again")
         self._entra = EntraToken(spec.where if cfg.endpoints else spec.name) if spec.auth == "entra" else None
         self._sdk = make_sdk(spec.kind, spec.url, spec.model, spec.api_version, spec.key, self._entra, cfg.timeout_s)
         logging_.refresh_secrets([self._key])  # a key passed in, not from os.environ, is redacted too
@@ -348,14 +357,14 @@ class JudgeClient:
         try:
             async with asyncio.timeout(self.cfg.timeout_s):
                 raw, budget = await self._send(messages, lease, max_tokens, schema, boost)
-                completion = raw.parse()
         except TimeoutError:
             raise DeadlineExceeded(f"no complete answer within judge.timeout_s = {self.cfg.timeout_s:g} s") from None
         except openai.APIStatusError as e:
-            self._observe(e.response.headers, lease)
+            self._observe(e.response.headers)
             if e.status_code == 429:
                 self._count("http_429")
                 self._count("charged_tokens", -lease.estimated)  # refused at intake: not charged
+                lease.refuse()  # nor kept in the limiter (a request re-sent in a learnt dialect too: one lease)
                 wait = retry_after_s(e.response.headers)
                 self.limiter.backoff(PAUSE_WITHOUT_HEADER_S if wait is None else min(wait, RETRY_AFTER_CAP_S))
             if is_retryable(e):
@@ -364,9 +373,12 @@ class JudgeClient:
                 raise self.rejection(e) from None
             raise self.config_error(e) from None
         # A body that is not JSON, or nests past the decoder's stack: the server's fault, retried.
+        # Only parsing is caught: a ValueError while sending is our bug, never a "malformed reply".
+        try:
+            completion = raw.parse()
         except (ValueError, RecursionError, openai.APIResponseValidationError) as e:
             raise UnreadableVerdict(f"malformed response body ({type(e).__name__})") from None
-        self._observe(raw.headers, lease)
+        self._observe(raw.headers)
         for stats in (self.stats, self.own):
             if stats is not None:
                 stats.latencies_ms.append((time.monotonic() - started) * 1000)
@@ -456,13 +468,13 @@ class JudgeClient:
         log().info("judge_dialect", endpoint=self.name, model=self.served_model or self.model, api=self.api,
                    temperature=self.dialect.temperature, **self.dialect.describe())
 
-    def _observe(self, headers: Any, lease: Lease) -> None:
+    def _observe(self, headers: Any) -> None:
         try:
             seen = RateHeaders.parse(headers)
         except Exception:  # headers are the server's text: never let them fail a call
             return
         if not seen.empty:
-            self.limiter.observe(seen, lease.sent, self.limiter.now())
+            self.limiter.observe(seen, self.limiter.now())
 
     # ------------------------------------------------------------ errors users read
 

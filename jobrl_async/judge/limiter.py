@@ -22,11 +22,17 @@ Four things lower the limit below the configured quota, never raise it above:
 - `x-ratelimit-limit-requests` / `-tokens` (per minute): a server that grants less than
   configured is believed;
 - `x-ratelimit-remaining-requests` / `-tokens` (with `-reset-*` when present): a `ServerView`
-  that says how much is left for the calls sent after the observed one, until the reset; a
-  quota shared with another client shows up here before it shows up as 429s;
-- the same headers as a share: what we used in the window plus what is left, over our limit,
-  is the part of the quota that is ours; below 1, the endpoint paces to it (recovering like
-  AIMD), so it shares the window with the other client instead of bursting into its limit.
+  that says how much is left for the calls sent after the reply came, until the reset (a few
+  windows at most: a server's absurd reset never holds an endpoint for long); a quota shared
+  with another client shows up here before it shows up as 429s;
+- the same headers as a share: what we used in the window ending now plus what is left, over
+  our limit, is the part of the quota that is ours; below 1, the endpoint paces to it
+  (recovering like AIMD), so it shares the window with the other client instead of bursting
+  into its limit.
+
+A server reports `remaining` when it answers, so it has already counted every call that
+arrived while the observed one was under way: the view is anchored at the reply, never at the
+send (counting the calls sent meanwhile a second time halved throughput at 1.5 s latency).
 
 Tokens are charged before the call from an estimate (scaled by what the server counted for the
 calls before it: `prompts.PromptScale`) and settled afterwards from `usage`.
@@ -55,6 +61,15 @@ BURST_SHARE = 0.25  # a burst of at most a quarter window's quota, then calls ar
 # are 95% of the quota, so a window stays under 98% of it. A server that declares its quota
 # (`x-ratelimit-limit-*`) is believed: never above that.
 WINDOW_FILL = 1.025
+# Our calls reach the server a little after we admit them (the network; on a busy machine, its
+# event loop: 0.2 s measured on 2 loaded cores), so the server's window holds some we admitted
+# before our window ending now began. The share rule counts ours over this much more of a window:
+# its share comes out high rather than low (at 300 ms latency a spurious cut to 0.69 cost 8% of
+# the quota); another client using less than about this much of the quota is left to the view.
+TRANSIT_SHARE = 0.25
+# A server's view (remaining until its reset) lives at most this many windows: a reset of
+# "99999h" or 1e9 s would otherwise hold an endpoint for years; a 429 still says the rest.
+VIEW_LIFE_WINDOWS = 3.0
 
 
 # ------------------------------------------------------------------ pure arithmetic
@@ -75,12 +90,15 @@ class SlidingWindow:
     window_s: float = 1.0
     log: deque[Admission] = field(default_factory=deque)
     used: float = 0.0  # sum of the costs in `log`
+    recent: deque[Admission] = field(default_factory=deque)  # the last two windows' (see `spent_between`)
 
     def expire(self, now: float) -> None:
         while self.log and self.log[0].at <= now - self.window_s + EPS:
             self.used -= self.log.popleft().cost
         if not self.log:
             self.used = 0.0  # no float drift across an empty window
+        while self.recent and self.recent[0].at <= now - 2 * self.window_s:
+            self.recent.popleft()
 
     def time_until(self, cost: float, limit: float, now: float) -> float:
         """Seconds from `now` until `cost` fits in the window ending then (a cost above `limit`
@@ -100,6 +118,7 @@ class SlidingWindow:
         self.expire(now)
         admission = Admission(now, cost)
         self.log.append(admission)
+        self.recent.append(admission)
         self.used += cost
         return admission
 
@@ -109,12 +128,9 @@ class SlidingWindow:
             self.used += actual - admission.cost
         admission.cost = actual
 
-    def spent_since(self, since: float) -> float:
-        return sum(a.cost for a in self.log if a.at > since)
-
-    def spent_in_window_at(self, at: float) -> float:
-        """What the window ending at `at` held (the observed call included)."""
-        return sum(a.cost for a in self.log if at - self.window_s < a.at <= at)
+    def spent_between(self, start: float, end: float) -> float:
+        """What was admitted in (start, end], as settled (at most two windows back)."""
+        return sum(a.cost for a in self.recent if start < a.at <= end)
 
 
 @dataclass
@@ -144,8 +160,12 @@ class Gcra:
 class Aimd:
     """Pure: the share (floor..1) of the configured rate an endpoint may use, after 429s."""
 
-    decrease: float = 0.85  # multiplicative cut after a 429
-    recover_per_s: float = 0.02  # additive recovery per second without one
+    # A 429 at our own rate is mostly jitter (calls reach the server late and land in its next
+    # window): 0.85 and 2%/s cost about a second of quota per 429 (89.7% of the quota with 0.6%
+    # of 429s, simulated at 0.1 s of transit); 0.9 and 5%/s, 93.7%, while a shared quota still
+    # converges in a few windows (tests/support/limiter_sim.py).
+    decrease: float = 0.9  # multiplicative cut after a 429
+    recover_per_s: float = 0.05  # additive recovery per second without one
     floor: float = 0.2
     hold_s: float = 1.0  # at most one cut per this long: one window's 429s are one signal
     scale: float = 1.0
@@ -170,12 +190,12 @@ class Aimd:
 
 @dataclass(slots=True)
 class ServerView:
-    """What the server said was left: `remaining` for the calls sent after `since`, until `until`."""
+    """What the server said was left when it answered: `remaining` for the calls we send from
+    then on, until `until` (the calls sent before it were counted by the server already)."""
 
-    since: float
     remaining: float
     until: float
-    spent: float = 0.0  # what we sent after `since`, at the time of the view and since
+    spent: float = 0.0  # what we sent since the view came
 
     def time_until(self, cost: float, now: float) -> float:
         if now >= self.until or self.spent + cost <= self.remaining + EPS:
@@ -235,7 +255,8 @@ def duration_s(text: str | None) -> float | None:
     if not parts or "".join(n + u for n, u in parts) != text:
         return None
     scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    return sum(float(n) * scale[u] for n, u in parts)
+    seconds = sum(float(n) * scale[u] for n, u in parts)
+    return seconds if math.isfinite(seconds) else None  # 400 digits + "s" reads as inf
 
 
 # ------------------------------------------------------------------ one endpoint's limiter
@@ -323,7 +344,8 @@ class Limiter:
         self.pace["requests"].take(1, self.window_s / rq, now)
         self.pace["tokens"].take(tokens, self.window_s / tk, now)
         lease = Lease(self, tokens, sent=now, requests=self.requests.take(1, now),
-                      tokens=self.tokens.take(tokens, now), interval=self.window_s / tk)
+                      tokens=self.tokens.take(tokens, now), interval=self.window_s / tk,
+                      request_interval=self.window_s / rq)
         for name, cost in (("requests", 1.0), ("tokens", tokens)):
             if (view := self.views.get(name)) is not None and now < view.until:
                 view.spent += cost
@@ -342,10 +364,9 @@ class Limiter:
         self.paused_until = max(self.paused_until, now + seconds)
         self.aimd.on_429(now, self.paused_until)
 
-    pause = backoff  # the old name
-
-    def observe(self, headers: RateHeaders, sent: float, now: float) -> None:
-        """Follow the server: lower this endpoint to what its headers say is left (never raise it)."""
+    def observe(self, headers: RateHeaders, now: float) -> None:
+        """Follow the server: lower this endpoint to what its headers, read when its reply came
+        at `now`, say is left (never raise it)."""
         if headers.limit_requests:
             self.server_rpm = headers.limit_requests
         if headers.limit_tokens:
@@ -356,17 +377,14 @@ class Limiter:
         ):
             if remaining is None:
                 continue
-            old = self.views.get(name)
-            if old is not None and old.since > sent and now < old.until:
-                continue  # a newer word already holds
-            # the observed call itself was counted by the server before it answered
-            until = now + (reset_s if reset_s is not None else self.window_s)
-            self.views[name] = ServerView(sent, remaining, until, spent=window.spent_since(sent))
-            # What the server says we could have used in its window: ours so far plus what is
-            # left. Below our limit, someone else uses the rest: pace to that share from now on
-            # (recovering slowly) rather than burst into the server's limit every window.
+            life = min(self.window_s if reset_s is None else reset_s, VIEW_LIFE_WINDOWS * self.window_s)
+            self.views[name] = ServerView(remaining, now + life)
+            # What the server says we could have used in its window: ours in the window ending
+            # now (and TRANSIT_SHARE more) plus what is left. Below our limit, someone else uses
+            # the rest: pace to that share from now on (recovering) rather than burst into it.
             limit = self.configured_limits()[0 if name == "requests" else 1]
-            share = (window.spent_in_window_at(sent) + remaining) / limit
+            ours = window.spent_between(now - self.window_s * (1 + TRANSIT_SHARE), now)
+            share = (ours + remaining) / limit
             if share < 1.0:
                 self.follow[name].cap(share, now)
 
@@ -406,6 +424,7 @@ class Lease:
     requests: Admission
     tokens: Admission
     interval: float  # the token pace's seconds per token when admitted
+    request_interval: float = 0.0  # the request pace's seconds per request when admitted
     settled: bool = False
 
     def settle(self, actual: float) -> None:
@@ -413,3 +432,11 @@ class Lease:
             self.settled = True
             self.limiter.pace["tokens"].settle(actual - self.tokens.cost, self.interval)
             self.limiter.tokens.settle(self.tokens, actual)
+
+    def refuse(self) -> None:
+        """The server refused the call before intake (a 429): it charged nothing, so neither
+        window nor pace keeps it (a phantom charge would hold the endpoint after the Retry-After)."""
+        if not self.settled:
+            self.settle(0.0)
+            self.limiter.pace["requests"].settle(-self.requests.cost, self.request_interval)
+            self.limiter.requests.settle(self.requests, 0.0)

@@ -33,7 +33,6 @@ ANSWERS: dict[str, Literal["YES", "NO"]] = {"YES": "YES", "NO": "NO", "OUI": "YE
 # Where a JSON object can start: `{` then (after spaces) a key's quote or the closing brace.
 # Stray braces of prose ("{the context}", "{{{") are skipped without calling the decoder.
 _OBJECT_START = re.compile(r'\{\s*["}]')
-_DECODER = json.JSONDecoder()
 _SCORE_TEXT = re.compile(r"^\s*([0-9]+(?:[.,][0-9]+)?)\s*(?:/\s*10)?\s*$")
 
 
@@ -72,11 +71,11 @@ def _verdict(criterion: str, obj: dict[str, Any]) -> CriterionVerdict:
 
 def find_json_object(text: str) -> dict[str, Any] | None:
     """The reply's JSON object: the whole reply, else the one answer-like object in it
-    (UnreadableVerdict for two different ones: see `_one_object`)."""
+    (UnreadableVerdict for two different ones, or a key given twice: see `_one_object`)."""
     whole = _loads(text.strip())
     if whole is not None:
         return whole
-    return _one_object(text, _DECODER, _answer_like, "answers")
+    return _one_object(text, _STRICT_DECODER, _answer_like, "answers")
 
 
 def _one_object(text: str, decoder: json.JSONDecoder, wanted: Callable[[Any], bool], what: str) -> dict[str, Any] | None:
@@ -121,9 +120,12 @@ def _answer_like(obj: Any) -> bool:
 
 
 def _loads(text: str) -> dict[str, Any] | None:
-    """`text` as one JSON object, or None (not JSON, not an object, or not readable at all)."""
+    """`text` as one JSON object, or None (not JSON, not an object, or not readable at all);
+    UnreadableVerdict when it gives a key twice (json would keep the last silently)."""
     try:
-        obj, end = _DECODER.raw_decode(text)
+        obj, end = _STRICT_DECODER.raw_decode(text)
+    except _DuplicateKey as e:
+        raise UnreadableVerdict(f"reply gives {_excerpt(str(e))} twice") from None
     except (ValueError, RecursionError):
         return None
     return obj if isinstance(obj, dict) and end == len(text) else None
@@ -230,13 +232,7 @@ def _find_verdict_set(text: str, criteria: tuple[str, ...] | list[str]) -> dict[
 
     A key given twice anywhere is refused (`_DuplicateKey`), like two different verdict sets.
     """
-    stripped = text.strip()
-    try:
-        obj, end = _STRICT_DECODER.raw_decode(stripped)
-        if isinstance(obj, dict) and end == len(stripped):
-            return obj
-    except _DuplicateKey as e:
-        raise UnreadableVerdict(f"reply gives {_excerpt(str(e))} twice") from None
-    except (ValueError, RecursionError):
-        pass
+    whole = _loads(text.strip())
+    if whole is not None:
+        return whole
     return _one_object(text, _STRICT_DECODER, _verdict_set_like, "verdict sets")

@@ -13,6 +13,12 @@ router sends calls elsewhere meanwhile: a 429 is pacing, not ill health. When ev
 is paused, calls wait for the first to come back: intake stops through backpressure, nothing
 fails and nothing scores zero. With one endpoint (no
 `[[judge.endpoints]]`) the stage's offer-level breaker does this job, as before.
+
+An endpoint whose key, permission or deployment is refused (401/403/404: a `JudgeError`), on a
+call or on its probe, is out for good (`judge_endpoint_removed`, `/metrics`): its calls go to
+the others, and only when none is left does the call raise that error (the run ends with it).
+A probe follows the stage's rule: a transient failure probes again, anything else removes the
+endpoint. Every failure is described with the endpoint that met it.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from .parse import UnreadableVerdict
 from .prompts import PromptScale
 
 T = TypeVar("T")
+MET_AT = "_judge_endpoint"  # the attribute naming the endpoint a failed attempt met
 POLL_S = 0.05  # longest sleep of a waiting router before it looks again (a resume, a refund)
 # An unreadable reply is retried once: at temperature 0 the same prompt is mostly read alike, and
 # an offer that makes its judge's reply unreadable (a forged verdict echoed) pays for every try.
@@ -71,6 +78,7 @@ class Endpoint:
     paused: bool = False
     paused_at: float = 0.0
     probe: asyncio.Task | None = None
+    removed: JudgeError | None = None  # why it is out for good
 
     @property
     def name(self) -> str:
@@ -137,11 +145,15 @@ class JudgePool:
         there (an endpoint's dialect and reasoning allowance decide its reply budget)."""
         async with self._turn:  # FIFO across callers: no starvation of large prompts
             while True:
+                if all(e.removed for e in self.endpoints):
+                    raise self._last_removed()
+                if only is not None and only.removed is not None:  # `judge check` of a refused endpoint
+                    raise only.removed
                 now = time.monotonic()
                 costs = [charge(e) for e in self.endpoints]
                 options = [(i, e.limiter.wait_s(costs[i], now), e.limiter.in_flight / e.limiter.max_concurrency)
                            for i, e in enumerate(self.endpoints)
-                           if not e.paused and e.limiter.has_room and only in (None, e)]
+                           if not (e.paused or e.removed) and e.limiter.has_room and only in (None, e)]
                 if avoid is not None and len(options) > 1:
                     options = [o for o in options if o[0] != avoid] or options
                 choice = soonest(options)
@@ -181,16 +193,23 @@ class JudgePool:
         return await retried(self._attempt, state, messages, parse)
 
     async def _attempt(self, state: Attempt, messages: list[dict], parse: Callable[[str], T]) -> T:
-        endpoint, lease = await self._route(lambda e: e.client.charge(messages, state.max_tokens, state.boost),
-                                            state.avoid, state.only)
-        state.endpoint = endpoint
-        try:
-            text = await endpoint.client.exchange(messages, lease, state.max_tokens, state.schema, state.boost)
-        except BaseException as e:
-            self._release(endpoint)
-            state.avoid = self.endpoints.index(endpoint)
-            self._attempt_failed(endpoint, e)
-            raise
+        while True:
+            endpoint, lease = await self._route(
+                lambda e: e.client.charge(messages, state.max_tokens, state.boost), state.avoid, state.only)
+            state.endpoint = endpoint
+            try:
+                text = await endpoint.client.exchange(messages, lease, state.max_tokens, state.schema, state.boost)
+            except JudgeError as e:
+                self._release(endpoint)
+                if not self._taken_out(endpoint, e):
+                    raise
+                continue  # not a retry: the call goes to the endpoints left
+            except BaseException as e:
+                self._release(endpoint)
+                state.avoid = self.endpoints.index(endpoint)
+                self._attempt_failed(endpoint, e)
+                raise
+            break
         self._release(endpoint)
         self._attempt_ok(endpoint)
         try:
@@ -225,6 +244,7 @@ class JudgePool:
             self._resume(endpoint)
 
     def _attempt_failed(self, endpoint: Endpoint, exc: BaseException) -> None:
+        exc.__dict__[MET_AT] = endpoint  # for `describe`: the stage words the failure with it
         if not self.is_pool or not is_retryable(exc) or isinstance(exc, (UnreadableVerdict, OfferRejected)):
             return
         if isinstance(exc, openai.APIStatusError) and exc.status_code == 429:
@@ -252,6 +272,30 @@ class JudgePool:
         self._changed.set()
         log().info("judge_resumed", endpoint=endpoint.name, paused_s=round(time.monotonic() - endpoint.paused_at, 3))
 
+    def _taken_out(self, endpoint: Endpoint, error: JudgeError) -> bool:
+        """A pool's endpoint refused our key or deployment: out it goes. True when others are left
+        to take the call (with one endpoint, or none left, the run ends with `error`)."""
+        if not self.is_pool:
+            return False
+        self._remove(endpoint, error)
+        return not all(e.removed for e in self.endpoints)
+
+    def _remove(self, endpoint: Endpoint, error: JudgeError) -> None:
+        """Take `endpoint` out for good (a refused key, permission or deployment); the others go on."""
+        if endpoint.removed is not None:
+            return
+        endpoint.removed, endpoint.paused = error, True
+        endpoint.stats.paused = endpoint.stats.removed = True
+        if endpoint.probe is not None and endpoint.probe is not asyncio.current_task():
+            endpoint.probe.cancel()
+        endpoint.probe = None
+        self._changed.set()  # a router waiting on it looks again (and raises when none is left)
+        log().error("judge_endpoint_removed", endpoint=endpoint.name, reason=str(error),
+                    endpoints_left=sum(e.removed is None for e in self.endpoints))
+
+    def _last_removed(self) -> JudgeError:
+        return next(e.removed for e in reversed(self.endpoints) if e.removed is not None)
+
     async def _probe(self, endpoint: Endpoint) -> None:
         from .stage import sample_messages  # the stage owns the sample offer
 
@@ -262,11 +306,12 @@ class JudgePool:
                 async with endpoint.limiter.slot(endpoint.client.charge(messages, self.cfg.max_tokens)) as lease:
                     await endpoint.client.exchange(messages, lease, self.cfg.max_tokens)
             except Exception as e:
-                if isinstance(e, JudgeError):  # a rotated key: this endpoint stays out, the others go on
-                    log().error("judge_probe_failed", endpoint=endpoint.name, reason=str(e), permanent=True)
-                    endpoint.probe = None
+                reason = self.describe(e, endpoint)
+                log().warning("judge_probe_failed", endpoint=endpoint.name, reason=reason,
+                              permanent=not is_retryable(e))
+                if not is_retryable(e):  # the stage's rule: a probe cannot fix a key, a deployment, a bug
+                    self._remove(endpoint, e if isinstance(e, JudgeError) else JudgeError(reason))
                     return
-                log().warning("judge_probe_failed", endpoint=endpoint.name, reason=self.describe(e, endpoint))
             else:
                 self._resume(endpoint)
                 return
@@ -278,7 +323,8 @@ class JudgePool:
     # ------------------------------------------------------------ the rest
 
     def describe(self, exc: BaseException, endpoint: Endpoint | None = None) -> str:
-        return (endpoint or self.first).client.describe(exc)
+        """One line on a failure, naming the endpoint that met it (the first when unknown)."""
+        return (endpoint or getattr(exc, MET_AT, None) or self.first).client.describe(exc)
 
     async def aclose(self) -> None:
         probes = [e.probe for e in self.endpoints if e.probe is not None]

@@ -35,13 +35,14 @@ from contextlib import contextmanager
 from concurrent.futures import Future
 from typing import Any
 
-from ..config import Config, Secrets
+from ..config import Config, JudgeConfig, Secrets
 from ..errors import JudgeError
 from ..log import get_logger
 from ..offer import language_identifier_loaded, load_language_identifier
 from ..records import CRITERIA, Context, CriterionVerdict, ScoredTrajectory, Trajectory, Verdict
 from ..rewards import reward
-from .client import JudgeClient, JudgeStats, OfferRejected, ReasoningCut, is_name_error, is_retryable
+from .client import (JudgeClient, JudgeStats, OfferRejected, ReasoningCut, is_name_error, is_rate_limited,
+                     is_retryable)
 from .dedup import DedupTable, dedup_key
 from .limiter import Limiter
 from .parse import UnreadableVerdict, parse_offer_reply, parse_reply
@@ -68,13 +69,15 @@ class JudgeFailed(Exception):
     """One offer could not be judged after its retries (a per-trajectory outcome, not a user error).
 
     `filtered`: a content filter refused the offer; its own text is the cause, not the judge's
-    health, so it does not count toward the breaker.
+    health, so it does not count toward the breaker. `paced`: only 429s failed it: the quota
+    (perhaps shared with another client) is pacing, not ill health, so neither does it.
     """
 
-    def __init__(self, reason: str, *, filtered: bool = False) -> None:
+    def __init__(self, reason: str, *, filtered: bool = False, paced: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.filtered = filtered
+        self.paced = paced
 
 
 def retryable_at_start(exc: BaseException) -> bool:
@@ -296,7 +299,7 @@ class Judge:
             return config
         if all(is_retryable(e) or isinstance(e, OfferRejected) for e in errors):
             filtered = any(isinstance(e, OfferRejected) and e.content_filter for e in errors)
-            return JudgeFailed(self.client.describe(errors[0]), filtered=filtered)
+            return JudgeFailed(self.pool.describe(errors[0]), filtered=filtered, paced=all(map(is_rate_limited, errors)))
         if len(errors) == 1:
             return errors[0]
         return BaseExceptionGroup("judge", errors)  # a bug: keep every traceback
@@ -328,7 +331,7 @@ class Judge:
 
     def _failed(self, failure: JudgeFailed) -> None:
         self.stats.failures += 1
-        if failure.filtered:  # the offer's own text tripped a filter: says nothing of the judge
+        if failure.filtered or failure.paced:  # the offer's text, or the quota: nothing of the judge's health
             return
         self._consecutive_failures += 1
         if self._consecutive_failures >= self.cfg.breaker_failures and self._closed.is_set():
@@ -365,7 +368,7 @@ class Judge:
                 if not is_retryable(e):  # a rotated key, a deleted deployment, a bug: probing cannot fix it
                     self._stop(e)
                     return
-                log().warning("judge_probe_failed", reason=self.client.describe(e))
+                log().warning("judge_probe_failed", reason=self.pool.describe(e))
             else:
                 self._resume()
                 return
@@ -374,7 +377,7 @@ class Judge:
         """Give up: the offers waiting on the breaker, and any later one, raise `error`."""
         self._fatal = error
         self._probe = None
-        reason = str(error) if isinstance(error, JudgeError) else self.client.describe(error)
+        reason = str(error) if isinstance(error, JudgeError) else self.pool.describe(error)
         log().error("judge_probe_failed", reason=reason, permanent=True)
         self._closed.set()  # release the waiters: each raises the error (see `_ready`)
 
@@ -399,7 +402,7 @@ class Judge:
             return await self._sample_call(retry_if=retryable_at_start)
         except Exception as e:
             if is_name_error(e):
-                raise JudgeError(self.client.describe(e)) from None
+                raise JudgeError(self.pool.describe(e)) from None
             raise
 
     # ------------------------------------------------------------ check, preflight, metrics, close
@@ -412,7 +415,7 @@ class Judge:
         except Exception as e:
             if not is_retryable(e):  # JudgeError, and bugs as they are
                 raise
-            raise JudgeError(self.client.describe(e)) from None
+            raise JudgeError(self.pool.describe(e)) from None
         return self._check_result(verdict, started, sent)
 
     async def preflight(self) -> dict[str, Any] | None:
@@ -428,7 +431,7 @@ class Judge:
         except Exception as e:
             if not is_retryable(e):
                 raise
-            self._pause(self.client.describe(e))
+            self._pause(self.pool.describe(e))
             return None
         result = self._check_result(verdict, started, sent)
         log().info("judge_ready", endpoint=result["endpoint"], model=result["model"],
@@ -505,6 +508,13 @@ def llm_criteria(mode: str) -> tuple[str, ...]:
     if mode == "hybrid":
         return tuple(c for c in CRITERIA if c not in EXACT_CRITERIA)
     return ()
+
+
+def judge_workers(cfg: JudgeConfig) -> int:
+    """Offers judged at once: every endpoint's concurrency cap (each offer takes at least one call
+    slot), so the calls in flight can reach the sum of the caps however many endpoints there are.
+    `plan` assumes the same figure."""
+    return cfg.max_concurrency * max(1, len(cfg.endpoints))
 
 
 def calls_per_offer(mode: str, calls: str, stub_latency_ms: float = 0.0) -> int:

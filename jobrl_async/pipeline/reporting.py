@@ -154,6 +154,10 @@ class StepReporter:
                   "busy": {k: v for k, v in busy.items() if k != "device"},
                   "device_idle_fraction": round(1.0 - busy["device"], 4),
                   "judge_rpm": self._judge_rpm(step_s), "judge": self._judge_delta()}
+        # the judge's share of the step, in seconds, and of the TPM quota it pays for: a judge-bound
+        # run that leaves quota unused shows it here (idle at step boundaries, paced after a 429)
+        fields["judge_busy_s"] = round(busy["judge"] * step_s, 3)
+        fields["judge_tpm_used"] = round(fields["judge"]["tokens"] * 60.0 / max(step_s, 1e-9) / judge_tpm(self.parts.cfg), 4)
         if r.generation is not None and r.generation.first_s is not None:
             # judging of this step started `generation_s - first_offer_s` before its sampling ended
             fields["first_offer_s"] = round(r.generation.first_s, 3)
@@ -227,6 +231,11 @@ class StepReporter:
                           "judge": round(self.judge_busy.busy_s, 3),
                           "learner": round(device.busy_by["learner"], 3)}
         return s
+
+
+def judge_tpm(cfg: Any) -> float:
+    """The TPM quota the judge is configured for: every endpoint's, or the one's."""
+    return float(sum(e.tpm for e in cfg.judge.endpoints) or cfg.judge.tpm)
 
 
 def judge_counts(stats: Any) -> dict[str, float]:

@@ -12,6 +12,7 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 from ..device import device_user
+from ..judge.stage import judge_workers
 from ..producer import StepPlan
 from ..records import Trajectory
 from .publish import publish_weights
@@ -38,7 +39,7 @@ async def _step(pipeline: Pipeline, plan: StepPlan) -> None:
         works.append(pipeline.plan_validation(plan.step))
     device_user.set("generator")
     with pipeline.judge_busy.busy():  # each offer is judged as soon as it ends
-        results = await score_all(pipeline.parts.judge, _offers(pipeline, works), pipeline.cfg.judge.max_concurrency)
+        results = await score_all(pipeline.parts.judge, _offers(pipeline, works), judge_workers(pipeline.cfg.judge))
     for scored in results:
         pipeline.route(pipeline.collector.add(scored))
     device_user.set("learner")  # a judged step is learned, even when a stop came meanwhile

@@ -24,6 +24,7 @@ from ..aio import finish_then_cancel, run_ahead
 from ..collector import Collector, StepBatch, ValidationResult
 from ..device import device_user
 from ..generator import in_request_order
+from ..judge.stage import judge_workers
 from ..learner import StepMetrics
 from ..log import get_logger
 from ..meters import BusyMeter
@@ -92,7 +93,7 @@ class Pipeline:
             stages = [
                 tg.create_task(self._produce(), name="producer"),
                 tg.create_task(self._generate(), name="generator"),
-                *(tg.create_task(self._judge(), name="judge") for _ in range(max(1, self.cfg.judge.max_concurrency))),
+                *(tg.create_task(self._judge(), name="judge") for _ in range(judge_workers(self.cfg.judge))),
                 tg.create_task(self._collect(), name="collector"),
                 tg.create_task(self._learn(), name="learner"),
             ]

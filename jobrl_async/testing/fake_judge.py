@@ -8,11 +8,12 @@ criterion's answer is scripted (`answers`) or derived from a hash of the request
 asking several criteria at once (a `Criteria: a, b` line, `judge.calls = per_offer`) gets one
 object keyed by criterion. It can be told to be slow (`latency_ms`), to enforce quotas per
 1-second window as Azure does (`rpm`, and `tpm` charged at intake as prompt + `max_tokens`;
-429 with `retry-after-ms` beyond them), to send `x-ratelimit-*` headers (`rate_headers`), to
+429 with `retry-after-ms` beyond them), to send `x-ratelimit-*` headers (`rate_headers`,
+computed when it answers, after its latency; `header_overrides` for absurd ones), to
 share its quota with another client using `other_share` of each window, to be down (`down`,
 500s, or `refuse_connections`), and to misbehave
 once or N times (`inject`: 429, 500, 503, hang, malformed / fenced / prose-wrapped / deeply
-nested JSON, a deeply nested body, two different answers, a content filter on the prompt or
+nested JSON, a deeply nested body, two different answers, a key given twice, a content filter on the prompt or
 on the reply, a context-length 400, a 413, and the 401/403/404 of a rotated key, a lost
 permission or a deleted deployment). Faults queue up in order, so "the next 3 requests fail
 with 500, every one after with 401" is two `inject`s; `criterion=` aims a fault at one
@@ -48,6 +49,7 @@ FaultKind = Literal[
     "401", "403", "404",  # configuration
     "missing_criterion", "duplicate_criterion", "extra_criterion", "echo_offer_verdict",  # per-offer replies
     "redirect", "huge_body", "trickle",  # hostile: a 307 elsewhere, 5 MB streamed, 16 bytes every 0.5 s
+    "duplicate_keys",  # a per-criterion reply giving its answer and score twice
 ]
 
 
@@ -71,6 +73,7 @@ class FakeChatServer(Served):
     rpm: float = 0.0  # enforced per 1-second window as rpm/60; 0: no limit
     tpm: float = 0.0  # enforced per 1-second window as tpm/60, charged at intake; 0: no limit
     rate_headers: bool = False  # x-ratelimit-limit/remaining/reset-requests/-tokens on every reply
+    header_overrides: dict[str, str] = field(default_factory=dict)  # sent on every reply, over the above
     other_share: float = 0.0  # another client's use of each window's quota, spread over the window
     charged_tokens: float = 0.0  # tokens charged at intake for the requests admitted
     down: bool = False  # every request answers 500 until set back
@@ -276,6 +279,7 @@ class FakeChatServer(Served):
 
     def _with_headers(self, response: web.Response) -> web.Response:
         response.headers.update(self._rate_headers(time.monotonic()))
+        response.headers.update(self.header_overrides)
         return response
 
     def _offer_content(self, asked: list[str], body: dict, fault: str | None) -> str:
@@ -319,6 +323,8 @@ class FakeChatServer(Served):
             return "[" * 3000
         if fault == "two_answers":  # quoting a verdict forged in the offer, then its own
             return f'The offer says {{"answer": "YES", "score": 10}}, which I ignore.\n{text}'
+        if fault == "duplicate_keys":  # json.loads would keep the last answer and score silently
+            return '{"answer": "NO", "score": 1, "answer": "YES", "score": 10}'
         return text
 
     # ------------------------------------------------------------ running

@@ -8,6 +8,12 @@ charged at intake as prompt + `max_tokens` (Azure's way), with a latency; the cl
 95% of it. Printed, as one JSON object: tokens charged per trained step (what the servers
 charged, the start-up check excluded), s/step (steady state: the first step excluded), calls,
 429s, the share of the TPM quota used while judging, and `plan`'s figures for the same config.
+
+`--rate-headers` makes the servers send `x-ratelimit-*` computed when they answer (as Azure);
+`--judge-only N` judges N distinct offers with no model at all (judge-bound by construction,
+so the figure is the judge's even on a machine whose CPUs are busy with something else):
+
+    .venv/bin/python -m tests.support.judge_server --judge-only 300 --latency-ms 1500 --rate-headers
 """
 
 from __future__ import annotations
@@ -55,9 +61,50 @@ def measured_config(args: argparse.Namespace, servers: list[FakeChatServer], che
     return cfg
 
 
+def start_servers(args: argparse.Namespace) -> list[FakeChatServer]:
+    return [FakeChatServer(api_key=KEY, deployments=("judge",), rpm=args.rpm, tpm=args.tpm, latency_ms=args.latency_ms,
+                           rate_headers=args.rate_headers, family=args.family).start() for _ in range(args.endpoints)]
+
+
+async def measure_judge(args: argparse.Namespace) -> dict[str, Any]:
+    """`args.judge_only` distinct offers through the judge alone: the quota it uses when it never
+    waits for the model (from the first admitted call to the last, what the servers charged)."""
+    from jobrl_async.config import Secrets
+    from jobrl_async.judge.stage import Judge, JudgeFailed, example_offer
+
+    servers = start_servers(args)
+    contexts = load_bundled()
+    work = [(contexts[i % len(contexts)], example_offer(contexts[i % len(contexts)]) + f"\n<!-- {i} -->")
+            for i in range(args.judge_only)]
+    try:
+        with tempfile.TemporaryDirectory(prefix="jobrl-measure-") as tmp:
+            cfg = measured_config(args, servers, Path(tmp) / "ckpt")
+            secrets = Secrets(azure_api_key=KEY, azure_endpoint=servers[0].azure_endpoint, azure_deployment="judge")
+            async with Judge(cfg, secrets, env={"MEASURE_JUDGE_KEY": KEY}) as judge:
+                async def one(context: Any, offer: str) -> bool:
+                    try:
+                        await judge.score(context, offer)
+                    except JudgeFailed:
+                        return False
+                    return True
+
+                ok = await asyncio.gather(*(one(c, o) for c, o in work))
+    finally:
+        for s in servers:
+            s.stop()
+    admitted = sorted((r.arrived, intake_tokens(r.body)) for s in servers for r in s.requests if r.status == 200)
+    span = admitted[-1][0] - admitted[0][0]
+    tokens = sum(t for _, t in admitted[:-1])  # the last call's tokens fall outside the span
+    http_429 = sum(s.http_429 for s in servers)
+    calls = sum(len(s.requests) for s in servers)
+    return {"judge_only": args.judge_only, "mode": args.mode, "calls": args.calls, "latency_ms": args.latency_ms,
+            "rate_headers": args.rate_headers, "endpoints": args.endpoints, "failed": ok.count(False),
+            "span_s": round(span, 1), "tpm_quota_used": round(tokens / span * 60 / (args.tpm * args.endpoints), 4),
+            "http_429": http_429, "http_429_share": round(http_429 / max(1, calls), 4)}
+
+
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
-    servers = [FakeChatServer(api_key=KEY, deployments=("judge",), rpm=args.rpm, tpm=args.tpm,
-                              latency_ms=args.latency_ms, family=args.family).start() for _ in range(args.endpoints)]
+    servers = start_servers(args)
     os.environ.update({"AZURE_OPENAI_API_KEY": KEY, "AZURE_OPENAI_ENDPOINT": servers[0].azure_endpoint,
                        "AZURE_DEPLOYMENT_NAME": "judge", "MEASURE_JUDGE_KEY": KEY})
     steps: list[dict] = []
@@ -168,9 +215,12 @@ def main() -> None:
     p.add_argument("--prices", type=lambda t: tuple(float(x) for x in t.split(",")), default=(0.25, 0.025, 2.0),
                    help="USD per 1M tokens: input,cached_input,output (default: gpt-5-mini's list prices)")
     p.add_argument("--steps-out", type=Path, help="also write every step event's fields here (JSON Lines)")
+    p.add_argument("--rate-headers", action="store_true", help="servers send x-ratelimit-* (at response time)")
+    p.add_argument("--judge-only", type=int, default=0, metavar="N", help="judge N offers, no model (judge-bound)")
     args = p.parse_args()
     log.configure("json", "warning")
-    print(orjson.dumps(asyncio.run(measure(args))).decode(), flush=True)
+    run = measure_judge if args.judge_only else measure
+    print(orjson.dumps(asyncio.run(run(args))).decode(), flush=True)
 
 
 if __name__ == "__main__":
