@@ -257,3 +257,52 @@ async def test_the_pipeline_fills_every_endpoints_concurrency(two_servers, tmp_p
     assert most_in_flight([a, b]) == 4 and len(a.requests) + len(b.requests) >= 8
     (step,) = [e for e in map(orjson.loads, buf.getvalue().splitlines()) if e["event"] == "step"]
     assert 1.0 <= step["judge_busy_s"] <= step["step_s"] and 0 < step["judge_tpm_used"] < 1
+
+
+# ---------------------------------------------------------------- all of it in one run
+
+
+@pytest.mark.slow
+async def test_a_two_step_run_against_a_server_that_says_absurd_things_finishes(tmp_path, monkeypatch):
+    """Absurd usage on every reply, absurd reset headers, replies trickled past the deadline and
+    redirects to another host: the run finishes in seconds, nothing fails, the counts stay sane
+    and the key never reaches the other host."""
+    import io
+    import orjson
+
+    from jobrl_async import log
+    from jobrl_async.pipeline.daemon import log_run_summary
+    from tests.test_pipeline import make_pipeline, small_config
+
+    stream = io.BytesIO()
+    log.configure("json", "info", stream=stream)
+    hostile = {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "99999h"}
+    with FakeChatServer(api_key=FAKE_KEY) as elsewhere, \
+            FakeChatServer(api_key=FAKE_KEY, header_overrides=hostile,
+                           usage_override={"prompt_tokens": 10**9, "total_tokens": "abc"}) as server:
+        server.redirect_to = elsewhere.url
+        for var in ("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT", "AZURE_DEPLOYMENT_NAME"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
+        monkeypatch.setenv("OPENAI_BASE_URL", server.openai_base_url)
+        cfg = small_config(tmp_path / "ckpt", **{"judge.mode": "hybrid", "pipeline.max_steps": 2,
+                                                "validation.every_steps": 0, "generation.max_new_tokens": 48,
+                                                "judge.timeout_s": 2.0, "judge.backoff_max_s": 0.2})
+        pipeline = await make_pipeline(cfg, tmp_path)
+        server.inject("trickle", times=2)
+        server.inject("redirect", times=2)
+        started = time.monotonic()
+        await pipeline.run()
+        took = time.monotonic() - started
+        log_run_summary(pipeline, None)
+        await pipeline.parts.judge.aclose()
+    logged = [orjson.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+    steps = [e for e in logged if e["event"] == "step"]
+    assert [e["step"] for e in steps] == [1, 2] and took < 120
+    assert all(e["trajectories"]["judge_failed"] == 0 for e in steps)
+    (summary,) = [e for e in logged if e["event"] == "run_summary"]
+    assert 0 < summary["judge"]["tokens"] <= 2 * server.charged_tokens  # our estimates, never 10**9 a call
+    assert len([e for e in logged if e["event"] == "judge_usage_ignored"]) == 1
+    assert elsewhere.requests == [] and FAKE_KEY.encode() not in stream.getvalue()
+    trickled = [r for r in server.requests if r.finished - r.arrived >= 1.9]
+    assert len(trickled) == 2  # both cut at the 2 s deadline and asked again

@@ -18,6 +18,7 @@ from jobrl_async.judge.parse import parse_reply
 from jobrl_async.judge.pool import JudgePool
 from jobrl_async.judge.client import JudgeStats
 from jobrl_async.judge.schema import criterion_format
+from jobrl_async.judge.stage import Judge
 from jobrl_async.testing.fake_judge import FakeChatServer
 from tests.support.judge_fixtures import DEPLOYMENT, FAKE_KEY
 from tests.test_judge_client import MESSAGES
@@ -259,15 +260,26 @@ async def test_a_huge_body_is_not_read_past_its_cap():
 
 async def test_a_redirect_is_not_followed_and_the_key_stays_home(captured):
     with FakeChatServer(api_key=FAKE_KEY, deployments=(DEPLOYMENT,)) as elsewhere, \
-            FakeChatServer(api_key=FAKE_KEY, deployments=(DEPLOYMENT,), redirect_to="") as server:
+            FakeChatServer(api_key=FAKE_KEY, deployments=(DEPLOYMENT,)) as server:
         server.redirect_to = elsewhere.url
         server.inject("redirect")
         judges = pool(server, "azure")
-        with pytest.raises(JudgeError, match="HTTP 307"):
-            await ask(judges)
+        verdict = await ask(judges)  # mid-run a passing fault: asked again, of the same host
+        server.inject("redirect", times=10)
+        with pytest.raises(JudgeError, match=r"HTTP 307 .* redirected to 127\.0\.0\.1:\d+, not followed"):
+            await Judge(_judge_config(), secrets_for(server, "azure")).check()  # before a run: a URL to fix
         await judges.aclose()
-    assert elsewhere.requests == []  # neither the request nor its api-key header went to the other host
+    assert verdict.name == "skill_relevance" and judges.stats.retries == 1
+    assert elsewhere.requests == []  # neither a request nor its api-key header went to the other host
     assert FAKE_KEY.encode() not in captured.getvalue()
+
+
+def _judge_config():
+    from jobrl_async.config import Config
+
+    cfg = Config()
+    cfg.judge = config()
+    return cfg
 
 
 # ---------------------------------------------------------------- Entra ID

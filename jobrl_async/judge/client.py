@@ -163,9 +163,15 @@ def is_cut(completion: Any) -> bool:
 def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, (UnreadableVerdict, DeadlineExceeded)):
         return True
-    if isinstance(exc, openai.APIStatusError):
-        return retryable_status(exc.status_code)
+    if isinstance(exc, openai.APIStatusError):  # a redirect is not followed (the key stays home): tried again
+        return retryable_status(exc.status_code) or is_redirect(exc)
     return isinstance(exc, openai.APIConnectionError)  # APITimeoutError included
+
+
+def is_redirect(exc: BaseException) -> bool:
+    """A 3xx: a proxy or a moved endpoint. Mid-run a passing fault (tried again, never followed);
+    before a run, a URL to correct."""
+    return isinstance(exc, openai.APIStatusError) and 300 <= exc.status_code < 400
 
 
 def is_rate_limited(exc: BaseException) -> bool:
@@ -522,6 +528,10 @@ class JudgeClient:
             text = f"unparseable reply: {exc}"
         elif isinstance(exc, OfferRejected):
             text = str(exc)
+        elif is_redirect(exc):
+            where = host_of(str(exc.response.headers.get("location", ""))) or "elsewhere"
+            text = (f"HTTP {exc.status_code} from {self.endpoint}: redirected to {where}, not followed "
+                    "(the key is sent only where it was configured): set the endpoint's final URL")
         elif isinstance(exc, openai.APIStatusError):
             text = f"HTTP {exc.status_code} from {self.endpoint}: {_server_message(exc)[:200]}"
         elif isinstance(exc, DeadlineExceeded):  # the same words as a read timeout: the same cure

@@ -42,7 +42,7 @@ from ..offer import language_identifier_loaded, load_language_identifier
 from ..records import CRITERIA, Context, CriterionVerdict, ScoredTrajectory, Trajectory, Verdict
 from ..rewards import reward
 from .client import (JudgeClient, JudgeStats, OfferRejected, ReasoningCut, is_name_error, is_rate_limited,
-                     is_retryable)
+                     is_redirect, is_retryable)
 from .dedup import DedupTable, dedup_key
 from .limiter import Limiter
 from .parse import UnreadableVerdict, parse_offer_reply, parse_reply
@@ -81,8 +81,9 @@ class JudgeFailed(Exception):
 
 
 def retryable_at_start(exc: BaseException) -> bool:
-    """Before a run, a host name that does not resolve is a typo to report, not an outage to wait out."""
-    return is_retryable(exc) and not is_name_error(exc)
+    """Before a run, a host name that does not resolve or a URL that redirects is a typo to
+    report, not an outage to wait out."""
+    return is_retryable(exc) and not is_name_error(exc) and not is_redirect(exc)
 
 
 def load_language_identifier_in_background() -> Future[None]:
@@ -397,11 +398,12 @@ class Judge:
             raise JudgeError(f"{e}; this was a small sample offer, so every request would be refused") from None
 
     async def _first_call(self) -> CriterionVerdict:
-        """The sample call with the normal retry policy; a host name that does not resolve is a JudgeError."""
+        """The sample call with the normal retry policy; a host name that does not resolve, or a
+        redirect, is a JudgeError."""
         try:
             return await self._sample_call(retry_if=retryable_at_start)
         except Exception as e:
-            if is_name_error(e):
+            if is_name_error(e) or is_redirect(e):
                 raise JudgeError(self.pool.describe(e)) from None
             raise
 
