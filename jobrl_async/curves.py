@@ -101,6 +101,16 @@ def mean_curve(runs: Sequence[RunCurve]) -> list[MeanPoint]:
             for k, ps in sorted(by_steps.items())]
 
 
+def mean_rewards(runs: Sequence[RunCurve]) -> list[tuple[int, float, float | None]]:
+    """(step, mean, sd) of the training reward over the runs, step by step (from 1)."""
+    longest = max((len(r.rewards) for r in runs), default=0)
+    out = []
+    for i in range(longest):
+        values = [r.rewards[i] for r in runs if i < len(r.rewards)]
+        out.append((i + 1, statistics.fmean(values), sd(values)))
+    return out
+
+
 def time_to_target(curve: Sequence[tuple[float, float]], target: float) -> float | None:
     """The first time (seconds) a curve of (t, score) reaches `target`, linear between points;
     None if it never does."""

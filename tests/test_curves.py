@@ -11,6 +11,7 @@ from jobrl_async.curves import (
     RunCurve,
     mean,
     mean_curve,
+    mean_rewards,
     pooled_sd,
     schedule_figures,
     sd,
@@ -110,3 +111,10 @@ def test_summary_needs_the_sequential_baseline() -> None:
 def test_a_run_without_a_final_round_is_refused() -> None:
     with pytest.raises(ValueError, match="final"):
         RunCurve("sequential", 0, (Point(0, 1.0, 2.0),), (), 1.0, 1)
+
+
+def test_mean_rewards_step_by_step() -> None:
+    a = run("sequential", 0, [0.0, 0.0, 0.0], step_s=1.0, rewards=[1.0, 3.0])
+    b = run("sequential", 1, [0.0, 0.0, 0.0], step_s=1.0, rewards=[3.0, 7.0])
+    assert mean_rewards([a, b]) == [(1, 2.0, pytest.approx(math.sqrt(2.0))), (2, 5.0, pytest.approx(math.sqrt(8.0)))]
+    assert mean_rewards([a]) == [(1, 1.0, None), (2, 3.0, None)]
