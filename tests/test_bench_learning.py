@@ -111,3 +111,11 @@ def test_unknown_or_baseline_less_schedules_are_refused(capsys: pytest.CaptureFi
     assert main(["bench", "learning", "--schedules", "pipelined"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--schedules must include sequential" in err
+
+
+def test_a_page_that_cannot_be_written_is_said_before_any_training(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    missing = tmp_path / "no-such-folder" / "learning.html"
+    assert main(["bench", "learning", "-o", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no-such-folder" in err and "-o" in err
