@@ -88,6 +88,7 @@ def test_the_page_holds_the_three_figures_offline(smoke: tuple[list[dict], Path]
         assert f'id="{plot}"' in text
     assert "https://" not in text.split("<script>")[0]  # nothing fetched: plotly.js is inlined below
     assert "Does the overlap cost learning?" in text
+    assert "2 contexts x 2 attempts every step; x 8 attempts on the start" in text  # the deciding rounds draw more
 
 
 def test_the_page_renders_in_headless_chromium(smoke: tuple[list[dict], Path]) -> None:

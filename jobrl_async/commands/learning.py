@@ -47,6 +47,10 @@ class Size:
 # 30 minutes, --quick in under 10.
 DEFAULT, QUICK = Size(steps=16, seeds=3), Size(steps=6, seeds=2)
 
+# The start's and the final weights' rounds (the figures that decide, outside the timed run) draw
+# this many times the validation attempts per context: a fourth of the sampling noise's variance.
+END_ROUND_ATTEMPTS = 4
+
 # The benchmark's shape, unless the configuration names its own: a learning rate at which the tiny
 # model learns within a few dozen steps (the default 2e-5 needs hundreds), a smaller batch, a fixed
 # validation subset.
@@ -77,7 +81,7 @@ def bench(args: argparse.Namespace, cfg: Config) -> int:
     from ..report.learning import render_learning_html
 
     try:
-        page.write_text(render_learning_html(runs, summary, cfg))
+        page.write_text(render_learning_html(runs, summary, cfg, end_attempts=END_ROUND_ATTEMPTS))
     except OSError as e:
         raise JobrlError(f"-o {page}: cannot write the page ({e.strerror or e})") from None
     summary["page"] = str(page)
@@ -142,14 +146,16 @@ async def _one_run(cfg: Config, schedule: str, seed: int) -> RunCurve:
     recorder = StepRecorder()
     pipeline = Pipeline(parts, progress, asyncio.Event(), total, Observers(on_step=recorder))
     contexts = validation_contexts(cfg, parts.validation)
+    # the start's and the final weights' rounds, outside the timed run: every schedule is measured
+    # on the same weights first (identical scores) and after the same number of steps
+    ends = copy.deepcopy(cfg)
+    ends.validation.attempts *= END_ROUND_ATTEMPTS
     try:
-        # the start's and the final weights' rounds, outside the timed run: every schedule is
-        # measured on the same weights first (identical scores) and after the same number of steps
-        first = await score_round(cfg, parts.generator, parts.judge, contexts, 0)
+        first = await score_round(ends, parts.generator, parts.judge, contexts, 0)
         recorder.start()
         await (pipeline.run_sequential() if SCHEDULES[schedule][0] == "sequential" else pipeline.run())
         wall_s = time.perf_counter() - recorder.t0
-        final = await score_round(cfg, parts.generator, parts.judge, contexts, total + 1)
+        final = await score_round(ends, parts.generator, parts.judge, contexts, total + 1)
     finally:
         await parts.judge.aclose()
     if first.score is None or final.score is None:

@@ -22,24 +22,25 @@ OTHER = (127, 127, 127)
 
 
 def render_learning_html(runs: dict[str, list[RunCurve]], summary: dict[str, Any], cfg: Config,
-                         now: datetime.datetime | None = None) -> str:
+                         now: datetime.datetime | None = None, end_attempts: int = 1) -> str:
+    """`end_attempts`: how many times the validation attempts the start's and final rounds drew."""
     now = now or datetime.datetime.now(datetime.UTC)
     parts = [per_step_section(runs), per_second_section(runs), reward_section(runs)]
     footer = (f"<footer>Made by jobrl-async {html.escape(__version__)} on {now:%Y-%m-%d %H:%M:%S} UTC by "
               "<code>bench learning</code>. Plots: plotly.js (MIT), inlined.</footer>")
-    return html_page("Does the overlap cost learning?",
-                     [header_table(header_rows(summary, cfg)), *(section_html(s) for s in parts), footer], parts)
+    blocks = [header_table(header_rows(summary, cfg, end_attempts)), *(section_html(s) for s in parts), footer]
+    return html_page("Does the overlap cost learning?", blocks, parts)
 
 
-def header_rows(summary: dict[str, Any], cfg: Config) -> list[tuple[str, str]]:
+def header_rows(summary: dict[str, Any], cfg: Config, end_attempts: int = 1) -> list[tuple[str, str]]:
     g, t = cfg.generation, cfg.training
     rows = [
         ("runs", f"{summary['steps']} steps x {summary['seeds']} seeds per schedule, every run from the same LoRA weights"),
         ("model, judge", f"{cfg.model.name}, stub judge with {summary['judge_latency_ms']:g} ms a call"),
         ("batch", f"{t.batch_contexts} contexts x {t.attempts} attempts, {g.max_new_tokens} new tokens, "
                   f"learning rate {t.learning_rate:g}"),
-        ("validation", f"{cfg.validation.max_contexts or 'all'} contexts x {cfg.validation.attempts} attempts, "
-                       "every step and once on the final weights"),
+        ("validation", f"{cfg.validation.max_contexts or 'all'} contexts x {cfg.validation.attempts} attempts every "
+                       f"step; x {cfg.validation.attempts * end_attempts} attempts on the start's and the final weights"),
     ]
     ttt = summary.get("time_to_sequential_final_s", {})
     for schedule in ttt:
@@ -58,7 +59,8 @@ def header_rows(summary: dict[str, Any], cfg: Config) -> list[tuple[str, str]]:
 def per_step_section(runs: dict[str, list[RunCurve]]) -> Section:
     section = Section("per-step", "Validation score per step",
                       "Mean over seeds (band: ± one standard deviation) against the training steps learned "
-                      "before the round sampled; the last point is a round on the final weights. A pipelined "
+                      "before the round sampled; the first and the last points are rounds on the start's and the final "
+                      "weights, outside the timed run, with more attempts per context (see above). A pipelined "
                       "round may sample weights one step older than its x (the learner was still busy).")
     data = [trace for schedule, group in runs.items()
             for trace in _band_traces(schedule, [(p.steps_done, p) for p in mean_curve(group)])]
