@@ -120,3 +120,18 @@ def test_a_page_that_cannot_be_written_is_said_before_any_training(tmp_path: Pat
     assert main(["bench", "learning", "-o", str(missing)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no-such-folder" in err and "-o" in err
+
+
+def test_the_page_header_says_when_the_sequential_final_score_was_not_reached() -> None:
+    from jobrl_async.config import load_config
+    from jobrl_async.report.learning import header_rows
+
+    figures = dict.fromkeys(FIGURES, 1.0)
+    summary = {"steps": 4, "seeds": 2, "judge_latency_ms": 600.0, "sequential": figures,
+               "pipelined": {**figures, "speedup_wall": 1.5, "final_gap_in_sd": -0.5},
+               "time_to_sequential_final_s": {"sequential": 12.25, "pipelined": None}}
+    rows = dict(header_rows(summary, load_config(env={}), end_attempts=4))
+    assert "sequential's final score at 12.2 s" in rows["sequential"]
+    assert "sequential's final score not reached" in rows["pipelined"]
+    assert "speed-up 1.50x" in rows["pipelined"] and "final gap -0.50 pooled sd" in rows["pipelined"]
+    assert "x 8 attempts on the start's and the final weights" in rows["validation"]

@@ -45,10 +45,11 @@ def header_rows(summary: dict[str, Any], cfg: Config, end_attempts: int = 1) -> 
     ttt = summary.get("time_to_sequential_final_s", {})
     for schedule in ttt:
         f = summary[schedule]
+        reached = ttt[schedule]
         text = (f"validation {_num(f['validation_first_mean'])} -> {_num(f['validation_final_mean'])} "
                 f"(sd {_num(f['validation_final_sd'])}), reward of the last 5 steps {_num(f['reward_last5_mean'])}, "
-                f"{_num(f['wall_s_mean'], 1)} s ({_num(f['s_per_step_mean'], 2)} s/step), "
-                f"sequential's final score at {_num(ttt[schedule], 1)} s")
+                f"{_num(f['wall_s_mean'], 1)} s ({_num(f['s_per_step_mean'], 2)} s/step), sequential's final score "
+                + (f"at {reached:.1f} s" if reached is not None else "not reached"))
         if schedule != BASELINE:
             text += (f"; speed-up {_num(f.get('speedup_wall'), 2)}x, "
                      f"final gap {_num(f.get('final_gap_in_sd'), 2)} pooled sd")
