@@ -118,6 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--max-new-tokens", type=int, default=160)
     bp.add_argument("--no-validation", action="store_true")
     _model_flag(bp, default="tiny")
+    blr = _cmd(bench, "learning", "does the overlap cost learning? validation score per step and per second, "
+               "sequential vs pipelined over several seeds", "learning:bench")
+    blr.add_argument("--steps", type=int, help="training steps per run (default 16; --quick 6)")
+    blr.add_argument("--seeds", type=int, help="runs per schedule, each from the same start (default 3; --quick 2)")
+    blr.add_argument("--judge-latency-ms", type=float, default=600.0,
+                     help="simulated judge latency per call (600, as bench pipeline)")
+    blr.add_argument("--schedules", default="sequential,pipelined", metavar="S,S",
+                     help="sequential (always), pipelined, pipelined-behaviour, pipelined-lag2")
+    blr.add_argument("--max-new-tokens", type=int, help="default 192")
+    blr.add_argument("--quick", action="store_true", help="a smaller size: under 10 minutes on 2 CPU cores")
+    blr.add_argument("-o", "--output", metavar="FILE.html", default="learning.html",
+                     help="where to write the page (default learning.html)")
     return p
 
 

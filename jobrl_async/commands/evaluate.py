@@ -33,14 +33,13 @@ async def _evaluate(cfg: Config, uri: str) -> dict[str, Any]:
     import anyio.to_thread
 
     from ..checkpoints import load_checkpoint, scratch_dir
-    from ..collector import Collector
     from ..data import check_against_policy, load_dataset, split_dataset
     from ..device import Device, resolve_device
     from ..generator import LocalGenerator
-    from ..judge.stage import Judge, judge_workers
+    from ..judge.stage import Judge
     from ..model import load_adapter, load_policy
-    from ..pipeline.validation import score_all
-    from ..pipeline.work import validation_contexts, validation_work
+    from ..pipeline.validation import score_round
+    from ..pipeline.work import validation_contexts
 
     async with scratch_dir("jobrl-eval-") as tmp:
         loaded = await load_checkpoint(uri, cfg, tmp)  # verified before any other cost is paid
@@ -60,17 +59,9 @@ async def _evaluate(cfg: Config, uri: str) -> dict[str, Any]:
             await device.run(load_adapter, policy, loaded.adapter_dir)
             round_ = loaded.manifest.get("validation_round")
             step = loaded.step if round_ is None else round_  # the round that scored these weights
-            work = validation_work(cfg, contexts, step)
-            trajectories = await LocalGenerator(policy, device, cfg.generation).generate(list(work.requests))
-            scored = await score_all(judge, trajectories, judge_workers(cfg.judge))
+            result = await score_round(cfg, LocalGenerator(policy, device, cfg.generation), judge, contexts, step)
         finally:
             await judge.aclose()
-    collector = Collector()
-    collector.expect_validation(step, contexts, cfg.validation.attempts)
-    result = None
-    for s in scored:
-        result = collector.add(s) or result
-    assert result is not None
     return {
         "checkpoint": loaded.uri,
         "step": loaded.step,

@@ -23,13 +23,17 @@ from ..errors import JobrlError
 
 def apply_dry_run(cfg: Config) -> Config:
     """Stub judge, embedded tiny model, bundled dataset, local checkpoints: unless named otherwise."""
-    cfg = copy.deepcopy(cfg)
-    defaults = {
+    return with_defaults(cfg, {
         "judge.mode": "stub",
         "model.name": TINY_MODEL,
         "data.dataset": BUNDLED_DATASET,
         "checkpoints.uri": f"runs/dry-run-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}/checkpoints",
-    }
+    })
+
+
+def with_defaults(cfg: Config, defaults: dict[str, Any]) -> Config:
+    """A copy of `cfg` with these `section.key` values, except where a file, env or flag named one."""
+    cfg = copy.deepcopy(cfg)
     for key, value in defaults.items():
         if not cfg.is_set(key):
             section, _, name = key.partition(".")

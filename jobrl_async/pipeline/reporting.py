@@ -83,6 +83,7 @@ class Observers:
     metrics: RunMetrics | None = None  # /metrics and /healthz (--metrics-port)
     progress_line: ProgressLine | None = None  # drawn only on a terminal
     tracker: WandbSink | None = None  # when W&B is on
+    on_step: Callable[[dict[str, Any]], None] | None = None  # `bench learning` records its curves
 
 
 class StepReporter:
@@ -218,6 +219,8 @@ class StepReporter:
             o.progress_line.update(fields)
         if o.tracker:
             o.tracker.log_step(fields)
+        if o.on_step:
+            o.on_step(fields)
 
     # -- the end
 

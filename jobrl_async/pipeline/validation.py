@@ -17,12 +17,14 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 
 from ..checkpoints import TrainerState
-from ..collector import ValidationResult
-from ..config import ValidationConfig
-from ..judge.stage import Judge
+from ..collector import Collector, ValidationResult
+from ..config import Config, ValidationConfig
+from ..generator import Generator
+from ..judge.stage import Judge, judge_workers
 from ..log import get_logger
-from ..records import ScoredTrajectory, Trajectory
+from ..records import Context, ScoredTrajectory, Trajectory
 from .assemble import Progress
+from .work import validation_work
 
 log = get_logger("pipeline")
 
@@ -78,3 +80,18 @@ async def score_all(judge: Judge, trajectories: Iterable[Trajectory] | AsyncIter
         else:
             tasks = [tg.create_task(score(t)) for t in trajectories]
     return [task.result() for task in tasks]
+
+
+async def score_round(cfg: Config, generator: Generator, judge: Judge, contexts: list[Context],
+                      step: int) -> ValidationResult:
+    """One validation round outside a run's stages (`eval`, `bench learning`'s final round): the
+    round of `step` (its requests, hence its sampling seeds) sampled from the current weights and judged."""
+    work = validation_work(cfg, contexts, step)
+    scored = await score_all(judge, await generator.generate(list(work.requests)), judge_workers(cfg.judge))
+    collector = Collector()
+    collector.expect_validation(step, contexts, cfg.validation.attempts)
+    result = None
+    for s in scored:
+        result = collector.add(s) or result
+    assert isinstance(result, ValidationResult)
+    return result

@@ -58,14 +58,15 @@ def plotly_js() -> str:
 def render_html(run: RunLog, title: str = "jobrl-async run report",
                 now: datetime.datetime | None = None) -> str:
     parts = sections(run)
-    figures = {f"plot-{s.key}": s.figure for s in parts if s.figure is not None}
     now = now or datetime.datetime.now(datetime.UTC)
-    body = "\n".join([
-        f"<h1>{html.escape(title)}</h1>",
-        _header(run),
-        *(_section(s) for s in parts),
-        _footer(run, now),
-    ])
+    return html_page(title, [header_table(header_rows(run)), *(section_html(s) for s in parts), _footer(run, now)],
+                     parts)
+
+
+def html_page(title: str, blocks: list[str], parts: list[Section]) -> str:
+    """The page: a title, HTML blocks (escaped by their makers), the sections' figures drawn offline."""
+    figures = {f"plot-{s.key}": s.figure for s in parts if s.figure is not None}
+    body = "\n".join([f"<h1>{html.escape(title)}</h1>", *blocks])
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
@@ -85,12 +86,12 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode().translate(_JSON_ESCAPES)
 
 
-def _header(run: RunLog) -> str:
-    rows = "\n".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in header_rows(run))
-    return f"<div class=\"header\"><table>\n{rows}\n</table></div>"
+def header_table(rows: list[tuple[str, str]]) -> str:
+    cells = "\n".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    return f"<div class=\"header\"><table>\n{cells}\n</table></div>"
 
 
-def _section(s: Section) -> str:
+def section_html(s: Section) -> str:
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in s.notes)
     content = (f"<div class=\"plot\" id=\"plot-{html.escape(s.key)}\"></div>" if s.figure is not None
                else f"<p class=\"empty\">{html.escape(s.empty or 'No data in this log.')}</p>")
