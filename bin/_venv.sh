@@ -1,7 +1,7 @@
 # Sourced by bin/jobrl-async and bin/test: create or reuse the project's .venv.
 #
 # First use: create .venv and install exactly the versions of requirements.lock (hashed: every
-# file is checked), torch first, then the project itself in editable mode. uv does the work
+# file is checked: uv verifies the hashes given, pip requires them), torch first, then the project itself in editable mode. uv does the work
 # (seconds); when uv cannot be had, pip does the same from the same lock (a minute or two).
 # Later uses: a stamp (hash of pyproject.toml, the lock and the torch choice) says nothing
 # changed, so nothing is installed and start-up takes well under a second.
@@ -112,11 +112,11 @@ _jobrl_ensure_venv() {
   else
     _jobrl_lock_part torch > "$lock_file"
     _jobrl_say "installing $(grep -m1 -o '^torch==[^ ;]*' "$lock_file") (the CPU build: ~200 MB to fetch, ~750 MB installed; uv ~30 s, pip ~1-2 min)"
-    _jobrl_install "$installer" --no-deps --require-hashes -r "$lock_file"
+    _jobrl_install "$installer" --no-deps -r "$lock_file"
   fi
   _jobrl_lock_part rest > "$lock_file"
   _jobrl_say "installing the other locked dependencies ($(grep -c '^[a-zA-Z0-9]' "$lock_file") packages)"
-  _jobrl_install "$installer" --no-deps --require-hashes -r "$lock_file"
+  _jobrl_install "$installer" --no-deps -r "$lock_file"
   _jobrl_say "installing jobrl-async itself (editable)"
   _jobrl_install "$installer" --no-deps -e "$ROOT"
   rm -f "$lock_file"
