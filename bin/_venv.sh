@@ -1,7 +1,7 @@
 # Sourced by bin/jobrl-async and bin/test: create or reuse the project's .venv.
 #
-# First use: create .venv and install exactly the versions of requirements.lock (hashed: every
-# file is checked: uv verifies the hashes given, pip requires them), torch first, then the project itself in editable mode. uv does the work
+# First use: create .venv and install exactly the versions of requirements.lock (every file's
+# hash is checked), torch first, then the project itself in editable mode. uv does the work
 # (seconds); when uv cannot be had, pip does the same from the same lock (a minute or two).
 # Later uses: a stamp (hash of pyproject.toml, the lock and the torch choice) says nothing
 # changed, so nothing is installed and start-up takes well under a second.

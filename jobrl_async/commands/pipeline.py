@@ -15,10 +15,11 @@ from typing import Any
 
 import orjson
 
-from .. import aio
+from .. import aio, log
 from ..config import BUNDLED_DATASET, TINY_MODEL, Config
 from ..device import configure_threads
 from ..errors import JobrlError
+from ..phases import PhaseLines
 
 
 def apply_dry_run(cfg: Config) -> Config:
@@ -41,9 +42,17 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.dry_run:
         cfg = apply_dry_run(cfg)
     configure_threads(cfg.model)  # before torch does any work
-    from ..pipeline.daemon import train
+    phases = PhaseLines() if PhaseLines.wanted(cfg.logging.phases, sys.stderr) else None
+    if phases:
+        phases.loading(cfg.model.name)  # importing torch and transformers alone takes seconds
+        log.add_listener(phases)
+    try:
+        from ..pipeline.daemon import train
 
-    return aio.run(train(cfg, force=args.force))
+        return aio.run(train(cfg, force=args.force))
+    finally:
+        if phases:
+            log.remove_listener(phases)
 
 
 # ---------------------------------------------------------------- bench pipeline
