@@ -124,5 +124,6 @@ _jobrl_ensure_venv() {
   _jobrl_say "set-up done in $((SECONDS - started)) s"
 }
 
+[[ -n "${JOBRL_VENV_FUNCTIONS_ONLY:-}" ]] && return 0  # tests/test_setup.py: the functions alone
 _jobrl_ensure_venv
 export PATH="$VENV/bin:$PATH"
