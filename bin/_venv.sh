@@ -73,8 +73,16 @@ _jobrl_install() {  # _jobrl_install INSTALLER ARGS...: uv pip install or pip in
   if [[ "$installer" == pip ]]; then
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$@" >&2
   else
+    local flags=("${UV_FLAGS[@]}") i
+    if [[ " $* " == *" --index-url "* ]]; then  # ours replaces the configured one, as on pip's command line
+      flags=()
+      for ((i = 0; i < ${#UV_FLAGS[@]}; i += 2)); do
+        [[ "${UV_FLAGS[i]}" == --index-url ]] || flags+=("${UV_FLAGS[i]}" "${UV_FLAGS[i + 1]}")
+      done
+    fi
+    # unsafe-best-match: every index counts, as with pip (the lock's hashes say which files are right)
     "$installer" pip install --quiet --python "$VENV/bin/python" --index-strategy unsafe-best-match \
-      "${UV_FLAGS[@]}" "$@" >&2
+      "${flags[@]}" "$@" >&2
   fi
 }
 

@@ -100,3 +100,15 @@ def test_pip_is_used_when_asked_or_when_uv_cannot_be_had(tmp_path: Path) -> None
     out = venv_shell("_jobrl_find_uv", JOBRL_PYTHON=str(failing), PATH=path, HOME=str(tmp_path),
                      XDG_CACHE_HOME=str(tmp_path / ".cache"))
     assert out.strip() == "" and not (tmp_path / ".cache" / "jobrl-async" / "uv-0.13.10").exists()
+
+
+def test_a_gpu_torch_index_replaces_the_configured_index_for_uv(tmp_path: Path) -> None:
+    fake_uv = tmp_path / "uv"
+    fake_uv.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    fake_uv.chmod(0o755)
+    flags = "UV_FLAGS=(--index-url https://mirror.example/simple --find-links /opt/wheels)"
+    gpu = venv_shell(f'{flags}; _jobrl_install {fake_uv} torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128 2>&1')
+    assert "https://mirror.example/simple" not in gpu and "/opt/wheels" in gpu
+    assert gpu.splitlines()[-2:] == ["--index-url", "https://download.pytorch.org/whl/cu128"]
+    plain = venv_shell(f"{flags}; _jobrl_install {fake_uv} --no-deps -r lock.txt 2>&1")
+    assert "https://mirror.example/simple" in plain and "unsafe-best-match" in plain
