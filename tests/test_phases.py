@@ -35,7 +35,7 @@ def test_each_phase_is_said_once_as_it_begins() -> None:
     phases({"event": "step", "step": 1})
     phases({"event": "step", "step": 2})  # after the first step the progress line and the log take over
     assert out.getvalue().splitlines() == [
-        "jobrl-async: loading torch, the dataset and the model 'tiny' (the tiny model: ~10 s on 2 cores)",
+        "jobrl-async: loading torch, the dataset and the model 'tiny' (the tiny model: ~15 s on 2 cores)",
         "jobrl-async: model ready after 6.5 s (1.3M parameters on cpu)",
         "jobrl-async: first step: sampling 10 contexts x 10 offers, judging them, one optimizer step "
         "(tiny on a CPU: ~25 s)",

@@ -41,11 +41,11 @@ def apply_dry_run(cfg: Config) -> Config:
 def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.dry_run:
         cfg = apply_dry_run(cfg)
-    configure_threads(cfg.model)  # before torch does any work
     phases = PhaseLines() if PhaseLines.wanted(cfg.logging.phases, sys.stderr) else None
     if phases:
-        phases.loading(cfg.model.name)  # importing torch and transformers alone takes seconds
+        phases.loading(cfg.model.name)  # importing torch (configure_threads) and transformers takes seconds
         log.add_listener(phases)
+    configure_threads(cfg.model)  # before torch does any work
     try:
         from ..pipeline.daemon import train
 
