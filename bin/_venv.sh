@@ -2,7 +2,7 @@
 #
 # First use: create .venv and install exactly the versions of requirements.lock (every file's
 # hash is checked), torch first, then the project itself in editable mode. uv does the work
-# (seconds); when uv cannot be had, pip does the same from the same lock (a minute or two).
+# (seconds); when uv cannot be had, pip does the same from the same lock (minutes).
 # Later uses: a stamp (hash of pyproject.toml, the lock and the torch choice) says nothing
 # changed, so nothing is installed and start-up takes well under a second.
 #
@@ -109,7 +109,7 @@ _jobrl_ensure_venv() {
   else
     installer=pip
     [[ "${JOBRL_INSTALLER:-}" == pip ]] || _jobrl_say "uv could not be had: using pip instead"
-    _jobrl_say "setting up $VENV with pip from requirements.lock (one time, about 2-3 minutes)"
+    _jobrl_say "setting up $VENV with pip from requirements.lock (one time, 4-10 minutes)"
     [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
   fi
   lock_file="$(mktemp)"
@@ -119,7 +119,7 @@ _jobrl_ensure_venv() {
     _jobrl_install "$installer" "${TORCH_SPEC:-torch}" "${index[@]}"
   else
     _jobrl_lock_part torch > "$lock_file"
-    _jobrl_say "installing $(grep -m1 -o '^torch==[^ ;]*' "$lock_file") (the CPU build: ~200 MB to fetch, ~750 MB installed; uv ~30 s, pip ~1-2 min)"
+    _jobrl_say "installing $(grep -m1 -o '^torch==[^ ;]*' "$lock_file") (the CPU build: ~200 MB to fetch, ~750 MB installed; uv ~5 s, pip ~1-3 min)"
     _jobrl_install "$installer" --no-deps -r "$lock_file"
   fi
   _jobrl_lock_part rest > "$lock_file"
