@@ -119,7 +119,7 @@ _jobrl_ensure_venv() {
     _jobrl_install "$installer" "${TORCH_SPEC:-torch}" "${index[@]}"
   else
     _jobrl_lock_part torch > "$lock_file"
-    _jobrl_say "installing $(grep -m1 -o '^torch==[^ ;]*' "$lock_file") (the CPU build: ~200 MB to fetch, ~750 MB installed; uv ~5 s, pip ~1-3 min)"
+    _jobrl_say "installing $(grep -m1 -o '^torch==[^ ;]*' "$lock_file") (the CPU build, ~750 MB installed: uv takes seconds from a local wheel, longer to download ~200 MB; pip 1-3 minutes)"
     _jobrl_install "$installer" --no-deps -r "$lock_file"
   fi
   _jobrl_lock_part rest > "$lock_file"
