@@ -224,3 +224,11 @@ async def test_warm_started_model_writes_recognisable_but_imperfect_offers(tiny_
     assert sum(max(g) > min(g) for g in groups) >= len(groups) // 2  # GRPO has a signal
     assert statistics.pstdev(rewards) > 0.3
     await asyncio.sleep(0)
+
+
+def test_tiny_build_refuses_an_existing_out_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from jobrl_async import cli
+
+    assert cli.main(["tiny", "build", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--out {tmp_path} already exists" in err
