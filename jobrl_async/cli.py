@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("-o", "--output", metavar="FILE.html",
                      help="where to write the page (default: stdout when it is not a terminal, else report.html)")
 
+    tiny = _group(sub, "tiny", "the embedded tiny model shipped with the package")
+    tb = _cmd(tiny, "build", "rebuild the tiny model (deterministic, 2-4 minutes on 2 cores)", "tiny:build")
+    tb.add_argument("--out", metavar="DIR",
+                    help="write the new folder there (default: replace the shipped folder of this checkout)")
+    tb.add_argument("--check", action="store_true",
+                    help="build into a temporary folder and compare with the shipped files; exit 1 when they differ")
+
     bench = _group(sub, "bench", "benchmarks; the last stdout line is one JSON object")
     bg = _cmd(bench, "generate", "batched generation throughput", "generate:bench")
     bg.add_argument("--batch", type=int, default=100)
@@ -184,7 +191,7 @@ def _handler(spec: str) -> Callable[[argparse.Namespace, Config], int]:
 
 # Commands whose stdout is a document (JSON, TOML, an offer): their logs go to stderr.
 DOCUMENT_COMMANDS = {"config:show", "data:count", "judge:score", "generate:generate", "evaluate:evaluate",
-                     "checkpoints:list_", "report:report", "plan:plan"}
+                     "checkpoints:list_", "report:report", "plan:plan", "tiny:build"}
 
 
 def main(argv: list[str] | None = None) -> int:

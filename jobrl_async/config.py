@@ -48,7 +48,7 @@ class ModelConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     attn_implementation: str = "sdpa"
-    cache_dir: str = ""  # where the embedded tiny model is built; "" = the user cache dir
+    cache_dir: str = ""  # unused since the tiny model ships in the package; kept so that older configs load
 
 
 @dataclass
@@ -211,6 +211,7 @@ class StorageConfig:
 class LoggingConfig:
     format: Literal["json", "console"] = "json"
     level: Literal["debug", "info", "warning", "error"] = "info"
+    phases: Literal["auto", "on", "off"] = "auto"  # a line on stderr per start-up phase; auto: on a terminal
 
 
 @dataclass

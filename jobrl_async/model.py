@@ -1,8 +1,8 @@
 """The policy: a causal LM with a LoRA adapter, its tokenizer, and where it runs.
 
 `cfg.model.name` is one of:
-- "tiny": the embedded model (`tiny.ensure_tiny` builds and caches it), then loaded exactly like
-  a local folder;
+- "tiny": the embedded model, shipped in the package (`tiny_assets.shipped_tiny_dir`: its files
+  checked against their manifest), then loaded exactly like a local folder;
 - a local folder holding a transformers model and tokenizer;
 - a hub id (`google/gemma-3-270m-it`): the local Hugging Face cache first, then the hub; when
   neither has it, one `ModelError` says what was looked for and where;
@@ -27,7 +27,8 @@ from .config import TINY_MODEL, Config
 from .device import resolve_device
 from .errors import ModelError
 from .log import get_logger
-from .tiny import END_OF_TURN, RANDOM_270M, ensure_tiny, gemma3_270m_config
+from .tiny import END_OF_TURN, RANDOM_270M, gemma3_270m_config
+from .tiny_assets import shipped_tiny_dir
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -115,10 +116,10 @@ def choose_dtype(name: str, device: str) -> Any:
 # ---------------------------------------------------------------- base model
 
 
-def resolve_model(name: str, cache_dir: str = "") -> str:
-    """A local folder to load `name` from (building the tiny model if that is what is asked)."""
+def resolve_model(name: str) -> str:
+    """A local folder to load `name` from (the shipped folder for the tiny model)."""
     if name == TINY_MODEL:
-        return str(ensure_tiny(Path(cache_dir) if cache_dir else None))
+        return str(shipped_tiny_dir())
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -171,7 +172,7 @@ def _load_base(cfg: Config, device: str, dtype: Any) -> tuple[Any, Any, str]:
     name = cfg.model.name
     if name == RANDOM_270M:
         return _random_270m(cfg, device, dtype)
-    folder = resolve_model(name, cfg.model.cache_dir)
+    folder = resolve_model(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = AutoModelForCausalLM.from_pretrained(
@@ -187,7 +188,7 @@ def _random_270m(cfg: Config, device: str, dtype: Any) -> tuple[Any, Any, str]:
     import torch
     from transformers import AutoTokenizer, Gemma3ForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(TINY_MODEL, cfg.model.cache_dir))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(TINY_MODEL))
     config = gemma3_270m_config()
     config._attn_implementation = cfg.model.attn_implementation
     with seeded(0, device), torch.device(device):

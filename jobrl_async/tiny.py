@@ -1,7 +1,8 @@
-"""The embedded `tiny` model: a small Gemma 3, built offline from the bundled data and cached.
+"""The embedded `tiny` model: a small Gemma 3, built offline from the bundled data; the recipe.
 
 No model can be downloaded in a dry run, and a random model writes noise (every group gets the
-same reward and nothing is learned). So `ensure_tiny` builds, once per version and dataset:
+same reward and nothing is learned). So the package ships a small model built by this recipe
+(`tiny_assets.build_tiny`, run by `jobrl-async tiny build`; the files under assets/tiny):
 
 1. a byte-level BPE tokenizer trained with `tokenizers` on the bundled training split (prompts
    and template offers in both languages, plus the phrase banks below), with Gemma's special
@@ -13,32 +14,22 @@ same reward and nothing is learned). So `ensure_tiny` builds, once per version a
    imperfect (see `Flaws`): the model writes recognisable but flawed XML offers, so rewards
    differ within a group and RL has something to improve.
 
-The build is deterministic (fixed seeds, deterministic torch, always on CPU), takes about two
-minutes on 2 cores (124 s measured beside other work), and is written atomically: built in a
-temporary folder, then renamed, under a file lock so concurrent processes build it once. It is saved with `save_pretrained` and loaded
-like any local model folder (`model.load_policy`).
+The build is deterministic (fixed seeds, deterministic torch, always on CPU: byte-identical files
+when rebuilt on the same machine) and takes 2-4 minutes on 2 cores, which is why its output
+ships instead of being built on the user's machine. The shipped folder is loaded like any local
+model folder (`model.load_policy`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import math
-import os
 import random
 import re
-import shutil
-import tempfile
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import escape
 
-import orjson
-
-from .log import get_logger
 from .prompts import instruction, prompt_ids
 from .records import Context, Language
 
@@ -360,8 +351,13 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def warm_start(model: Any, tokenizer: Any, contexts: Sequence[Context], spec: TinySpec) -> list[float]:
-    """Supervised steps on (prompt, template offer) pairs; the loss covers the offer only."""
+def warm_start(
+    model: Any, tokenizer: Any, contexts: Sequence[Context], spec: TinySpec, stop_after: int | None = None
+) -> list[float]:
+    """Supervised steps on (prompt, template offer) pairs; the loss covers the offer only.
+
+    `stop_after` ends the run early, on the same schedule (the drift check replays the first steps).
+    """
     import torch
 
     rng = random.Random(spec.seed)
@@ -379,7 +375,7 @@ def warm_start(model: Any, tokenizer: Any, contexts: Sequence[Context], spec: Ti
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
     model.train()
     losses = []
-    for _ in range(spec.train_steps):
+    for _ in range(spec.train_steps if stop_after is None else min(stop_after, spec.train_steps)):
         batch = [rng.choice(contexts) for _ in range(spec.batch_size)]
         examples = [_example(tokenizer, c, rng, pools, end_of_turn) for c in batch]
         input_ids, attention_mask, labels = _sft_batch(examples)
@@ -432,122 +428,3 @@ def _sft_batch(examples: Sequence[tuple[list[int], list[int]]]) -> tuple[Any, An
         mask[row, :n] = 1
         labels[row, len(p) : n] = torch.tensor(c)
     return ids, mask, labels
-
-
-# ---------------------------------------------------------------- build and cache (I/O)
-
-
-def build_tiny(out_dir: Path, contexts: Sequence[Context], spec: TinySpec = DEFAULT_SPEC) -> dict[str, Any]:
-    """Build the tokenizer and the warm-started model into `out_dir` (which must not exist)."""
-    import torch
-    from transformers import Gemma3ForCausalLM, GenerationConfig
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    if not contexts:
-        raise ValueError("the tiny model needs training contexts")
-    started = time.perf_counter()
-    tokenizer = train_tokenizer(tokenizer_corpus(contexts, spec.seed), spec.vocab_size)
-    end_of_turn = tokenizer.convert_tokens_to_ids(END_OF_TURN)
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    with torch.random.fork_rng(devices=[]), _build_threads():
-        torch.manual_seed(spec.seed)
-        torch.use_deterministic_algorithms(True)
-        try:
-            model = Gemma3ForCausalLM(tiny_config(spec, len(tokenizer), end_of_turn)).to(torch.float32)
-            losses = warm_start(model, tokenizer, contexts, spec)
-        finally:
-            torch.use_deterministic_algorithms(deterministic)
-    model.generation_config = GenerationConfig(bos_token_id=2, eos_token_id=[1, end_of_turn], pad_token_id=0)
-    out_dir.mkdir(parents=True)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    info = {
-        "version": TINY_VERSION,
-        "spec": asdict(spec),
-        "contexts": len(contexts),
-        "vocab": len(tokenizer),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "loss_first": round(sum(losses[:10]) / max(1, len(losses[:10])), 4),
-        "loss_last": round(sum(losses[-10:]) / max(1, len(losses[-10:])), 4),
-        "build_s": round(time.perf_counter() - started, 1),
-    }
-    (out_dir / "jobrl_tiny.json").write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
-    return info
-
-
-@contextlib.contextmanager
-def _build_threads() -> Iterator[None]:
-    """Use the machine's cores for the build, then give back the configured thread count.
-
-    The process runs with one torch thread for the event loop's sake (device.configure_threads),
-    but the build runs before any other heavy work. Measured: the same weights with 1 or 2
-    threads.
-    """
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(min(os.cpu_count() or 1, 8))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def training_contexts() -> list[Context]:
-    """The bundled dataset's training split under the default data settings.
-
-    Fixed on purpose: the embedded model must not depend on a user's dataset or seed.
-    """
-    from .config import DataConfig
-    from .data import load_bundled, split_dataset
-
-    defaults = DataConfig()
-    return split_dataset(load_bundled(), defaults.validation_fraction, defaults.seed).train
-
-
-def default_cache_dir() -> Path:
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("jobrl-async"))
-
-
-def cache_key(contexts: Sequence[Context], spec: TinySpec) -> str:
-    blob = orjson.dumps([TINY_VERSION, asdict(spec), [c.as_dict() for c in contexts]])
-    return f"tiny-v{TINY_VERSION}-{hashlib.sha256(blob).hexdigest()[:10]}"
-
-
-def ensure_tiny(
-    cache_dir: Path | None = None,
-    spec: TinySpec = DEFAULT_SPEC,
-    contexts: Sequence[Context] | None = None,
-) -> Path:
-    """The cached tiny model's folder, built first if needed (about two minutes, once)."""
-    from filelock import FileLock
-
-    contexts = training_contexts() if contexts is None else contexts
-    root = Path(cache_dir) if cache_dir else default_cache_dir()
-    folder = root / cache_key(contexts, spec)
-    if _complete(folder):
-        return folder
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root / ".tiny.lock")):
-        if _complete(folder):  # another process built it while we waited
-            return folder
-        log = get_logger("model")
-        log.info("tiny_model_building", folder=str(folder))
-        staging = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
-        try:
-            info = build_tiny(staging / "model", contexts, spec)
-            if folder.exists():  # a broken leftover from an older, non-atomic layout
-                shutil.rmtree(folder)
-            os.replace(staging / "model", folder)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        log.info("tiny_model_built", folder=str(folder), **{k: v for k, v in info.items() if k != "spec"})
-    return folder
-
-
-def _complete(folder: Path) -> bool:
-    # jobrl_tiny.json is written last, inside the staging folder, before the rename.
-    return (folder / "jobrl_tiny.json").is_file() and (folder / "model.safetensors").is_file()

@@ -238,8 +238,8 @@ def test_dockerfile_pins_torch_like_the_venv_set_up() -> None:
     installs = [rest for word, rest in dockerfile() if word == "RUN" and "pip install" in rest]
     assert any('"torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"' in r for r in installs)
     assert "/cu12" in docker_args()["TORCH_INDEX_URL"]
-    venv_spec = re.search(r"JOBRL_TORCH:-torch==([0-9.]+)", (ROOT / "bin" / "_venv.sh").read_text())
-    assert venv_spec and venv_spec.group(1) == version, "the image and bin/ should install the same torch"
+    locked = re.search(r"^torch==([0-9.]+)\+cpu ", (ROOT / "requirements.lock").read_text(), re.M)
+    assert locked and locked.group(1) == version, "the image and bin/ (the lock) should install the same torch"
 
 
 def test_dockerfile_runs_as_a_non_root_user_with_an_exec_form_entrypoint() -> None:

@@ -1,20 +1,23 @@
-"""The embedded tiny model: template offers (pure), tokenizer, deterministic cached build, warm start."""
+"""The embedded tiny model: template offers (pure), tokenizer, the deterministic build, the shipped files, warm start."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import statistics
 from pathlib import Path
 
+import orjson
 import pytest
 
-from jobrl_async import tiny
+from jobrl_async import tiny, tiny_assets
+from jobrl_async.errors import ModelError
 from jobrl_async.offer import detect_language, parse_offer, provided_skills_included
 from jobrl_async.records import CRITERIA, Context
 from jobrl_async.tiny import Flaws, sample_flaws, template_offer
 
-from .support.model import reduced_spec, weights_digest
+from .support.model import folder_bytes, reduced_spec
 
 EN = Context("Data Scientist", "en", ("Python", "SQL", "Statistics"), "Tech")
 FR = Context("Comptable", "fr", ("Fiscalité", "Paie", "Excel", "Comptabilité générale"), "Finance")
@@ -126,36 +129,67 @@ def test_gemma3_270m_config_matches_the_model_card() -> None:
     assert c.max_position_embeddings == 32_768
 
 
-# ---------------------------------------------------------------- build and cache
+# ---------------------------------------------------------------- build, ship, verify
 
 
 @pytest.mark.slow
-def test_build_is_deterministic(tmp_path: Path) -> None:
-    # The reduced spec runs the same code path (tokenizer, model, warm start) in seconds.
+def test_build_is_deterministic_to_the_byte(tmp_path: Path) -> None:
+    # The reduced spec runs the same code path (tokenizer, model, warm start, files) in seconds.
     spec = reduced_spec()
-    tiny.build_tiny(tmp_path / "a", SMALL, spec)
-    tiny.build_tiny(tmp_path / "b", SMALL, spec)
-    assert weights_digest(tmp_path / "a") == weights_digest(tmp_path / "b")
-    other = tiny.build_tiny(tmp_path / "c", SMALL, reduced_spec(tiny.TinySpec(seed=1)))
-    assert other["loss_last"] > 0
-    assert weights_digest(tmp_path / "c") != weights_digest(tmp_path / "a")
+    a = tiny_assets.build_tiny(tmp_path / "a", SMALL, spec)
+    b = tiny_assets.build_tiny(tmp_path / "b", SMALL, spec)
+    assert folder_bytes(tmp_path / "a") == folder_bytes(tmp_path / "b")  # the manifest too: no clock in it
+    assert a["content_sha256"] == tiny_assets.content_digest(tiny_assets.file_digests(tmp_path / "a"))
+    assert {"model.safetensors", "config.json", "tokenizer.json"} <= set(a["files"])
+    other = tiny_assets.build_tiny(tmp_path / "c", SMALL, reduced_spec(tiny.TinySpec(seed=1)))
+    assert other["loss_last"] > 0 and other["content_sha256"] != b["content_sha256"]
 
 
 @pytest.mark.slow
-def test_ensure_tiny_builds_once_atomically_then_reuses(tmp_path: Path) -> None:
-    spec = reduced_spec(train_steps=1)
-    first = tiny.ensure_tiny(tmp_path, spec, SMALL)
-    assert first.parent == tmp_path and first.name.startswith(f"tiny-v{tiny.TINY_VERSION}-")
-    stamp = (first / "model.safetensors").stat().st_mtime_ns
-    assert tiny.ensure_tiny(tmp_path, spec, SMALL) == first
-    assert (first / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not rebuilt
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".build-")]  # no staging leftovers
-    # A folder left half-written (no completion marker) is rebuilt, never loaded.
-    (first / "jobrl_tiny.json").unlink()
-    assert tiny.ensure_tiny(tmp_path, spec, SMALL) == first
-    assert (first / "jobrl_tiny.json").is_file()
-    # Another dataset or spec is another cache entry.
-    assert tiny.ensure_tiny(tmp_path, reduced_spec(train_steps=2), SMALL) != first
+def test_shipped_tiny_model_is_what_the_builder_makes() -> None:
+    # Replays the recipe's first steps (seconds) against the shipped manifest: a change to the
+    # tokenizer, the prompts, the data, the architecture or the warm start shows here. After
+    # changing the builder: `jobrl-async tiny build`, then commit jobrl_async/assets/tiny/.
+    assert tiny_assets.drift() == []
+    manifest = tiny_assets.read_manifest(tiny_assets.SHIPPED_DIR)
+    assert manifest["content_sha256"] == tiny_assets.content_digest(tiny_assets.file_digests(tiny_assets.SHIPPED_DIR))
+
+
+@pytest.mark.slow
+def test_the_drift_check_sees_a_changed_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "tiny"
+    tiny_assets.build_tiny(folder, SMALL, reduced_spec(train_steps=tiny_assets.CHECK_STEPS))
+    monkeypatch.setattr(tiny_assets, "training_contexts", lambda: SMALL)
+    monkeypatch.setattr(tiny_assets, "DEFAULT_SPEC", reduced_spec(train_steps=tiny_assets.CHECK_STEPS))
+    assert tiny_assets.drift(folder) == []
+    manifest = tiny_assets.read_manifest(folder)
+    manifest["check"]["losses"][-1] *= 1.001  # as if the warm start had changed
+    manifest["spec"]["learning_rate"] *= 2  # as if the spec had changed
+    (folder / tiny_assets.MANIFEST).write_bytes(orjson.dumps(manifest))
+    problems = tiny_assets.drift(folder)
+    assert [p.split(":")[0] for p in problems] == ["spec", "warm-start losses of the first 8 steps"], problems
+
+
+def test_loading_checks_the_shipped_files(tmp_path: Path) -> None:
+    shutil.copytree(tiny_assets.SHIPPED_DIR, tmp_path / "tiny")
+    assert tiny_assets.shipped_tiny_dir(tmp_path / "tiny") == tmp_path / "tiny"
+    weights = tmp_path / "tiny" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=r"model\.safetensors is altered"):
+        tiny_assets.shipped_tiny_dir(tmp_path / "tiny")
+    weights.unlink()
+    with pytest.raises(ModelError, match=r"model\.safetensors is missing"):
+        tiny_assets.shipped_tiny_dir(tmp_path / "tiny")
+    (tmp_path / "tiny" / tiny_assets.MANIFEST).unlink()
+    with pytest.raises(ModelError, match=r"jobrl_tiny\.json is missing"):
+        tiny_assets.shipped_tiny_dir(tmp_path / "tiny")
+
+
+def test_the_shipped_model_stays_small() -> None:
+    sizes = {p.name: p.stat().st_size for p in tiny_assets.SHIPPED_DIR.iterdir()}
+    assert sum(sizes.values()) < 8 * 2**20, sizes
 
 
 # ---------------------------------------------------------------- warm start
@@ -188,3 +222,11 @@ async def test_warm_started_model_writes_recognisable_but_imperfect_offers(tiny_
     assert sum(max(g) > min(g) for g in groups) >= len(groups) // 2  # GRPO has a signal
     assert statistics.pstdev(rewards) > 0.3
     await asyncio.sleep(0)
+
+
+def test_tiny_build_refuses_an_existing_out_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from jobrl_async import cli
+
+    assert cli.main(["tiny", "build", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--out {tmp_path} already exists" in err

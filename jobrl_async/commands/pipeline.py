@@ -15,10 +15,11 @@ from typing import Any
 
 import orjson
 
-from .. import aio
+from .. import aio, log
 from ..config import BUNDLED_DATASET, TINY_MODEL, Config
 from ..device import configure_threads
 from ..errors import JobrlError
+from ..phases import PhaseLines
 
 
 def apply_dry_run(cfg: Config) -> Config:
@@ -44,10 +45,18 @@ def with_defaults(cfg: Config, defaults: dict[str, Any]) -> Config:
 def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.dry_run:
         cfg = apply_dry_run(cfg)
+    phases = PhaseLines() if PhaseLines.wanted(cfg.logging.phases, sys.stderr) else None
+    if phases:
+        phases.loading(cfg.model.name)  # importing torch (configure_threads) and transformers takes seconds
+        log.add_listener(phases)
     configure_threads(cfg.model)  # before torch does any work
-    from ..pipeline.daemon import train
+    try:
+        from ..pipeline.daemon import train
 
-    return aio.run(train(cfg, force=args.force))
+        return aio.run(train(cfg, force=args.force))
+    finally:
+        if phases:
+            log.remove_listener(phases)
 
 
 # ---------------------------------------------------------------- bench pipeline

@@ -1,8 +1,7 @@
 """Tiny model fixtures, for any test that needs a real policy (generator, learner, pipeline...).
 
-- `tiny_model_dir` (session): the embedded tiny model's folder, built on first use into the
-  normal user cache (`tiny.ensure_tiny()`: about two minutes, once per machine and tiny version;
-  later runs and dry runs reuse it, and a file lock makes concurrent test runs build it once).
+- `tiny_model_dir` (session): the embedded tiny model's folder, shipped in the package
+  (`tiny_assets.shipped_tiny_dir()`: its files checked against their manifest; nothing is built).
 - `tiny_config` (function): a fresh `Config` with `model.name = "tiny"`, CPU, fp32, and small
   generation settings (64 new tokens, micro-batches of 8, temperature 1, seed 1234). Change
   what you need on it; nothing is shared between tests.
@@ -25,9 +24,9 @@ from jobrl_async.config import Config
 
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
-    from jobrl_async.tiny import ensure_tiny
+    from jobrl_async.tiny_assets import shipped_tiny_dir
 
-    return ensure_tiny()
+    return shipped_tiny_dir()
 
 
 @pytest.fixture
@@ -59,17 +58,6 @@ def reduced_spec(spec=None, train_steps: int = 3, vocab_size: int = 1024):
     return replace(spec or DEFAULT_SPEC, train_steps=train_steps, vocab_size=vocab_size, batch_size=4)
 
 
-def weights_digest(folder: Path) -> str:
-    """sha256 over a built model's saved tensors (names, dtypes, shapes, bytes) and tokenizer."""
-    import hashlib
-
-    from safetensors.torch import load_file
-
-    h = hashlib.sha256()
-    tensors = load_file(str(folder / "model.safetensors"))
-    for name in sorted(tensors):
-        t = tensors[name].contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.numpy().tobytes())
-    h.update((folder / "tokenizer.json").read_bytes())
-    return h.hexdigest()
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file of a built folder, by name: two builds compare byte for byte."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
