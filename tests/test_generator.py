@@ -223,7 +223,10 @@ async def test_event_loop_stays_responsive_while_a_batch_generates(tiny_policy, 
     took = time.perf_counter() - start
     done.set()
     await tick
-    assert worst < 0.25, f"the loop stalled {worst:.3f} s while {batches} batches took {took:.1f} s"
+    # On the loop, a batch would stall it for the whole batch; off it, only the scheduler's noise
+    # (another test's torch threads on a 2-core machine) delays a tick: half a batch tells them apart.
+    batch_s = took / batches
+    assert worst < max(0.25, 0.5 * batch_s), f"the loop stalled {worst:.3f} s while {batches} batches took {took:.1f} s"
 
 
 # ---------------------------------------------------------------- commands
