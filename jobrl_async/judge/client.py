@@ -296,8 +296,9 @@ class JudgeClient:
     """One endpoint's Chat Completions through the openai SDK, paced by its limiter.
 
     `exchange` is one HTTP attempt under a lease the caller holds: the pool (pool.py) routes,
-    retries and parses, for runs and `judge check` alike. The endpoint's dialect (`dialect.py`) is learnt from its 400s; its reasoning allowance from
-    its replies; its usage is read as untrusted figures (`usage.py`) and priced.
+    retries and parses, for runs and `judge check` alike. The endpoint's dialect (`dialect.py`)
+    is learnt from its 400s, its reasoning allowance from its replies; its usage is read as
+    untrusted figures (`usage.py`) and priced.
     """
 
     def __init__(self, cfg: JudgeConfig, endpoint: Secrets | EndpointSpec, limiter: Limiter, stats: JudgeStats,
