@@ -137,11 +137,15 @@ def offer_cost(cfg: Config, contexts: list[Context], allowance: int, reasoning: 
     return OfferCost(*(statistics.fmean(getattr(o, k) for o in per) for k in ("prompt", "budget", "cached", "output")))
 
 
+def allowance_assumed(cfg: Config) -> int:
+    """Reasoning tokens reserved per call at the effort `plan` assumes (0 for a classic model)."""
+    effort = reasoning_assumed(cfg)
+    return typical_allowance(effort, cfg.judge.max_reasoning_tokens) if effort else 0
+
+
 def tokens_per_offer(cfg: Config, contexts: list[Context]) -> float:
     """The mean intake charge of one offer's judging, on the real prompts for these contexts."""
-    effort = reasoning_assumed(cfg)
-    allowance = typical_allowance(effort, cfg.judge.max_reasoning_tokens) if effort else 0
-    return offer_cost(cfg, contexts, allowance, 0.0).charged
+    return offer_cost(cfg, contexts, allowance_assumed(cfg), 0.0).charged
 
 
 def cacheable_prefix(messages: list[dict[str, str]]) -> int:
@@ -162,9 +166,8 @@ def plan_inputs(cfg: Config, contexts: list[Context], n_train: int, n_validation
     tpm = sum(e.tpm for e in endpoints) if endpoints else j.tpm
     concurrency = judge_workers(j)  # what the pipeline starts
     val_contexts = min(n_validation, cfg.validation.max_contexts) if cfg.validation.max_contexts else n_validation
-    effort = reasoning_assumed(cfg)
-    allowance = typical_allowance(effort, j.max_reasoning_tokens) if effort else 0
-    cost = offer_cost(cfg, sample, allowance, TYPICAL_REASONING.get(effort or "", 0.0))
+    allowance = allowance_assumed(cfg)
+    cost = offer_cost(cfg, sample, allowance, TYPICAL_REASONING.get(reasoning_assumed(cfg) or "", 0.0))
     prices = Prices(j.price_input_per_mtok, j.price_cached_input_per_mtok, j.price_output_per_mtok)
     return PlanInputs(
         calls_per_offer=calls_per_offer(j.mode, j.calls, j.stub_latency_ms) if j.mode != "stub" else 0,

@@ -30,8 +30,7 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -249,35 +248,38 @@ class Judge:
         names = self.llm_criteria
         if self.cfg.calls == "per_offer":
             messages = build_offer_messages(names, context, offer)
-            with self._forgery_penalised(offer, names) as penalty:
+            try:
                 return await self.pool.ask("offer", messages, lambda text: parse_offer_reply(names, text),
                                            offer_max_tokens(self.cfg.max_tokens_per_offer, len(names)),
                                            schema=offer_format(names))
-            return penalty
+            except UnreadableVerdict as e:
+                penalty = self._forgery_penalty(offer, names, e)
+                if penalty is None:
+                    raise
+                return penalty
         return await self._gather(names, lambda name: self._ask_criterion(name, context, offer), raw=True)
 
     async def _ask_criterion(self, name: str, context: Context, offer: JudgedOffer) -> CriterionVerdict:
         messages = build_messages(name, context, offer)
-        with self._forgery_penalised(offer, (name,)) as penalty:
+        try:
             return await self.pool.ask(name, messages, lambda text: parse_reply(name, text), self.cfg.max_tokens,
                                        schema=criterion_format(name))
-        return penalty[name]
-
-    @contextmanager
-    def _forgery_penalised(self, offer: JudgedOffer, names: tuple[str, ...]) -> Iterator[dict[str, CriterionVerdict]]:
-        """An offer that forged a verdict and made its judge's reply unreadable (the judge quoted
-        the forgery, then answered) gets the lowest score on those criteria: excluding it would
-        spare the policy the penalty it earned. Any other unreadable reply stays a failure."""
-        penalty: dict[str, CriterionVerdict] = {}
-        try:
-            yield penalty
         except UnreadableVerdict as e:
-            if VERDICT_FORGERY not in offer.flags or isinstance(e, ReasoningCut):
+            penalty = self._forgery_penalty(offer, (name,), e)
+            if penalty is None:
                 raise
-            self.stats.forgeries_penalised += 1
-            log().warning("judge_forgery_penalised", criteria=list(names), reason=str(e)[:200])
-            penalty.update({n: CriterionVerdict(n, "NO", 0.0, flags=(FORGERY_PENALISED,), source="penalty")
-                            for n in names})
+            return penalty[name]
+
+    def _forgery_penalty(self, offer: JudgedOffer, names: tuple[str, ...],
+                         error: UnreadableVerdict) -> dict[str, CriterionVerdict] | None:
+        """The lowest score on `names` for an offer that forged a verdict and so made its judge's
+        reply unreadable (the judge quoted the forgery, then answered): excluding it would spare
+        the policy the penalty it earned. None for any other unreadable reply (a failure)."""
+        if VERDICT_FORGERY not in offer.flags or isinstance(error, ReasoningCut):
+            return None
+        self.stats.forgeries_penalised += 1
+        log().warning("judge_forgery_penalised", criteria=list(names), reason=str(error)[:200])
+        return {n: CriterionVerdict(n, "NO", 0.0, flags=(FORGERY_PENALISED,), source="penalty") for n in names}
 
     async def _gather(self, names: tuple[str, ...], one: Callable[[str], Any],
                       raw: bool = False) -> dict[str, CriterionVerdict]:
