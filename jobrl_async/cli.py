@@ -196,7 +196,7 @@ DOCUMENT_COMMANDS = {"config:show", "data:count", "judge:score", "generate:gener
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # exits 2 on usage errors
-    from . import log
+    from .ops import log
 
     try:
         cfg = config_from_args(args)

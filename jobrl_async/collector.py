@@ -12,8 +12,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from .flow.records import Group, ScoredTrajectory, Split
 from .producer import StepPlan
-from .records import Group, ScoredTrajectory, Split
 
 
 @dataclass

@@ -69,7 +69,7 @@ class GenerationConfig:
     top_p: float = field(default=1.0, metadata=_check(lo=0.0, lo_open=True, hi=1.0))
     top_k: int = field(default=0, metadata=_check(lo=0))  # 0: no top-k (transformers' 50 is off)
     batch_size: int = field(default=128, metadata=_check(lo=1))  # sequences per device job
-    # static: the lean decode loop (decode.py); hf: transformers' generate(), the reference
+    # static: the lean decode loop (generation/decode.py); hf: transformers' generate(), the reference
     engine: Literal["static", "hf"] = "static"
     compile: Literal["auto", "on", "off"] = "auto"  # the static engine's decode step; auto: on CUDA
     seed: int = 1234
@@ -111,7 +111,7 @@ class TrainingConfig:
     beta: float = field(default=0.0, metadata=_check(lo=0.0))  # KL to the base model
     truncated: Literal["keep", "mask"] = "keep"
     # decoupled: PPO ratio against the trainer's own log-probs, sampler mismatch and lag in a
-    # truncated importance weight; behaviour: the ratio against the sampler (see grpo.py)
+    # truncated importance weight; behaviour: the ratio against the sampler (see learning/grpo.py)
     off_policy_correction: Literal["decoupled", "behaviour"] = "decoupled"
     tis_cap: float = field(default=2.0, metadata=_check(lo=0.0))  # C of the weight (dual clip in behaviour); 0: none
     # optimizer steps per batch (AReaL's minibatches): > 1 gives the PPO clip a trust region to bound

@@ -23,7 +23,7 @@ import orjson
 
 from .config import BUNDLED_DATASET, StorageConfig
 from .errors import DataError
-from .records import LANGUAGES, Context
+from .flow.records import LANGUAGES, Context
 
 BUNDLED_PATH = Path(__file__).parent / "assets" / "job_offer_dataset.json"
 
@@ -272,7 +272,7 @@ def _token_problem(text: str, ids: Sequence[int], reserved: dict[int, tuple[str,
 
 
 def context_key(c: Context) -> tuple:
-    from .offer import normalise_skill
+    from .flow.offer import normalise_skill
 
     return (c.language, normalise_skill(c.job_title), tuple(sorted(normalise_skill(s) for s in c.skills)))
 

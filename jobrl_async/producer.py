@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass
 from typing import Iterator
 
-from .records import Context
+from .flow.records import Context
 
 
 @dataclass(frozen=True, slots=True)

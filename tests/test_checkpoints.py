@@ -966,7 +966,7 @@ def test_eval_of_a_checkpoint_of_the_first_format_exits_1_with_one_line(tmp_path
 def test_a_checkpoint_never_chooses_the_base_model(
     command: str, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from jobrl_async import model
+    from jobrl_async.policy import model
 
     root = str(tmp_path / "ckpt")
     req = request("best", 1, 5.0)

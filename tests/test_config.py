@@ -181,7 +181,7 @@ def test_a_removed_key_still_loads_and_is_named_in_a_warning(tmp_path: Path) -> 
 
 
 def test_an_endpoint_url_password_is_a_secret_and_a_key_pasted_as_api_key_env_is_never_echoed(tmp_path) -> None:
-    from jobrl_async import log
+    from jobrl_async.ops import log
 
     path = tmp_path / "jobrl.toml"
     path.write_text('[[judge.endpoints]]\nname = "a"\nurl = "https://svc:endpoint-pw-4242@llm.internal/v1"\n'

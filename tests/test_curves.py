@@ -1,4 +1,4 @@
-"""The maths of `bench learning` (jobrl_async.curves) on synthetic curves."""
+"""The maths of `bench learning` (jobrl_async.report.curves) on synthetic curves."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from jobrl_async.curves import (
+from jobrl_async.report.curves import (
     Point,
     RunCurve,
     mean,

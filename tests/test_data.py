@@ -20,7 +20,7 @@ from jobrl_async.data import (
     split_dataset,
 )
 from jobrl_async.errors import DataError
-from jobrl_async.records import Context
+from jobrl_async.flow.records import Context
 
 GOOD = [
     {"context": {"job_title": "Data Scientist", "language": "en", "skills": ["Python", "SQL", "Statistics"],

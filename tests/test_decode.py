@@ -9,13 +9,15 @@ import math
 import pytest
 import torch
 
-from jobrl_async import decode as decode_module
 from jobrl_async.config import Config, GenerationConfig
-from jobrl_async.decode import decode, merged_lora
-from jobrl_async.device import Device
-from jobrl_async.generator import LocalGenerator, SampleRequest, sample_batch, sequence_logprobs
-from jobrl_async.prompts import prompt_ids
-from jobrl_async.sampling import TokenSampler, inverse_cdf
+from jobrl_async.generation import buffers as buffers_module
+from jobrl_async.generation import decode as decode_module
+from jobrl_async.generation.decode import decode, merged_lora
+from jobrl_async.generation.generator import LocalGenerator, SampleRequest, sample_batch
+from jobrl_async.generation.sampling import TokenSampler, inverse_cdf
+from jobrl_async.policy.device import Device
+from jobrl_async.policy.logprobs import sequence_logprobs
+from jobrl_async.policy.prompts import prompt_ids
 
 from .test_generator import LONG, MID, SHORT
 
@@ -61,7 +63,7 @@ def test_rows_of_one_prompt_share_its_keys_in_any_order_and_any_number(tiny_poli
                                                                        monkeypatch) -> None:
     """Groups of unequal sizes, interleaved, one row alone: attending over each prompt's keys once
     (shared_prefix.py) samples what the reference does with a cache row per sequence."""
-    from jobrl_async import shared_prefix
+    from jobrl_async.generation import shared_prefix
 
     calls = []
     attend = shared_prefix.PrefixStep.attend
@@ -182,7 +184,7 @@ def test_growing_layers_hand_the_attention_what_transformers_layers_do() -> None
     pairs = [(DynamicLayer(), growing()), (DynamicSlidingWindowLayer(sliding_window=40), growing_sliding(40))]
     gen = torch.Generator().manual_seed(0)
     rows = 4
-    for length in [30] + [1] * (decode_module.GROW_TOKENS + 20):
+    for length in [30] + [1] * (buffers_module.GROW_TOKENS + 20):
         k, v = (torch.randn((rows, 2, length, 8), generator=gen) for _ in range(2))
         for theirs, ours in pairs:
             want, got = theirs.update(k, v), ours.update(k, v)

@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 
-from jobrl_async.device import Device, device_user
+from jobrl_async.policy.device import Device, device_user
 
 
 async def test_jobs_never_overlap_and_busy_time_is_attributed() -> None:

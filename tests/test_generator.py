@@ -13,19 +13,17 @@ import torch
 
 from jobrl_async.cli import main
 from jobrl_async.config import Config
-from jobrl_async.device import Device
-from jobrl_async.generator import (
+from jobrl_async.flow.records import Context
+from jobrl_async.generation.generator import (
     STOP_TEXT,
     LocalGenerator,
     SampleRequest,
-    left_pad,
-    position_ids,
     sample_batch,
-    sequence_logprobs,
 )
-from jobrl_async.model import save_adapter
-from jobrl_async.prompts import prompt_ids
-from jobrl_async.records import Context
+from jobrl_async.policy.device import Device
+from jobrl_async.policy.logprobs import left_pad, position_ids, sequence_logprobs
+from jobrl_async.policy.model import save_adapter
+from jobrl_async.policy.prompts import prompt_ids
 
 SHORT = Context("Welder", "en", ("Grinding", "MIG", "Safety"))
 LONG = Context(

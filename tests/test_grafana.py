@@ -18,7 +18,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobrl_async.config import JudgeConfig
-from jobrl_async.metrics import RunMetrics
+from jobrl_async.ops.metrics import RunMetrics
 
 from .support.dry_run import DryRunLogs, dry_run_logs
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from jobrl_async.grpo import (
+from jobrl_async.learning.grpo import (
     STD_EPS,
     LossStats,
     group_stats,

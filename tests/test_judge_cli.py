@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from jobrl_async.cli import main
-from jobrl_async.judge.client import host_of
+from jobrl_async.flow.records import CRITERIA
 from jobrl_async.judge.stage import SAMPLE_CONTEXT, example_offer
-from jobrl_async.records import CRITERIA
+from jobrl_async.ops.log import host_of
 from tests.support.judge_fixtures import DEPLOYMENT, FAKE_KEY
 
 

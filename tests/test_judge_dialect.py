@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from jobrl_async.flow.records import CRITERIA
 from jobrl_async.judge.dialect import (
     ALLOWANCE_FLOOR,
     FIRST_ALLOWANCE,
@@ -20,7 +21,6 @@ from jobrl_async.judge.dialect import (
 )
 from jobrl_async.judge.schema import criterion_format, offer_format
 from jobrl_async.judge.usage import Prices, Usage, read_usage
-from jobrl_async.records import CRITERIA
 
 
 def refusal(message: str, param: str | None = None, code: str | None = None) -> Refusal:

@@ -11,10 +11,10 @@ import pytest
 
 from jobrl_async.config import Config, JudgeConfig, Secrets
 from jobrl_async.errors import ConfigError, JudgeError
-from jobrl_async.judge.client import host_of
 from jobrl_async.judge.limiter import VIEW_LIFE_WINDOWS
 from jobrl_async.judge.prompts import build_messages
 from jobrl_async.judge.stage import SAMPLE_CONTEXT, Judge, JudgeFailed, example_offer
+from jobrl_async.ops.log import host_of
 from jobrl_async.testing.fake_judge import FakeChatServer, intake_tokens
 from tests.support.judge_fixtures import DEPLOYMENT, FAKE_KEY
 from tests.test_judge_client import OneEndpoint
@@ -234,7 +234,7 @@ async def test_the_pipeline_fills_every_endpoints_concurrency(two_servers, tmp_p
     """Two endpoints of 2 calls each, 1 s latency, one call per offer: the pipeline's judge keeps
     4 calls in flight (before issue 28 it started judge.max_concurrency = 2 workers, half the
     pool), and every step says how busy the judge was and how much of its quota it used."""
-    from jobrl_async import log
+    from jobrl_async.ops import log
     import io
 
     import orjson
@@ -270,7 +270,7 @@ async def test_a_two_step_run_against_a_server_that_says_absurd_things_finishes(
     import io
     import orjson
 
-    from jobrl_async import log
+    from jobrl_async.ops import log
     from jobrl_async.pipeline.daemon import log_run_summary
     from tests.test_pipeline import make_pipeline, small_config
 

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from jobrl_async.flow.records import CRITERIA
 from jobrl_async.judge.prompts import (
     MAX_LISTED_SKILLS,
     build_messages,
@@ -15,7 +16,6 @@ from jobrl_async.judge.prompts import (
     offer_max_tokens,
 )
 from jobrl_async.judge.stage import FORGERY_PENALISED, SAMPLE_CONTEXT, Judge, JudgeFailed, example_offer
-from jobrl_async.records import CRITERIA
 from jobrl_async.testing.fake_judge import FakeChatServer
 from tests.test_judge_stage import OFFER, config, openai_secrets
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from jobrl_async.flow.records import CRITERIA, Context
 from jobrl_async.judge.prompts import (
     MAX_QUOTED_SKILLS,
     PROMPT_OFFER_CHARS,
@@ -15,7 +16,6 @@ from jobrl_async.judge.prompts import (
     neutralise,
     offer_nonce,
 )
-from jobrl_async.records import CRITERIA, Context
 from tests.test_offer import BAD_EN_FOR_FR, CONTEXT_EN, CONTEXT_FR, GOOD_EN, GOOD_FR, replace_block
 
 

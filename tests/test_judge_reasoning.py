@@ -10,15 +10,15 @@ import io
 import orjson
 import pytest
 
-from jobrl_async import log
 from jobrl_async.config import JudgeConfig, Secrets
 from jobrl_async.errors import JudgeError
 from jobrl_async.judge.client import OfferRejected
+from jobrl_async.judge.client import JudgeStats
 from jobrl_async.judge.parse import parse_reply
 from jobrl_async.judge.pool import JudgePool
-from jobrl_async.judge.client import JudgeStats
 from jobrl_async.judge.schema import criterion_format
 from jobrl_async.judge.stage import Judge
+from jobrl_async.ops import log
 from jobrl_async.testing.fake_judge import FakeChatServer
 from tests.support.judge_fixtures import DEPLOYMENT, FAKE_KEY
 from tests.test_judge_client import MESSAGES

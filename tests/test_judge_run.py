@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from jobrl_async.judge.client import JudgeStats
-from jobrl_async.metrics import RunMetrics
+from jobrl_async.ops.metrics import RunMetrics
 from jobrl_async.pipeline.daemon import log_run_summary
 from jobrl_async.testing.fake_judge import FakeChatServer
 from tests.support.judge_fixtures import FAKE_KEY

@@ -9,12 +9,13 @@ import threading
 import orjson
 import pytest
 
-from jobrl_async import log, offer
 from jobrl_async.config import Config, Secrets
 from jobrl_async.errors import JudgeError
-from jobrl_async.testing.fake_judge import FakeChatServer
+from jobrl_async.flow import offer
+from jobrl_async.flow.records import CRITERIA, Context, Trajectory
 from jobrl_async.judge.stage import SAMPLE_CONTEXT, Judge, JudgeFailed, example_offer
-from jobrl_async.records import CRITERIA, Context, Trajectory
+from jobrl_async.ops import log
+from jobrl_async.testing.fake_judge import FakeChatServer
 from tests.support.judge_fixtures import FAKE_KEY
 
 OFFER = example_offer(SAMPLE_CONTEXT)

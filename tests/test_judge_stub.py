@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from jobrl_async.errors import DataError
+from jobrl_async.flow.offer import CHECKS
+from jobrl_async.flow.records import CRITERIA, Context
+from jobrl_async.flow.rewards import reward
 from jobrl_async.judge import skills as skills_module
 from jobrl_async.judge.skills import SkillBook, title_key
 from jobrl_async.judge.stub import EXACT_CRITERIA, SKILL_CRITERIA, exact_verdict, stub_verdict
-from jobrl_async.offer import CHECKS
-from jobrl_async.records import CRITERIA, Context
-from jobrl_async.rewards import reward
 from tests.test_offer import BAD_EN_FOR_FR, CONTEXT_EN, CONTEXT_FR, GOOD_EN, GOOD_FR, replace_block
 
 

@@ -12,14 +12,14 @@ from typing import Callable
 import pytest
 import torch
 
-from jobrl_async import log
 from jobrl_async.cli import main
 from jobrl_async.config import Config, TrainingConfig
 from jobrl_async.data import load_bundled
-from jobrl_async.device import Device
-from jobrl_async.generator import LocalGenerator, SampleRequest
-from jobrl_async.learner import Learner, StepMetrics, prepare_batch
-from jobrl_async.records import Context, Group, ScoredTrajectory, Trajectory, Verdict
+from jobrl_async.flow.records import Context, Group, ScoredTrajectory, Trajectory, Verdict
+from jobrl_async.generation.generator import LocalGenerator, SampleRequest
+from jobrl_async.learning.learner import Learner, StepMetrics, prepare_batch
+from jobrl_async.ops import log
+from jobrl_async.policy.device import Device
 
 CONTEXT = Context(job_title="Data Scientist", language="en", skills=("Python", "SQL", "Git"))
 
@@ -179,7 +179,7 @@ async def test_minibatches_give_the_clip_a_trust_region(tiny_policy, short_confi
 
 
 def test_minibatches_split_every_sample_once_across_groups() -> None:
-    from jobrl_async.learner import minibatches
+    from jobrl_async.learning.learner import minibatches
 
     parts = minibatches(10, 3)
     assert parts == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
@@ -192,7 +192,7 @@ async def test_in_bf16_the_decoupled_ratio_stays_one_where_the_behaviour_ratio_d
 ) -> None:
     """bf16: the sampler's and the trainer's kernels disagree on log-probs; only the decoupled
     loss keeps that numerical noise out of the PPO ratio (it goes into the weight instead)."""
-    from jobrl_async.model import load_policy
+    from jobrl_async.policy.model import load_policy
 
     tiny_config.model.dtype = "bfloat16"
     tiny_config.generation.max_new_tokens = 48

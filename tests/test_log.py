@@ -10,7 +10,7 @@ from datetime import datetime
 import orjson
 import pytest
 
-from jobrl_async import log
+from jobrl_async.ops import log
 
 FAKE_KEY = "sk-fake-7f3a9c1e5b2d4a6f"
 
@@ -169,7 +169,7 @@ def test_secrets_are_registered_from_the_first_import() -> None:
     import sys
 
     key = "sk-registered-at-import-31337"
-    code = "from jobrl_async import log; print(log.one_line('bad config near ' + %r))" % key
+    code = "from jobrl_async.ops import log; print(log.one_line('bad config near ' + %r))" % key
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "OPENAI_API_KEY": key}).stdout
     assert out.strip() == f"bad config near {log.REDACTED}"

@@ -1,4 +1,4 @@
-from jobrl_async.meters import BusyMeter, Window
+from jobrl_async.ops.meters import BusyMeter, Window
 
 
 class Clock:

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobrl_async.errors import ConfigError
-from jobrl_async.metrics import RunMetrics, counter_increase, serve_metrics
+from jobrl_async.ops.metrics import RunMetrics, counter_increase, serve_metrics
 
 
 class Clock:

@@ -10,8 +10,9 @@ import torch
 
 from jobrl_async.config import Config
 from jobrl_async.errors import ModelError
-from jobrl_async.generator import sequence_logprobs
-from jobrl_async.model import (
+from jobrl_async.flow.records import Context
+from jobrl_async.policy.logprobs import sequence_logprobs
+from jobrl_async.policy.model import (
     adapter_state,
     choose_dtype,
     load_adapter,
@@ -20,8 +21,7 @@ from jobrl_async.model import (
     resolve_model,
     save_adapter,
 )
-from jobrl_async.prompts import prompt_ids
-from jobrl_async.records import Context
+from jobrl_async.policy.prompts import prompt_ids
 
 CONTEXTS = [
     Context("Data Scientist", "en", ("Python", "SQL", "Statistics"), "Tech"),

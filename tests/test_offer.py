@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobrl_async.offer import (
+from jobrl_async.flow.offer import (
     CHECKS,
     MAX_OFFER_CHARS,
     added_skills,
@@ -15,7 +15,7 @@ from jobrl_async.offer import (
     provided_skills_included,
     skills_match,
 )
-from jobrl_async.records import Context
+from jobrl_async.flow.records import Context
 
 # Sample offers shared by the judge tests (tests/test_judge_*.py import them).
 CONTEXT_EN = Context("Data Scientist", "en", ("Python", "SQL", "Machine Learning"), "Tech")

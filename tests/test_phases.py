@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jobrl_async.phases import PhaseLines
+from jobrl_async.ops.phases import PhaseLines
 
 from .test_run import config_file, json_lines
 

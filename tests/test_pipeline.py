@@ -12,11 +12,11 @@ import orjson
 import pytest
 import torch
 
-from jobrl_async import log
-from jobrl_async.pipeline import build
 from jobrl_async.config import Config, load_config
+from jobrl_async.flow.records import ScoredTrajectory, Trajectory
+from jobrl_async.ops import log
+from jobrl_async.pipeline import build
 from jobrl_async.pipeline import Pipeline
-from jobrl_async.records import ScoredTrajectory, Trajectory
 
 pytestmark = pytest.mark.slow
 
@@ -302,7 +302,7 @@ async def test_a_batch_queued_at_shutdown_is_not_learned_after_the_last_recorded
     """The learner is busy with step 2 and step 3 waits in its queue when the stop comes: the
     final `latest` must hold step 2's weights with step 2's progress, not step 3's weights."""
     from jobrl_async.checkpoints import load_checkpoint
-    from jobrl_async.model import adapter_state
+    from jobrl_async.policy.model import adapter_state
 
     cfg = small_config(tmp_path / "ckpt", **{"pipeline.max_steps": 6, "pipeline.shutdown_grace_s": 0.0,
                                             "validation.every_steps": 0, "checkpoints.latest_every_steps": 0})

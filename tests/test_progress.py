@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from jobrl_async.progress import ProgressLine, ProgressState, format_duration, format_line
+from jobrl_async.ops.progress import ProgressLine, ProgressState, format_duration, format_line
 
 
 class FakeTTY(io.StringIO):

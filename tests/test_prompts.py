@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobrl_async.prompts import build_prompt, instruction, prompt_ids, render_prompt
-from jobrl_async.records import Context
+from jobrl_async.flow.records import Context
+from jobrl_async.policy.prompts import build_prompt, instruction, prompt_ids, render_prompt
 
 EN = Context("Data Scientist", "en", ("Python", "SQL", "Statistics"), "Tech")
 FR = Context("Développeur(se) Web", "fr", ("PHP", "Symfony", "Git"), "Tech")

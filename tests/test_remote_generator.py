@@ -16,9 +16,9 @@ from structlog.testing import capture_logs
 from jobrl_async.config import GenerationConfig
 from jobrl_async.data import load_bundled
 from jobrl_async.errors import ConfigError
-from jobrl_async.generator import STOP_TEXT, SampleRequest
-from jobrl_async.prompts import prompt_ids
-from jobrl_async.grpo import importance_weight
+from jobrl_async.generation.generator import STOP_TEXT, SampleRequest
+from jobrl_async.learning.grpo import importance_weight
+from jobrl_async.policy.prompts import prompt_ids
 from jobrl_async.remote import RemoteGenerator, RemoteGeneratorError, RemoteOptions
 from jobrl_async.remote.adapters import (
     adapter_folder,
@@ -564,8 +564,8 @@ async def test_the_tiny_model_behind_the_fake_agrees_with_the_trainer(tiny_confi
     """End to end: the adapter goes through a folder to the 'engine', whose ids and log-probs
     the trainer reproduces (same weights, same numerics: no mismatch), and not the base model's."""
     from jobrl_async.testing.samplers import ModelSampler
-    from jobrl_async.generator import sequence_logprobs
-    from jobrl_async.model import load_policy, save_adapter
+    from jobrl_async.policy.logprobs import sequence_logprobs
+    from jobrl_async.policy.model import load_policy, save_adapter
 
     trainer, engine = load_policy(tiny_config), load_policy(tiny_config)
     with torch.no_grad():

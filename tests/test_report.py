@@ -19,13 +19,13 @@ from typing import Any
 import orjson
 import pytest
 
-from jobrl_async import log
 from jobrl_async.config import load_config
-from jobrl_async.storage import LocalStore
+from jobrl_async.ops import log
 from jobrl_async.report import build_run_log, iter_lines, read_logs, render_html
 from jobrl_async.report.keeper import HISTORY_KEY, REPORT_KEY, ReportKeeper, bounded
 from jobrl_async.report.runlog import parse_events
 from jobrl_async.report.sections import header_rows, judge_totals, sections, trajectory_totals
+from jobrl_async.storage import LocalStore
 
 from .support.browser import chromium, png_size, render_page
 from .support.dry_run import DryRunLogs, dry_run_logs

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobrl_async.records import CRITERIA, CriterionVerdict
-from jobrl_async.rewards import reward
+from jobrl_async.flow.records import CRITERIA, CriterionVerdict
+from jobrl_async.flow.rewards import reward
 
 
 def verdicts(**scores: float) -> dict[str, CriterionVerdict]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from jobrl_async.metrics import RunMetrics, serve_metrics
+from jobrl_async.ops.metrics import RunMetrics, serve_metrics
 
 from .test_pipeline import make_pipeline, small_config
 

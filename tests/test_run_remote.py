@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from jobrl_async.config import load_config
+from jobrl_async.policy.model import load_policy
 from jobrl_async.testing.fake_vllm import FakeVLLM
 from jobrl_async.testing.samplers import ModelSampler
-from jobrl_async.model import load_policy
 
 from .test_run import config_file, json_lines
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from jobrl_async import tiny, tiny_assets
 from jobrl_async.errors import ModelError
-from jobrl_async.offer import detect_language, parse_offer, provided_skills_included
-from jobrl_async.records import CRITERIA, Context
-from jobrl_async.tiny import Flaws, sample_flaws, template_offer
+from jobrl_async.flow.offer import detect_language, parse_offer, provided_skills_included
+from jobrl_async.flow.records import CRITERIA, Context
+from jobrl_async.policy import tiny, tiny_assets
+from jobrl_async.policy.tiny import Flaws, sample_flaws, template_offer
 
 from .support.model import folder_bytes, reduced_spec
 
@@ -197,11 +197,11 @@ def test_the_shipped_model_stays_small() -> None:
 
 async def test_warm_started_model_writes_recognisable_but_imperfect_offers(tiny_policy, tiny_config) -> None:
     from jobrl_async.data import load_bundled, split_dataset
-    from jobrl_async.device import Device
-    from jobrl_async.generator import LocalGenerator, SampleRequest
+    from jobrl_async.policy.device import Device
+    from jobrl_async.generation.generator import LocalGenerator, SampleRequest
     from jobrl_async.judge.skills import SkillBook
     from jobrl_async.judge.stub import stub_verdict
-    from jobrl_async.rewards import reward
+    from jobrl_async.flow.rewards import reward
 
     split = split_dataset(load_bundled(), 0.1, 42)
     tiny_config.generation.max_new_tokens = 320

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from jobrl_async.config import Secrets, load_config
-from jobrl_async.tracking import WandbSink, _flatten
+from jobrl_async.ops.tracking import WandbSink, _flatten
 
 
 def test_off_without_a_key() -> None:

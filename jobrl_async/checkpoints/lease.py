@@ -42,7 +42,7 @@ import orjson
 
 from ..config import Config
 from ..errors import CheckpointError, StorageError
-from ..log import get_logger
+from ..ops.log import get_logger
 from ..storage import Store, StorageConflict, open_store
 from .formats import is_finite_number, utc_now
 

@@ -27,7 +27,7 @@ import anyio.to_thread
 
 from ..config import Config
 from ..errors import CheckpointError, StorageError
-from ..log import get_logger
+from ..ops.log import get_logger
 from ..storage import ObjectInfo, Store, open_store
 from .files import LoadedCheckpoint, file_entry, load_files
 from .formats import (

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CheckpointError
-from ..log import get_logger
+from ..ops.log import get_logger
 from .formats import is_count, is_finite_number
 
 if TYPE_CHECKING:  # torch is imported lazily: `checkpoints list` never pays for it

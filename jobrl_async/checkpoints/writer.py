@@ -31,7 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..config import Config
 from ..errors import CheckpointError, StorageError
-from ..log import get_logger
+from ..ops.log import get_logger
 from ..storage import Store, open_store
 from .files import Staged, stage
 from .formats import KINDS, MANIFEST, MAX_MANIFEST_BYTES, build_manifest, check_sizes, manifest_bytes, pointer_bytes, step_folder

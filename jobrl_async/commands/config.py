@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import BUNDLED_DATASET, SEED_DATASET, Config, Secrets, render_toml
-from ..log import redact
+from ..ops.log import redact
 
 # What "bundled" means, said where users look (the seed's own data lives in S3).
 BUNDLED_NOTE = f"the dataset shipped in the package; to train on the seed's: {SEED_DATASET}"

@@ -11,7 +11,7 @@ import orjson
 from .. import aio
 from ..config import Config
 from ..data import Dataset, dataset_stats, load_dataset, split_dataset
-from ..log import get_logger
+from ..ops.log import get_logger
 
 
 def _load(uri: str, cfg: Config) -> Dataset:

@@ -17,8 +17,8 @@ import orjson
 
 from .. import aio
 from ..config import Config, Secrets
-from ..device import configure_threads
 from ..errors import DataError
+from ..policy.device import configure_threads
 
 
 def evaluate(args: argparse.Namespace, cfg: Config) -> int:
@@ -34,10 +34,10 @@ async def _evaluate(cfg: Config, uri: str) -> dict[str, Any]:
 
     from ..checkpoints import load_checkpoint, scratch_dir
     from ..data import check_against_policy, load_dataset, split_dataset
-    from ..device import Device, resolve_device
-    from ..generator import LocalGenerator
+    from ..policy.device import Device, resolve_device
+    from ..generation.generator import LocalGenerator
     from ..judge.stage import Judge
-    from ..model import load_adapter, load_policy
+    from ..policy.model import load_adapter, load_policy
     from ..pipeline.validation import score_round
     from ..pipeline.work import validation_contexts
 

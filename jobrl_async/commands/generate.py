@@ -20,7 +20,7 @@ from .. import aio
 from ..config import Config
 from ..data import Dataset, check_against_policy, read_context_file
 from ..errors import DataError
-from ..log import get_logger
+from ..ops.log import get_logger
 
 # ---------------------------------------------------------------- generate
 
@@ -35,9 +35,9 @@ async def _generate(cfg: Config, source: Dataset, checkpoint: str | None) -> int
     import anyio.to_thread
 
     from ..checkpoints import scratch_dir
-    from ..device import Device, configure_threads, resolve_device
-    from ..generator import LocalGenerator, SampleRequest
-    from ..model import load_adapter, load_policy
+    from ..policy.device import Device, configure_threads, resolve_device
+    from ..generation.generator import LocalGenerator, SampleRequest
+    from ..policy.model import load_adapter, load_policy
 
     configure_threads(cfg.model)
     device = Device(resolve_device(cfg.model.device))
@@ -60,7 +60,7 @@ async def _generate(cfg: Config, source: Dataset, checkpoint: str | None) -> int
 
 async def _adapter_dir(checkpoint: str, cfg: Config, tmp: Path) -> Path:
     """A local folder with PEFT adapter files: the folder given, or a verified checkpoint's."""
-    from ..model import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+    from ..policy.model import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
     local = checkpoint.removeprefix("file://") if checkpoint.startswith("file://") or "://" not in checkpoint else None
     if local is not None:
@@ -87,9 +87,9 @@ def bench(args: argparse.Namespace, cfg: Config) -> int:
     machine other work only ever slows a run down, and interleaving exposes both to the same.
     """
     from ..data import load_bundled, split_dataset
-    from ..device import configure_threads
-    from ..model import load_policy
-    from ..prompts import prompt_ids
+    from ..policy.device import configure_threads
+    from ..policy.model import load_policy
+    from ..policy.prompts import prompt_ids
 
     if args.batch < 1 or args.max_new_tokens < 1 or args.attempts < 1 or args.repeats < 1:
         raise DataError("bench generate: --batch, --max-new-tokens, --attempts and --repeats must be >= 1")
@@ -136,7 +136,7 @@ def _sample(policy: Any, prompts: list[Any], cfg: Config, engine: str, seed: int
     """One micro-batch on `engine`, as the generator runs it (decode options included)."""
     from dataclasses import replace
 
-    from ..generator import sample
+    from ..generation.generator import sample
 
     gen = replace(cfg.generation, engine=engine, max_new_tokens=max_new_tokens or cfg.generation.max_new_tokens)
     return sample(policy, gen, prompts, seed, stop=stop, on_finished=on_finished)

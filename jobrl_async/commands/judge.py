@@ -16,10 +16,10 @@ from .. import aio
 from ..config import Config, EndpointConfig, Secrets
 from ..data import read_context_file, read_text
 from ..errors import ConfigError, JudgeError
+from ..flow.records import Context
 from ..judge.client import missing_credentials, percentile
 from ..judge.stage import Judge, JudgeFailed, example_offer
-from ..log import get_logger
-from ..records import Context
+from ..ops.log import get_logger
 from ..testing.fake_judge import FakeChatServer, intake_tokens
 
 

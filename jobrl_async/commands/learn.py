@@ -23,11 +23,11 @@ import orjson
 
 from .. import aio
 from ..config import Config
-from ..records import Context, Group, ScoredTrajectory, Trajectory, Verdict
+from ..flow.records import Context, Group, ScoredTrajectory, Trajectory, Verdict
 
 
 def bench(args: argparse.Namespace, cfg: Config) -> int:
-    from ..device import configure_threads
+    from ..policy.device import configure_threads
 
     configure_threads(cfg.model)  # before torch does heavy work
     return aio.run(_bench(args, cfg))
@@ -37,9 +37,9 @@ async def _bench(args: argparse.Namespace, cfg: Config) -> int:
     import torch
 
     from ..data import load_bundled
-    from ..device import Device
-    from ..learner import Learner
-    from ..model import load_policy
+    from ..policy.device import Device
+    from ..learning.learner import Learner
+    from ..policy.model import load_policy
 
     policy = load_policy(cfg)
     device = Device(str(policy.device))
@@ -114,7 +114,7 @@ async def _correction_cost(learner: Any, groups: list[Group], cuda: bool) -> dic
 def _groups(policy: Any, contexts: list[Context], n: int, attempts: int, max_tokens: int,
             rng: random.Random, *, temperature: float) -> list[Group]:
     """`n` scored trajectories in groups of `attempts`, completions of 3/4 to all of max_tokens."""
-    from ..prompts import prompt_ids
+    from ..policy.prompts import prompt_ids
 
     tok = policy.tokenizer
     special = set(tok.all_special_ids)
@@ -145,7 +145,7 @@ def _behaviour_logprobs(policy: Any, prompt: tuple[int, ...], completions: list[
                         temperature: float) -> list[tuple[float, ...]]:
     import torch
 
-    from ..generator import sequence_logprobs
+    from ..policy.logprobs import sequence_logprobs
 
     with torch.no_grad():
         rows = sequence_logprobs(policy.model, [prompt] * len(completions), completions, temperature,

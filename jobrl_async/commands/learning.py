@@ -4,7 +4,7 @@ Each schedule trains the embedded tiny model with the stub judge (its latency si
 the same limiter as `bench pipeline`) once per seed, every run from the same LoRA weights,
 validating every step on the same contexts and once more on the final weights. The seeds change
 the sampling (`generation.seed`), nothing else; runs are interleaved seed by seed, so a machine
-that slows down part-way slows every schedule alike. The maths is in `jobrl_async.curves`.
+that slows down part-way slows every schedule alike. The maths is in `jobrl_async.report.curves`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import orjson
 
 from .. import aio
 from ..config import BUNDLED_DATASET, Config
-from ..curves import BASELINE, Point, RunCurve, summarise
-from ..device import configure_threads
 from ..errors import JobrlError
+from ..policy.device import configure_threads
+from ..report.curves import BASELINE, Point, RunCurve, summarise
 from .pipeline import with_defaults
 
 # schedule -> (the loop it runs, what it changes in the configuration)

@@ -15,11 +15,12 @@ from typing import Any
 
 import orjson
 
-from .. import aio, log
+from .. import aio
 from ..config import BUNDLED_DATASET, TINY_MODEL, Config
-from ..device import configure_threads
 from ..errors import JobrlError
-from ..phases import PhaseLines
+from ..ops import log
+from ..ops.phases import PhaseLines
+from ..policy.device import configure_threads
 
 
 def apply_dry_run(cfg: Config) -> Config:

@@ -24,12 +24,12 @@ import orjson
 from .. import aio
 from ..config import Config
 from ..data import load_dataset, split_dataset
+from ..flow.records import Context
 from ..judge.dialect import TYPICAL_REASONING, typical_allowance
 from ..judge.prompts import build_messages, build_offer_messages, estimate_tokens, offer_max_tokens
-from ..judge.usage import Prices, Usage
 from ..judge.stage import example_offer, llm_criteria
+from ..judge.usage import Prices, Usage
 from ..producer import steps_per_epoch
-from ..records import Context
 
 SAMPLE_CONTEXTS = 50  # contexts whose prompts are built (spread over the dataset)
 ANSWER_TOKENS_PER_VERDICT = 40  # what one verdict takes as written (its budget is larger)

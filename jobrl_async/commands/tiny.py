@@ -16,8 +16,8 @@ from ..errors import JobrlError
 
 
 def build(args: argparse.Namespace, cfg: Config) -> int:
-    from ..device import configure_threads
-    from ..tiny_assets import SHIPPED_DIR, build_tiny, read_manifest
+    from ..policy.device import configure_threads
+    from ..policy.tiny_assets import SHIPPED_DIR, build_tiny, read_manifest
 
     configure_threads(cfg.model)
     out = Path(args.out) if args.out else SHIPPED_DIR

@@ -22,15 +22,15 @@ from collections import deque
 from dataclasses import dataclass, field
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import openai
 
-from .. import log as logging_
+from . import dialect as dialects
 from ..config import JudgeConfig, Secrets
 from ..errors import ConfigError, JudgeError
+from ..ops import log as logging_
+from ..ops.log import host_of
 from ..retry import RETRY_AFTER_CAP_S, retry_after_s, retryable_status
-from . import dialect as dialects
 from .dialect import Dialect, ReasoningBudget, Refusal
 from .http import BodyTooLarge, EntraToken, is_v1_url, make_sdk
 from .limiter import Lease, Limiter, RateHeaders
@@ -191,12 +191,6 @@ def is_name_error(exc: BaseException) -> bool:
             return cause.errno != socket.EAI_AGAIN  # EAI_AGAIN: "temporary failure in name resolution"
         cause, seen = cause.__cause__ or cause.__context__, seen + 1
     return False
-
-
-def host_of(url: str) -> str:
-    parts = urlsplit(url if "//" in url else f"//{url}")
-    host = parts.hostname or url
-    return f"{host}:{parts.port}" if parts.port else host
 
 
 def missing_credentials(secrets: Secrets) -> str:

@@ -25,7 +25,7 @@ from typing import TypeVar
 
 import orjson
 
-from ..records import Context
+from ..flow.records import Context
 
 T = TypeVar("T")
 

@@ -24,8 +24,8 @@ from typing import Any
 import httpx2
 import openai
 
-from .. import log as logging_
 from ..errors import ConfigError, JudgeError
+from ..ops import log as logging_
 
 MAX_BODY_BYTES = 1024 * 1024
 ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"

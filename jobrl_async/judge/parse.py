@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable
 from typing import Any, Literal
 
-from ..records import CRITERIA, CriterionVerdict
+from ..flow.records import CRITERIA, CriterionVerdict
 
 MAX_REPLY_CHARS = 32 * 1024  # a verdict is ~200 characters; max_tokens keeps real replies small
 MAX_CANDIDATES = 64  # decoder attempts in prose that yield no answer; each may read to the end

@@ -32,9 +32,9 @@ from typing import Any, TypeVar
 
 import openai
 
-from .. import log as logging_
 from ..config import JudgeConfig, Secrets
 from ..errors import JudgeError
+from ..ops import log as logging_
 from ..retry import retry_after_s, retrying
 from .client import (
     BACKOFF_FIRST_S,

@@ -26,7 +26,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..offer import (
+from ..flow.offer import (
     MAX_OFFER_CHARS,
     NICE_TO_HAVE_COUNT,
     REQUIRED_SKILLS_COUNT,
@@ -38,7 +38,7 @@ from ..offer import (
     parse_offer,
     provided_skills_included,
 )
-from ..records import CRITERIA, Context
+from ..flow.records import CRITERIA, Context
 
 LANGUAGE_NAMES = {"en": "English", "fr": "French"}
 # ~3k tokens: an offer is ~2 KB, and a longer one already fails on format; the cut keeps a

@@ -24,8 +24,8 @@ from functools import cache
 from pathlib import Path
 
 from ..errors import DataError
-from ..offer import fold, skill_tokens, tokens_match
-from ..records import LANGUAGES, Context
+from ..flow.offer import fold, skill_tokens, tokens_match
+from ..flow.records import LANGUAGES, Context
 
 BUNDLED_DATASET = Path(__file__).resolve().parent.parent / "assets" / "job_offer_dataset.json"
 MIN_CONTEXTS = 2  # a title or industry seen fewer times tells nothing beyond its own context

@@ -36,18 +36,18 @@ from typing import Any
 
 from ..config import Config, JudgeConfig, Secrets
 from ..errors import JudgeError
-from ..log import get_logger
-from ..offer import language_identifier_loaded, load_language_identifier
-from ..records import CRITERIA, Context, CriterionVerdict, ScoredTrajectory, Trajectory, Verdict
-from ..rewards import reward
+from ..flow.offer import language_identifier_loaded, load_language_identifier
+from ..flow.records import CRITERIA, Context, CriterionVerdict, ScoredTrajectory, Trajectory, Verdict
+from ..flow.rewards import reward
+from ..ops.log import get_logger
 from .client import (JudgeClient, JudgeStats, OfferRejected, ReasoningCut, is_name_error, is_rate_limited,
                      is_redirect, is_retryable)
 from .dedup import DedupTable, dedup_key
 from .limiter import Limiter
 from .parse import UnreadableVerdict, parse_offer_reply, parse_reply
 from .pool import Endpoint, JudgePool
-from .schema import criterion_format, offer_format
 from .prompts import JudgedOffer, build_messages, build_offer_messages, estimate_tokens, offer_max_tokens
+from .schema import criterion_format, offer_format
 from .skills import SkillBook
 from .stub import EXACT_CRITERIA, exact_verdict, stub_verdict
 

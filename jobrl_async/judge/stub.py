@@ -21,8 +21,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from ..offer import CHECKS, ParsedOffer, added_skills, detect_language, match_skills, provided_skills_included
-from ..records import CRITERIA, Context, CriterionVerdict
+from ..flow.offer import CHECKS, ParsedOffer, added_skills, detect_language, match_skills, provided_skills_included
+from ..flow.records import CRITERIA, Context, CriterionVerdict
 from .prompts import JudgedOffer
 from .skills import SkillBook
 

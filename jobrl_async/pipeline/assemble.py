@@ -15,18 +15,18 @@ from typing import Any
 import anyio.to_thread
 
 from ..checkpoints import CheckpointWriter, find_latest, load_checkpoint, preflight, read_pointer, restore_rng
+from ..checkpoints.lease import CheckpointLease, acquire_lease
 from ..config import Config, Secrets
 from ..data import check_against_policy, load_dataset, split_dataset
-from ..device import Device, resolve_device
 from ..errors import CheckpointError, JobrlError
-from ..generator import Generator, LocalGenerator
+from ..flow.records import Context
+from ..generation.generator import Generator, LocalGenerator
 from ..judge.stage import Judge
-from ..checkpoints.lease import CheckpointLease, acquire_lease
-from ..learner import Learner
-from ..log import get_logger
-from ..model import Policy, load_adapter_state, load_policy
+from ..learning.learner import Learner
+from ..ops.log import get_logger
+from ..policy.device import Device, resolve_device
+from ..policy.model import Policy, load_adapter_state, load_policy
 from ..producer import total_steps
-from ..records import Context
 from ..storage import open_store
 
 log = get_logger("run")

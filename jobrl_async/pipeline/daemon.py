@@ -16,12 +16,12 @@ from pathlib import Path
 from ..aio import leaf_errors
 from ..config import Config, Secrets
 from ..errors import JobrlError
-from ..log import get_logger
-from ..metrics import RunMetrics, serve_metrics
+from ..ops.log import get_logger
+from ..ops.metrics import RunMetrics, serve_metrics
+from ..ops.progress import ProgressLine
+from ..ops.tracking import WandbSink
 from ..producer import steps_per_epoch
-from ..progress import ProgressLine
 from ..report.keeper import ReportKeeper, report_uri
-from ..tracking import WandbSink
 from .assemble import build
 from .reporting import Observers, judge_counts
 from .stages import Pipeline

@@ -9,7 +9,7 @@ the learner's weights: nothing to publish.
 
 from __future__ import annotations
 
-from ..model import save_adapter
+from ..policy.model import save_adapter
 from ..remote import adapter_folder, prune_old_adapters
 from .assemble import Parts
 

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..collector import StepBatch, Tally, ValidationResult
-from ..device import Device
-from ..learner import StepMetrics
-from ..log import get_logger
-from ..meters import BusyMeter, Window
-from ..metrics import RunMetrics
-from ..progress import ProgressLine
-from ..tracking import WandbSink
+from ..learning.learner import StepMetrics
+from ..ops.log import get_logger
+from ..ops.meters import BusyMeter, Window
+from ..ops.metrics import RunMetrics
+from ..ops.progress import ProgressLine
+from ..ops.tracking import WandbSink
+from ..policy.device import Device
 from .assemble import Parts, Progress
 
 log = get_logger("pipeline")

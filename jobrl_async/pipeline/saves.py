@@ -10,8 +10,8 @@ waits for an upload.
 from __future__ import annotations
 
 from ..checkpoints import SaveRequest, TrainerState, capture_rng, snapshot
-from ..log import get_logger
-from ..model import Policy, adapter_state
+from ..ops.log import get_logger
+from ..policy.model import Policy, adapter_state
 from .assemble import Parts, Progress
 from .validation import Snapshot
 

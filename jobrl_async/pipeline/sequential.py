@@ -11,14 +11,14 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
-from ..device import device_user
+from ..flow.records import Trajectory
 from ..judge.stage import judge_workers
+from ..policy.device import device_user
 from ..producer import StepPlan
-from ..records import Trajectory
 from .publish import publish_weights
 from .reporting import GenerationTiming
-from .work import Work
 from .validation import score_all
+from .work import Work
 
 if TYPE_CHECKING:
     from .stages import Pipeline

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..log import get_logger
+from ..ops.log import get_logger
 
 if TYPE_CHECKING:
     from ..collector import StepBatch

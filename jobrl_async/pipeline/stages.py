@@ -22,16 +22,16 @@ from contextlib import aclosing
 
 from ..aio import finish_then_cancel, run_ahead
 from ..collector import Collector, StepBatch, ValidationResult
-from ..device import device_user
-from ..generator import in_request_order
+from ..flow.records import ScoredTrajectory, Trajectory
+from ..generation.generator import in_request_order
 from ..judge.stage import judge_workers
-from ..learner import StepMetrics
-from ..log import get_logger
-from ..meters import BusyMeter
-from ..model import adapter_state
+from ..learning.learner import StepMetrics
+from ..learning.staleness import StalenessGate
+from ..ops.log import get_logger
+from ..ops.meters import BusyMeter
+from ..policy.device import device_user
+from ..policy.model import adapter_state
 from ..producer import StepPlan
-from ..records import ScoredTrajectory, Trajectory
-from ..staleness import StalenessGate
 from .assemble import Parts, Progress
 from .publish import publish_weights
 from .reporting import GenerationTiming, Observers, StepReporter, Summary

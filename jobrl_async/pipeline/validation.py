@@ -19,10 +19,10 @@ from dataclasses import dataclass, replace
 from ..checkpoints import TrainerState
 from ..collector import Collector, ValidationResult
 from ..config import Config, ValidationConfig
-from ..generator import Generator
+from ..flow.records import Context, ScoredTrajectory, Trajectory
+from ..generation.generator import Generator
 from ..judge.stage import Judge, judge_workers
-from ..log import get_logger
-from ..records import Context, ScoredTrajectory, Trajectory
+from ..ops.log import get_logger
 from .assemble import Progress
 from .work import validation_work
 

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..config import Config
-from ..generator import SampleRequest
+from ..flow.records import Context, Split
+from ..generation.generator import SampleRequest
 from ..producer import StepPlan, plan_steps
-from ..records import Context, Split
 
 
 @dataclass(frozen=True)

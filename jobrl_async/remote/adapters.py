@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..judge.client import host_of
+from ..ops.log import host_of
 from .http import ERROR_BYTES, RemoteGeneratorError, Servers, Transient, message_of
 from .options import RemoteOptions, RemoteStats, log
 from .reply import server_message

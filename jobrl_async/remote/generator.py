@@ -24,10 +24,10 @@ import orjson
 
 from ..aio import leaf_errors
 from ..config import GenerationConfig
-from ..generator import SampleRequest
-from ..judge.client import host_of
-from ..prompts import prompt_ids
-from ..records import Context, Trajectory
+from ..flow.records import Context, Trajectory
+from ..generation.generator import SampleRequest
+from ..ops.log import host_of
+from ..policy.prompts import prompt_ids
 from .adapters import Adapter, Adapters
 from .http import ERROR_BYTES, RemoteGeneratorError, Servers, Transient, message_of
 from .options import RemoteOptions, RemoteStats, log

@@ -22,9 +22,9 @@ import aiohttp
 import orjson
 from tenacity import AsyncRetrying
 
-from .. import log as logging_
 from ..errors import ModelError
-from ..judge.client import host_of
+from ..ops import log as logging_
+from ..ops.log import host_of
 from ..retry import retry_after_s, retryable_status, retrying
 from .options import RemoteOptions, RemoteStats, log
 from .reply import MalformedReply, server_message

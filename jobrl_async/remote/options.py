@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .. import log as logging_
 from ..errors import ConfigError
+from ..ops import log as logging_
 
 
 def log() -> Any:

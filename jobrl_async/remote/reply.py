@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from ..config import GenerationConfig
-from ..generator import STOP_TEXT
+from ..generation.generator import STOP_TEXT
 
 LOGPROB_SLACK = 1e-3  # a sampled token's log-prob above 0 by more than rounding is not a log-prob
 REPLY_OVERHEAD_BYTES = 64 * 1024

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
-from ..judge.client import host_of
+from ..ops.log import host_of
 from .http import message_of
 from .options import RemoteStats, log
 

@@ -4,6 +4,8 @@
     sections.py  RunLog -> the header's rows and the figures (plotly.js specs); pure
     page.py      RunLog -> the HTML page, plotly.js inlined
     keeper.py    ReportKeeper: the run keeps report.html fresh under its checkpoints URI
+    curves.py    `bench learning`'s curves and the figures it prints; pure
+    learning.py  `bench learning`'s page of those curves
 
 `jobrl-async report` (commands/report.py) and the run share all of it.
 """

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from ..config import Config
-from ..log import add_listener, get_logger, redact, remove_listener
+from ..ops.log import add_listener, get_logger, redact, remove_listener
 from ..storage import Store, open_store
 from .page import render_html
 from .runlog import READ, build_run_log, parse_events

@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import Config
-from ..curves import BASELINE, MeanPoint, RunCurve, mean_curve, mean_rewards
+from .curves import BASELINE, MeanPoint, RunCurve, mean_curve, mean_rewards
 from .page import header_table, html_page, section_html
 from .sections import BASE_LAYOUT, GRID, Section
 

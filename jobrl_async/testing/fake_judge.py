@@ -38,7 +38,7 @@ from typing import Any, Literal
 import orjson
 from aiohttp import web
 
-from ..records import CRITERIA
+from ..flow.records import CRITERIA
 from .reasoning import REASONING_TOKENS, Family, PromptCache, prompt_text, reasoning_tokens, refusal, reply_budget
 from .server import Fault, Faults, Served, error_reply, json_reply, too_many
 

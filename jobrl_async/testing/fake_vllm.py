@@ -315,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from transformers import AutoTokenizer
 
-    from ..model import resolve_model
+    from ..policy.model import resolve_model
 
     parser = argparse.ArgumentParser(prog="python -m jobrl_async.testing.fake_vllm")
     parser.add_argument("--host", default="127.0.0.1")

@@ -76,7 +76,7 @@ def cut(tokenizer: Any, ids: list[int], logprobs: list[float], stop_ids: frozens
 def canned_offers(count: int = 8, seed: int = 0) -> list[str]:
     """Template job offers (en and fr, with the tiny model's deliberate flaws) from the bundled data."""
     from ..data import load_bundled
-    from ..tiny import pool_for, sample_flaws, skill_pools, template_offer
+    from ..policy.tiny import pool_for, sample_flaws, skill_pools, template_offer
 
     rng = random.Random(seed)
     contexts = load_bundled()[:60]
@@ -125,8 +125,8 @@ class ModelSampler:
     def __call__(self, call: SamplingCall) -> list[tuple[list[int], list[float]]]:
         from dataclasses import replace
 
-        from ..generator import sample_batch
-        from ..model import load_adapter
+        from ..generation.generator import sample_batch
+        from ..policy.model import load_adapter
 
         gen = replace(self.gen, temperature=call.temperature, top_p=call.top_p)
         prompts = [call.prompt] * call.n

@@ -29,10 +29,10 @@ from typing import Any
 
 import orjson
 
-from jobrl_async import log
 from jobrl_async.commands.plan import plan_figures, plan_inputs
 from jobrl_async.config import Config, EndpointConfig, load_config
 from jobrl_async.data import load_bundled, split_dataset
+from jobrl_async.ops import log
 from jobrl_async.pipeline import Pipeline, build
 from jobrl_async.testing.fake_judge import FakeChatServer, intake_tokens
 

@@ -24,7 +24,7 @@ from jobrl_async.config import Config
 
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
-    from jobrl_async.tiny_assets import shipped_tiny_dir
+    from jobrl_async.policy.tiny_assets import shipped_tiny_dir
 
     return shipped_tiny_dir()
 
@@ -44,7 +44,7 @@ def tiny_config(tiny_model_dir: Path) -> Config:
 
 @pytest.fixture
 def tiny_policy(tiny_config: Config):
-    from jobrl_async.model import load_policy
+    from jobrl_async.policy.model import load_policy
 
     return load_policy(tiny_config)
 
@@ -53,7 +53,7 @@ def reduced_spec(spec=None, train_steps: int = 3, vocab_size: int = 1024):
     """The tiny build with fewer steps and a smaller vocabulary (tests of the build itself)."""
     from dataclasses import replace
 
-    from jobrl_async.tiny import DEFAULT_SPEC
+    from jobrl_async.policy.tiny import DEFAULT_SPEC
 
     return replace(spec or DEFAULT_SPEC, train_steps=train_steps, vocab_size=vocab_size, batch_size=4)
 

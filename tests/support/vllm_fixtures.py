@@ -22,7 +22,7 @@ BASE_MODEL = "base-model"
 @pytest.fixture(scope="session")
 def vllm_tokenizer() -> Any:
     from jobrl_async.data import load_bundled
-    from jobrl_async.tiny import tokenizer_corpus, train_tokenizer
+    from jobrl_async.policy.tiny import tokenizer_corpus, train_tokenizer
 
     return train_tokenizer(tokenizer_corpus(load_bundled()[:120], seed=0), vocab_size=1024)
 

@@ -33,7 +33,9 @@ from typing import Any
 
 import torch
 
-from .config import GenerationConfig
+from ..config import GenerationConfig
+from ..policy.logprobs import left_pad, position_ids
+from .buffers import KVBuffers
 from .sampling import TokenSampler
 from .shared_prefix import PrefixCache, PrefixStep, shared_prefix_attention
 
@@ -195,7 +197,7 @@ def growing_cache(cache: Any) -> Any:
 
     transformers' dynamic layers concatenate the whole cache with every token: O(T²) copying,
     a quarter of a CPU decode step at a few hundred tokens. These keep a buffer that grows by
-    GROW_TOKENS and hand the attention a view of its filled part, with the same lengths and
+    `buffers.GROW_TOKENS` and hand the attention a view of its filled part, with the same lengths and
     mask sizes as the layers they replace."""
     from transformers.cache_utils import DynamicSlidingWindowLayer
 
@@ -203,41 +205,6 @@ def growing_cache(cache: Any) -> Any:
     cache.layers = [sliding(layer.sliding_window) if isinstance(layer, DynamicSlidingWindowLayer) else full()
                     for layer in cache.layers]
     return cache
-
-
-GROW_TOKENS = 128
-
-
-class _Buffers:
-    """Key and value buffers [B, H, capacity, D] and how many positions are written."""
-
-    def __init__(self) -> None:
-        self.k: torch.Tensor | None = None
-        self.v: torch.Tensor | None = None
-        self.length = 0
-
-    def append(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-        end = self.length + keys.shape[-2]
-        if self.k is None or end > self.k.shape[-2]:
-            self.k, self.v = self._grown(self.k, keys, end), self._grown(self.v, values, end)
-        self.k[..., self.length:end, :] = keys
-        self.v[..., self.length:end, :] = values
-        self.length = end
-
-    def _grown(self, old: torch.Tensor | None, new: torch.Tensor, end: int) -> torch.Tensor:
-        b, h, _, d = new.shape
-        buf = new.new_empty((b, h, end + GROW_TOKENS, d))
-        if old is not None:
-            buf[..., :self.length, :] = old[..., :self.length, :]
-        return buf
-
-    def select(self, index: torch.Tensor) -> None:
-        if self.k is not None:
-            self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
-
-    def last(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        start = max(0, self.length - n)
-        return self.k[..., start:self.length, :], self.v[..., start:self.length, :]
 
 
 @functools.cache
@@ -252,7 +219,7 @@ def _layer_classes() -> tuple[type, type]:
         def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
-                self.buffers = _Buffers()
+                self.buffers = KVBuffers()
             self.buffers.append(key_states, value_states)
             self.keys, self.values = self.buffers.last(self.buffers.length)
             return self.keys, self.values
@@ -269,7 +236,7 @@ def _layer_classes() -> tuple[type, type]:
         def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
-                self.buffers = _Buffers()
+                self.buffers = KVBuffers()
             self.cumulative_length += key_states.shape[-2]
             self.buffers.append(key_states, value_states)
             self.keys, self.values = self.buffers.last(self.sliding_window - 1)
@@ -340,23 +307,6 @@ def select_rows(cache: Any, index: torch.Tensor) -> None:
             layer.values = layer.values.index_select(0, index)
             if hasattr(layer, "batch_size"):
                 layer.batch_size = len(index)
-
-
-def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ids and attention mask: every row ends at the right edge."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, s in enumerate(seqs):
-        if s:
-            ids[row, width - len(s):] = torch.tensor(list(s), dtype=torch.long)
-            mask[row, width - len(s):] = 1
-    return ids.to(device), mask.to(device)
-
-
-def position_ids(mask: torch.Tensor) -> torch.Tensor:
-    """Positions counted over real tokens only (as `generate` does), so padding shifts nothing."""
-    return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 class StopCheck:

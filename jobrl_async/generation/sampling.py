@@ -9,7 +9,7 @@ generator.py), so a seed draws the same tokens whichever engine samples:
 
 Log-probs are taken after temperature and before top-k / top-p: with the defaults (top_k = 0,
 top_p = 1) that is exactly the distribution sampled from; with truncation it is the untruncated,
-temperature-scaled one, which is what the learner recomputes (`generator.sequence_logprobs`).
+temperature-scaled one, which is what the learner recomputes (`policy.logprobs.sequence_logprobs`).
 
 Inverse-CDF sampling draws one uniform per row, not one exponential per vocabulary entry as
 `torch.multinomial` does (half of a decode step on a CPU: STACK-NOTES); its stream is seeded per
@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .config import GenerationConfig
+from ..config import GenerationConfig
 
 
 class TokenSampler:

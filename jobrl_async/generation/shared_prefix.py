@@ -22,12 +22,11 @@ from __future__ import annotations
 import functools
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 import torch
 
-if TYPE_CHECKING:
-    from .decode import _Buffers
+from .buffers import KVBuffers
 
 ATTENTION = "jobrl_shared_prefix"
 
@@ -42,7 +41,7 @@ class PrefixLayer:
     values: torch.Tensor
     start: int  # absolute position of keys[:, :, 0]
     window: int | None  # sliding window, or None for full attention
-    own: _Buffers
+    own: KVBuffers
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
         self.own.append(key_states, value_states)
@@ -53,8 +52,6 @@ class PrefixCache:
     """The cache the decode steps run on: what transformers' layers call `update` on."""
 
     def __init__(self, prefill_cache: Any, prompt_mask: torch.Tensor, row_prompt: torch.Tensor) -> None:
-        from .decode import _Buffers  # the growing buffers the lean path's own cache uses
-
         width = prompt_mask.shape[1]
         self.width = width
         self.prompt_mask = prompt_mask.bool()  # [P, W]: False on left padding
@@ -62,7 +59,7 @@ class PrefixCache:
         for layer in prefill_cache.layers:
             keys, values = layer.keys, layer.values
             window = getattr(layer, "sliding_window", None)
-            self.layers.append(PrefixLayer(keys, values, width - keys.shape[-2], window, _Buffers()))
+            self.layers.append(PrefixLayer(keys, values, width - keys.shape[-2], window, KVBuffers()))
         self.select(row_prompt)
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any):

@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from .config import TINY_MODEL
+from ..config import TINY_MODEL
 
 # Measured on a fresh clone, 2 CPU cores shared with other work (README, the opening section).
 TINY_LOAD_S = 15  # the first run after set-up: ~16 s (Python compiles the bytecode), later ~10 s

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .records import Context, Language
+from ..flow.records import Context, Language
 
 # The schema of DESIGN.md, "The job offer"; the placeholder texts are in the prompt's language.
 _XML = """<job_offer>

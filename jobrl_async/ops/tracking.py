@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import Config, Secrets
-from .errors import ConfigError
+from ..config import Config, Secrets
+from ..errors import ConfigError
 from .log import redact_value
 
 

@@ -24,12 +24,12 @@ from typing import Any
 
 import orjson
 
-from .errors import ModelError
-from .records import Context
+from ..errors import ModelError
+from ..flow.records import Context
 from .tiny import DEFAULT_SPEC, END_OF_TURN, TINY_VERSION, TinySpec, tiny_config, tokenizer_corpus, train_tokenizer
 from .tiny import warm_start
 
-SHIPPED_DIR = Path(__file__).parent / "assets" / "tiny"
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny"
 MANIFEST = "jobrl_tiny.json"
 CHECK_STEPS = 8  # warm-start steps the drift check replays (~5 s)
 LOSS_TOLERANCE = 1e-4  # relative: another CPU's kernels round differently; a code change moves far more
@@ -40,8 +40,8 @@ def training_contexts() -> list[Context]:
 
     Fixed on purpose: the embedded model must not depend on a user's dataset or seed.
     """
-    from .config import DataConfig
-    from .data import load_bundled, split_dataset
+    from ..config import DataConfig
+    from ..data import load_bundled, split_dataset
 
     defaults = DataConfig()
     return split_dataset(load_bundled(), defaults.validation_fraction, defaults.seed).train

@@ -6,7 +6,7 @@ sampled token under the sampling distribution, gathered step by step (never B x 
 
 Log-probs are taken after temperature and before top-k / top-p: with the defaults (top_k=0,
 top_p=1) that is exactly the distribution sampled from; with truncation it is the untruncated,
-temperature-scaled one, which is what `sequence_logprobs` recomputes, so the learner's
+temperature-scaled one, which is what the learner recomputes (`policy.logprobs`), so its
 importance ratio compares like with like. Tokens are drawn by `_Sampler` (see there).
 
 Generation runs off the event loop through `Device.run` (one lock shared with the learner), one
@@ -24,18 +24,18 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .aio import run_ahead
-from .config import GenerationConfig
-from .decode import STOP_TEXT, Sample, StopCheck, decode, left_pad, position_ids, vocab_rows
-from .device import Device
-from .log import get_logger
-from .model import Policy, load_adapter
-from .prompts import prompt_ids
-from .records import Context, Split, Trajectory
+from ..aio import run_ahead
+from ..config import GenerationConfig
+from ..flow.records import Context, Split, Trajectory
+from ..ops.log import get_logger
+from ..policy.device import Device
+from ..policy.logprobs import left_pad
+from ..policy.model import Policy, load_adapter
+from ..policy.prompts import prompt_ids
+from .decode import STOP_TEXT, Sample, StopCheck, decode, vocab_rows
 from .sampling import TokenSampler
 
-__all__ = ["STOP_TEXT", "LocalGenerator", "SampleRequest", "left_pad", "position_ids", "sample_batch",
-           "sequence_logprobs"]
+__all__ = ["STOP_TEXT", "LocalGenerator", "SampleRequest", "sample_batch"]
 
 
 
@@ -292,45 +292,3 @@ class _StopAt:
             self.ends[hit.cpu()] = completions.shape[1]
             self.done |= hit
         return self.done.clone()
-
-
-# ---------------------------------------------------------------- teacher-forced recompute
-
-
-def sequence_logprobs(
-    model: Any,
-    prompt_ids: Sequence[Sequence[int]],
-    completion_ids: Sequence[Sequence[int]],
-    temperature: float,
-    pad_id: int = 0,
-) -> list[Any]:
-    """Log-probs of each completion token under the model, temperature-scaled: one forward pass.
-
-    Batched with left padding, the attention mask and position ids that `generate` uses, so
-    the result matches the sampling-time log-probs (fp32: within ~1e-5). Grad follows the
-    caller: wrap in `torch.no_grad()` for old-policy log-probs, leave it on for the loss. The
-    model's train/eval mode is the caller's too (LoRA dropout applies in train mode).
-    """
-    import torch
-
-    rows = [list(p) + list(c) for p, c in zip(prompt_ids, completion_ids)]
-    device = next(model.parameters()).device
-    ids, mask = left_pad(rows, pad_id, str(device))
-    longest = max((len(c) for c in completion_ids), default=0)
-    if longest == 0:
-        return [torch.zeros(0, device=device) for _ in rows]
-    # Every row ends at the right edge, so only the last `longest + 1` positions predict
-    # completion tokens: keep the logits of those alone.
-    logits = model(
-        input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), logits_to_keep=longest + 1
-    ).logits
-    out = []
-    for row, completion in enumerate(completion_ids):
-        n = len(completion)
-        if n == 0:
-            out.append(torch.zeros(0, device=device))
-            continue
-        scores = logits[row, -n - 1 : -1].float() / temperature
-        targets = ids[row, -n:].unsqueeze(1)
-        out.append(torch.log_softmax(scores, dim=-1).gather(1, targets).squeeze(1))
-    return out

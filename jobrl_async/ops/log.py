@@ -17,11 +17,12 @@ import sys
 import uuid
 import warnings
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import orjson
 import structlog
 
-from .config import secret_values
+from ..config import secret_values
 
 REDACTED = "[REDACTED]"
 MIN_SECRET_CHARS = 4  # shorter values would blank out ordinary words
@@ -56,6 +57,13 @@ def redact(text: str) -> str:
     text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
     text = _BARE_USERINFO.sub(f"{REDACTED}@", text)
     return _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+def host_of(url: str) -> str:
+    """How a log line or an error names a server: host[:port], never its path or user-info."""
+    parts = urlsplit(url if "//" in url else f"//{url}")
+    host = parts.hostname or url
+    return f"{host}:{parts.port}" if parts.port else host
 
 
 def one_line(text: str, limit: int = 1000) -> str:

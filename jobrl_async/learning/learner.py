@@ -31,13 +31,14 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 
-from .config import TrainingConfig
-from .device import Device
-from .errors import ModelError
+from ..config import TrainingConfig
+from ..errors import ModelError
+from ..flow.records import Group
+from ..ops.log import get_logger
+from ..policy.device import Device
+from ..policy.logprobs import sequence_logprobs
+from ..policy.model import Policy
 from .grpo import LossStats, group_stats, loss_denominator, lr_factor, policy_loss
-from .log import get_logger
-from .model import Policy
-from .records import Group
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,8 +206,6 @@ class Learner:
 
     def proximal_logprobs(self, samples: list[TrainingSample]) -> list[torch.Tensor]:
         """π_old's log-probs of every sample: one no-grad pass before the batch's first step."""
-        from .generator import sequence_logprobs
-
         model = self.policy.model
         model.eval()
         out: list[torch.Tensor] = [torch.zeros(0)] * len(samples)
@@ -243,8 +242,6 @@ class Learner:
 
     def _micro_step(self, model: Any, micro: list[TrainingSample], denominator: float,
                     proximal: list[torch.Tensor] | None) -> tuple[torch.Tensor, LossStats]:
-        from .generator import sequence_logprobs
-
         prompts = [s.prompt_ids for s in micro]
         completions = [s.completion_ids for s in micro]
         dev = self.policy.device

@@ -23,10 +23,10 @@ from typing import Any
 
 import orjson
 
-from .config import TINY_MODEL, Config
+from ..config import TINY_MODEL, Config
+from ..errors import ModelError
+from ..ops.log import get_logger
 from .device import resolve_device
-from .errors import ModelError
-from .log import get_logger
 from .tiny import END_OF_TURN, RANDOM_270M, gemma3_270m_config
 from .tiny_assets import shipped_tiny_dir
 

@@ -16,8 +16,8 @@ from typing import Any, Callable, TypeVar
 
 import anyio.to_thread
 
-from .aio import finish_then_cancel
-from .config import ModelConfig
+from ..aio import finish_then_cancel
+from ..config import ModelConfig
 
 T = TypeVar("T")
 

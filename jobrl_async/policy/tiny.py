@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import escape
 
+from ..flow.records import Context, Language
 from .prompts import instruction, prompt_ids
-from .records import Context, Language
 
 TINY_VERSION = 2
 RANDOM_270M = "gemma-3-270m-random"  # bench-only: the real architecture, random weights
