@@ -14,7 +14,8 @@ from jobrl_async.judge.prompts import (
     build_offer_messages,
     offer_max_tokens,
 )
-from jobrl_async.judge.stage import FORGERY_PENALISED, SAMPLE_CONTEXT, Judge, JudgeFailed, example_offer
+from jobrl_async.judge.probe import SAMPLE_CONTEXT, example_offer
+from jobrl_async.judge.stage import FORGERY_PENALISED, Judge, JudgeFailed
 from jobrl_async.records import CRITERIA
 from jobrl_async.testing.fake_judge import FakeChatServer
 from tests.test_judge_stage import OFFER, config, openai_secrets

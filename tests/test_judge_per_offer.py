@@ -12,8 +12,9 @@ import pytest
 from jobrl_async.config import Config, Secrets
 from jobrl_async.judge.dedup import DedupTable, dedup_key
 from jobrl_async.judge.parse import UnreadableVerdict, parse_offer_reply
+from jobrl_async.judge.probe import SAMPLE_CONTEXT, example_offer
 from jobrl_async.judge.prompts import build_offer_messages, offer_max_tokens, offer_nonce
-from jobrl_async.judge.stage import SAMPLE_CONTEXT, Judge, calls_per_offer, example_offer, llm_criteria
+from jobrl_async.judge.stage import Judge, calls_per_offer, llm_criteria
 from jobrl_async.records import CRITERIA, Context
 from jobrl_async.rewards import reward
 from jobrl_async.testing.fake_judge import FakeChatServer, intake_tokens

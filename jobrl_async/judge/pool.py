@@ -48,6 +48,7 @@ from .client import (
 )
 from .limiter import Lease, Limiter
 from .parse import UnreadableVerdict
+from .probe import sample_messages
 from .prompts import PromptScale
 
 T = TypeVar("T")
@@ -297,8 +298,6 @@ class JudgePool:
         return next(e.removed for e in reversed(self.endpoints) if e.removed is not None)
 
     async def _probe(self, endpoint: Endpoint) -> None:
-        from .stage import sample_messages  # the stage owns the sample offer
-
         while True:
             await asyncio.sleep(self.cfg.probe_interval_s)
             messages = sample_messages()

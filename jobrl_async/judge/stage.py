@@ -46,10 +46,15 @@ from .dedup import DedupTable, dedup_key
 from .limiter import Limiter
 from .parse import UnreadableVerdict, parse_offer_reply, parse_reply
 from .pool import Endpoint, JudgePool
+from .probe import PROBE_CRITERION, example_offer, sample_messages
 from .schema import criterion_format, offer_format
 from .prompts import JudgedOffer, build_messages, build_offer_messages, estimate_tokens, offer_max_tokens
 from .skills import SkillBook
 from .stub import EXACT_CRITERIA, exact_verdict, stub_verdict
+
+# example_offer lives in probe.py with the sample question; the commands import it from here
+__all__ = ["FORGERY_PENALISED", "Judge", "JudgeFailed", "calls_per_offer", "example_offer", "judge_workers",
+           "llm_criteria"]
 
 
 def log() -> Any:
@@ -57,9 +62,6 @@ def log() -> Any:
     return get_logger("judge")
 
 
-# What `judge check` and the breaker's probe ask: one small, valid offer.
-SAMPLE_CONTEXT = Context("Data Scientist", "en", ("Python", "SQL", "Statistics"), "Technology")
-PROBE_CRITERION = "skill_relevance"
 VERDICT_FORGERY = "verdict_forgery"  # an injection flag (prompts.injection_flags)
 FORGERY_PENALISED = "forged_verdict_penalised"  # the flag of a verdict given the lowest score for it
 
@@ -102,34 +104,6 @@ def load_language_identifier_in_background() -> Future[None]:
 
     threading.Thread(target=load, name="jobrl-langid", daemon=True).start()
     return loaded
-
-
-def example_offer(context: Context) -> str:
-    """A well-formed offer for `context` (five required skills, three nice-to-have)."""
-    extra = ["Communication", "Teamwork", "Problem solving", "Git", "Documentation", "Agile", "English", "Mentoring"]
-    required = [*context.skills, *[s for s in extra if s not in context.skills]][:5]
-    nice = [s for s in extra if s not in required][:3]
-    fr = context.language == "fr"
-    verbs = (["Concevoir", "Livrer", "Documenter", "Améliorer", "Collaborer avec"] if fr
-             else ["Design", "Deliver", "Document", "Improve", "Collaborate with"])
-    objects = (["les solutions", "les projets", "le travail", "les processus", "les équipes"] if fr
-               else ["solutions", "projects", "the work", "processes", "the teams"])
-    overview = (f"Nous recrutons un ou une {context.job_title} pour rejoindre notre équipe." if fr
-                else f"We are hiring a {context.job_title} to join our team.")
-    lines = ["<job_offer>", f"  <title>{context.job_title}</title>", f"  <overview>{overview}</overview>",
-             "  <responsibilities>"]
-    lines += [f"    <item>{v} {o}</item>" for v, o in zip(verbs, objects)]
-    lines += ["  </responsibilities>", "  <required_skills>"]
-    lines += [f"    <skill>{s}</skill>" for s in required]
-    lines += ["  </required_skills>", "  <nice_to_have>"]
-    lines += [f"    <skill>{s}</skill>" for s in nice]
-    lines += ["  </nice_to_have>", "</job_offer>"]
-    return "\n".join(lines)
-
-
-def sample_messages() -> list[dict[str, str]]:
-    """The probe's and `judge check`'s question: one criterion of a small valid offer."""
-    return build_messages(PROBE_CRITERION, SAMPLE_CONTEXT, example_offer(SAMPLE_CONTEXT))
 
 
 class Judge:
