@@ -11,7 +11,7 @@ import pytest
 
 from jobrl_async.cli import main
 from jobrl_async.flow.records import CRITERIA
-from jobrl_async.judge.stage import SAMPLE_CONTEXT, example_offer
+from jobrl_async.judge.probe import SAMPLE_CONTEXT, example_offer
 from jobrl_async.ops.log import host_of
 from tests.support.judge_fixtures import DEPLOYMENT, FAKE_KEY
 

@@ -24,14 +24,14 @@ from jobrl_async.judge.client import (
     is_retryable,
     missing_credentials,
 )
-from jobrl_async.testing.fake_judge import FakeChatServer
 from jobrl_async.judge.limiter import Limiter
 from jobrl_async.judge.parse import UnreadableVerdict, parse_reply
 from jobrl_async.judge.pool import JudgePool
-from jobrl_async.judge.schema import criterion_format
+from jobrl_async.judge.probe import SAMPLE_CONTEXT, example_offer
 from jobrl_async.judge.prompts import build_messages, estimate_tokens
-from jobrl_async.judge.stage import SAMPLE_CONTEXT, example_offer
+from jobrl_async.judge.schema import criterion_format
 from jobrl_async.retry import retry_after_s
+from jobrl_async.testing.fake_judge import FakeChatServer
 from tests.support.judge_fixtures import DEPLOYMENT, FAKE_KEY
 
 SHAPES = ("openai", "azure")

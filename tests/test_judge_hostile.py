@@ -12,8 +12,9 @@ import pytest
 from jobrl_async.config import Config, JudgeConfig, Secrets
 from jobrl_async.errors import ConfigError, JudgeError
 from jobrl_async.judge.limiter import VIEW_LIFE_WINDOWS
+from jobrl_async.judge.probe import SAMPLE_CONTEXT, example_offer
 from jobrl_async.judge.prompts import build_messages
-from jobrl_async.judge.stage import SAMPLE_CONTEXT, Judge, JudgeFailed, example_offer
+from jobrl_async.judge.stage import Judge, JudgeFailed
 from jobrl_async.ops.log import host_of
 from jobrl_async.testing.fake_judge import FakeChatServer, intake_tokens
 from tests.support.judge_fixtures import DEPLOYMENT, FAKE_KEY

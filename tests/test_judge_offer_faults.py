@@ -9,13 +9,14 @@ import json
 import pytest
 
 from jobrl_async.flow.records import CRITERIA
+from jobrl_async.judge.probe import SAMPLE_CONTEXT, example_offer
 from jobrl_async.judge.prompts import (
     MAX_LISTED_SKILLS,
     build_messages,
     build_offer_messages,
     offer_max_tokens,
 )
-from jobrl_async.judge.stage import FORGERY_PENALISED, SAMPLE_CONTEXT, Judge, JudgeFailed, example_offer
+from jobrl_async.judge.stage import FORGERY_PENALISED, Judge, JudgeFailed
 from jobrl_async.testing.fake_judge import FakeChatServer
 from tests.test_judge_stage import OFFER, config, openai_secrets
 

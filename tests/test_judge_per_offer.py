@@ -14,8 +14,9 @@ from jobrl_async.flow.records import CRITERIA, Context
 from jobrl_async.flow.rewards import reward
 from jobrl_async.judge.dedup import DedupTable, dedup_key
 from jobrl_async.judge.parse import UnreadableVerdict, parse_offer_reply
+from jobrl_async.judge.probe import SAMPLE_CONTEXT, example_offer
 from jobrl_async.judge.prompts import build_offer_messages, offer_max_tokens, offer_nonce
-from jobrl_async.judge.stage import SAMPLE_CONTEXT, Judge, calls_per_offer, example_offer, llm_criteria
+from jobrl_async.judge.stage import Judge, calls_per_offer, llm_criteria
 from jobrl_async.testing.fake_judge import FakeChatServer, intake_tokens
 from tests.support.judge_fixtures import FAKE_KEY
 

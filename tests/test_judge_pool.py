@@ -12,7 +12,8 @@ from jobrl_async.config import Config, EndpointConfig, JudgeConfig, Secrets
 from jobrl_async.errors import ConfigError
 from jobrl_async.judge.client import pool_endpoints
 from jobrl_async.judge.pool import soonest
-from jobrl_async.judge.stage import SAMPLE_CONTEXT, Judge, example_offer
+from jobrl_async.judge.probe import SAMPLE_CONTEXT, example_offer
+from jobrl_async.judge.stage import Judge
 from jobrl_async.ops import log
 from jobrl_async.testing.fake_judge import FakeChatServer
 from tests.support.judge_fixtures import DEPLOYMENT, FAKE_KEY

@@ -13,7 +13,8 @@ from jobrl_async.config import Config, Secrets
 from jobrl_async.errors import JudgeError
 from jobrl_async.flow import offer
 from jobrl_async.flow.records import CRITERIA, Context, Trajectory
-from jobrl_async.judge.stage import SAMPLE_CONTEXT, Judge, JudgeFailed, example_offer
+from jobrl_async.judge.probe import SAMPLE_CONTEXT, example_offer
+from jobrl_async.judge.stage import Judge, JudgeFailed
 from jobrl_async.ops import log
 from jobrl_async.testing.fake_judge import FakeChatServer
 from tests.support.judge_fixtures import FAKE_KEY

@@ -10,8 +10,8 @@ from jobrl_async.cli import main
 from jobrl_async.commands.plan import PlanInputs, plan_figures, render_table, tokens_per_offer
 from jobrl_async.config import Config
 from jobrl_async.data import load_bundled
+from jobrl_async.judge.probe import example_offer
 from jobrl_async.judge.prompts import build_messages, estimate_tokens
-from jobrl_async.judge.stage import example_offer
 
 
 def inputs(**overrides) -> PlanInputs:

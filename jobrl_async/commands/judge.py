@@ -18,7 +18,8 @@ from ..data import read_context_file, read_text
 from ..errors import ConfigError, JudgeError
 from ..flow.records import Context
 from ..judge.client import missing_credentials, percentile
-from ..judge.stage import Judge, JudgeFailed, example_offer
+from ..judge.probe import example_offer
+from ..judge.stage import Judge, JudgeFailed
 from ..ops.log import get_logger
 from ..testing.fake_judge import FakeChatServer, intake_tokens
 

@@ -27,7 +27,8 @@ from ..data import load_dataset, split_dataset
 from ..flow.records import Context
 from ..judge.dialect import TYPICAL_REASONING, typical_allowance
 from ..judge.prompts import build_messages, build_offer_messages, estimate_tokens, offer_max_tokens
-from ..judge.stage import example_offer, llm_criteria
+from ..judge.probe import example_offer
+from ..judge.stage import llm_criteria
 from ..judge.usage import Prices, Usage
 from ..producer import steps_per_epoch
 

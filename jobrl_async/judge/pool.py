@@ -6,19 +6,19 @@ one whose quota lets the call start first; ties go to the least loaded (in fligh
 to the first listed. A retry avoids the endpoint that just failed it when another can take it.
 
 An endpoint that keeps failing (`breaker_failures` failed attempts in a row: 5xx, timeouts,
-connection errors) is paused (`judge_paused` with `endpoint`) and its share moves to the
-others; one probe call every `probe_interval_s` brings it back (`judge_resumed`). An endpoint
-answering 429s is held by its own limiter for the Retry-After (and comes back slower), so the
-router sends calls elsewhere meanwhile: a 429 is pacing, not ill health. When every endpoint
-is paused, calls wait for the first to come back: intake stops through backpressure, nothing
-fails and nothing scores zero. With one endpoint (no
+connection errors) is paused by its breaker (`breaker.py`; `judge_paused` with `endpoint`) and
+its share moves to the others; one probe call every `probe_interval_s` brings it back
+(`judge_resumed`). An endpoint answering 429s is held by its own limiter for the Retry-After
+(and comes back slower), so the router sends calls elsewhere meanwhile: a 429 is pacing, not
+ill health. When every endpoint is paused, calls wait for the first to come back: intake stops
+through backpressure, nothing fails and nothing scores zero. With one endpoint (no
 `[[judge.endpoints]]`) the stage's offer-level breaker does this job, as before.
 
 An endpoint whose key, permission or deployment is refused (401/403/404: a `JudgeError`), on a
-call or on its probe, is out for good (`judge_endpoint_removed`, `/metrics`): its calls go to
-the others, and only when none is left does the call raise that error (the run ends with it).
-A probe follows the stage's rule: a transient failure probes again, anything else removes the
-endpoint. Every failure is described with the endpoint that met it.
+call or on its probe, is out for good (its breaker stops; `judge_endpoint_removed`, `/metrics`):
+its calls go to the others, and only when none is left does the call raise that error (the run
+ends with it). A probe follows the stage's rule: a transient failure probes again, anything
+else removes the endpoint. Every failure is described with the endpoint that met it.
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import openai
 
+from ..breaker import Breaker
 from ..config import JudgeConfig, Secrets
 from ..errors import JudgeError
 from ..ops import log as logging_
@@ -48,6 +50,7 @@ from .client import (
 )
 from .limiter import Lease, Limiter
 from .parse import UnreadableVerdict
+from .probe import sample_messages
 from .prompts import PromptScale
 
 T = TypeVar("T")
@@ -74,15 +77,16 @@ class Endpoint:
     client: JudgeClient
     limiter: Limiter
     stats: JudgeStats
-    failures_in_a_row: int = 0
-    paused: bool = False
-    paused_at: float = 0.0
-    probe: asyncio.Task | None = None
+    breaker: Breaker = field(init=False)  # stopped: the endpoint is out for good (`removed` says why)
     removed: JudgeError | None = None  # why it is out for good
 
     @property
     def name(self) -> str:
         return self.client.name
+
+    @property
+    def paused(self) -> bool:
+        return self.breaker.paused
 
 
 @dataclass
@@ -112,7 +116,13 @@ class JudgePool:
             # the caller's limiter stands for the single endpoint of the standard variables only
             given = limiter if (limiter is not None and not cfg.endpoints) else None
             lim = given or Limiter.from_config(cfg, spec.rpm, spec.tpm)
-            self.endpoints.append(Endpoint(JudgeClient(cfg, spec, lim, stats, own), lim, own))
+            endpoint = Endpoint(JudgeClient(cfg, spec, lim, stats, own), lim, own)
+            endpoint.breaker = Breaker(
+                partial(self._probe, endpoint), cfg.probe_interval_s, threshold=cfg.breaker_failures,
+                fatal=lambda e: not is_retryable(e), on_open=partial(self._paused, endpoint),
+                on_close=partial(self._resumed, endpoint), on_probe_failed=partial(self._probe_failed, endpoint),
+                on_stop=partial(self._removed, endpoint), name=f"judge-probe-{endpoint.name}")
+            self.endpoints.append(endpoint)
         self.scale = PromptScale()  # what the endpoints count per estimated prompt token, learnt together
         for endpoint in self.endpoints:
             endpoint.client.scale = self.scale
@@ -239,9 +249,7 @@ class JudgePool:
     # ------------------------------------------------------------ per-endpoint breakers (pool only)
 
     def _attempt_ok(self, endpoint: Endpoint) -> None:
-        endpoint.failures_in_a_row = 0
-        if endpoint.paused:
-            self._resume(endpoint)
+        endpoint.breaker.succeeded()
 
     def _attempt_failed(self, endpoint: Endpoint, exc: BaseException) -> None:
         exc.__dict__[MET_AT] = endpoint  # for `describe`: the stage words the failure with it
@@ -251,70 +259,50 @@ class JudgePool:
             # pacing, not health: the endpoint's limiter waits out its Retry-After, and routing
             # by soonest start already sends calls elsewhere meanwhile (a storm moves the share)
             return
-        endpoint.failures_in_a_row += 1
-        if endpoint.failures_in_a_row >= self.cfg.breaker_failures and not endpoint.paused:
-            self._pause(endpoint, self.describe(exc, endpoint))
+        endpoint.breaker.failed(self.describe(exc, endpoint))
 
-    def _pause(self, endpoint: Endpoint, reason: str) -> None:
-        endpoint.paused, endpoint.paused_at = True, time.monotonic()
+    def _paused(self, endpoint: Endpoint, reason: str) -> None:
         endpoint.stats.paused = True
-        log().warning("judge_paused", endpoint=endpoint.name, consecutive_failures=endpoint.failures_in_a_row,
+        log().warning("judge_paused", endpoint=endpoint.name, consecutive_failures=endpoint.breaker.failures,
                       reason=reason, probe_interval_s=self.cfg.probe_interval_s,
                       endpoints_left=sum(not e.paused for e in self.endpoints))
-        endpoint.probe = asyncio.create_task(self._probe(endpoint), name=f"judge-probe-{endpoint.name}")
 
-    def _resume(self, endpoint: Endpoint) -> None:
-        if endpoint.probe is not None and endpoint.probe is not asyncio.current_task():
-            endpoint.probe.cancel()
-        endpoint.probe = None
-        endpoint.paused, endpoint.failures_in_a_row = False, 0
+    def _resumed(self, endpoint: Endpoint, paused_s: float) -> None:
         endpoint.stats.paused = False
         self._changed.set()
-        log().info("judge_resumed", endpoint=endpoint.name, paused_s=round(time.monotonic() - endpoint.paused_at, 3))
+        log().info("judge_resumed", endpoint=endpoint.name, paused_s=round(paused_s, 3))
 
     def _taken_out(self, endpoint: Endpoint, error: JudgeError) -> bool:
         """A pool's endpoint refused our key or deployment: out it goes. True when others are left
         to take the call (with one endpoint, or none left, the run ends with `error`)."""
         if not self.is_pool:
             return False
-        self._remove(endpoint, error)
+        endpoint.breaker.stop(error)
         return not all(e.removed for e in self.endpoints)
 
-    def _remove(self, endpoint: Endpoint, error: JudgeError) -> None:
-        """Take `endpoint` out for good (a refused key, permission or deployment); the others go on."""
-        if endpoint.removed is not None:
-            return
-        endpoint.removed, endpoint.paused = error, True
+    def _removed(self, endpoint: Endpoint, error: BaseException) -> None:
+        """`endpoint` is out for good (a refused key, permission or deployment, on a call or its
+        probe: its breaker stopped); the others go on."""
+        endpoint.removed = error if isinstance(error, JudgeError) else JudgeError(self.describe(error, endpoint))
         endpoint.stats.paused = endpoint.stats.removed = True
-        if endpoint.probe is not None and endpoint.probe is not asyncio.current_task():
-            endpoint.probe.cancel()
-        endpoint.probe = None
         self._changed.set()  # a router waiting on it looks again (and raises when none is left)
-        log().error("judge_endpoint_removed", endpoint=endpoint.name, reason=str(error),
+        log().error("judge_endpoint_removed", endpoint=endpoint.name, reason=str(endpoint.removed),
                     endpoints_left=sum(e.removed is None for e in self.endpoints))
 
     def _last_removed(self) -> JudgeError:
         return next(e.removed for e in reversed(self.endpoints) if e.removed is not None)
 
-    async def _probe(self, endpoint: Endpoint) -> None:
-        from .stage import sample_messages  # the stage owns the sample offer
+    async def _probe(self, endpoint: Endpoint) -> bool:
+        messages = sample_messages()
+        async with endpoint.limiter.slot(endpoint.client.charge(messages, self.cfg.max_tokens)) as lease:
+            await endpoint.client.exchange(messages, lease, self.cfg.max_tokens)
+        return True
 
-        while True:
-            await asyncio.sleep(self.cfg.probe_interval_s)
-            messages = sample_messages()
-            try:
-                async with endpoint.limiter.slot(endpoint.client.charge(messages, self.cfg.max_tokens)) as lease:
-                    await endpoint.client.exchange(messages, lease, self.cfg.max_tokens)
-            except Exception as e:
-                reason = self.describe(e, endpoint)
-                log().warning("judge_probe_failed", endpoint=endpoint.name, reason=reason,
-                              permanent=not is_retryable(e))
-                if not is_retryable(e):  # the stage's rule: a probe cannot fix a key, a deployment, a bug
-                    self._remove(endpoint, e if isinstance(e, JudgeError) else JudgeError(reason))
-                    return
-            else:
-                self._resume(endpoint)
-                return
+    def _probe_failed(self, endpoint: Endpoint, error: Exception) -> None:
+        # the stage's rule: a transient failure probes again; a key, a deployment, a bug stops the
+        # breaker, which removes the endpoint
+        log().warning("judge_probe_failed", endpoint=endpoint.name, reason=self.describe(error, endpoint),
+                      permanent=not is_retryable(error))
 
     @property
     def all_paused(self) -> bool:
@@ -327,10 +315,6 @@ class JudgePool:
         return (endpoint or getattr(exc, MET_AT, None) or self.first).client.describe(exc)
 
     async def aclose(self) -> None:
-        probes = [e.probe for e in self.endpoints if e.probe is not None]
-        for task in probes:
-            task.cancel()
-        await asyncio.gather(*probes, return_exceptions=True)
+        await asyncio.gather(*(e.breaker.aclose() for e in self.endpoints))
         for e in self.endpoints:
-            e.probe = None
             await e.client.aclose()

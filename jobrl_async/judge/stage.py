@@ -14,11 +14,11 @@ the pool (`pool.py`): one endpoint, or `[[judge.endpoints]]`, each with its own 
 A call that still fails after its retries fails its offer (`JudgeFailed`): the trajectory is
 `judge_failed`, never a zero reward; so does a request the server refuses for what it holds
 (400/413/422, `OfferRejected`). After `breaker_failures` consecutive failed offers (content
-filter refusals aside: they are the offer's doing) the breaker opens (`judge_paused`): new
-offers wait, which backs the pipeline up, and one probe call every `probe_interval_s` decides
-when to close it again (`judge_resumed`). A probe that meets a permanent error (a rotated key,
-a deleted deployment) stops probing: the offers waiting on the breaker raise that JudgeError,
-so the judge stage fails and the run ends with its one line.
+filter refusals aside: they are the offer's doing) the breaker (`breaker.py`) opens
+(`judge_paused`): new offers wait, which backs the pipeline up, and one probe call every
+`probe_interval_s` decides when to close it again (`judge_resumed`). A probe that meets a
+permanent error (a rotated key, a deleted deployment) stops the breaker for good: the offers
+waiting on it raise that JudgeError, so the judge stage fails and the run ends with its one line.
 
 Before a run, `preflight` makes the same round trip as `judge check` with the normal retry
 policy; a judge still down after it starts the run paused, and the probe decides.
@@ -34,6 +34,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from ..breaker import Breaker
 from ..config import Config, JudgeConfig, Secrets
 from ..errors import JudgeError
 from ..flow.offer import language_identifier_loaded, load_language_identifier
@@ -46,6 +47,7 @@ from .dedup import DedupTable, dedup_key
 from .limiter import Limiter
 from .parse import UnreadableVerdict, parse_offer_reply, parse_reply
 from .pool import Endpoint, JudgePool
+from .probe import PROBE_CRITERION, sample_messages
 from .prompts import JudgedOffer, build_messages, build_offer_messages, estimate_tokens, offer_max_tokens
 from .schema import criterion_format, offer_format
 from .skills import SkillBook
@@ -57,9 +59,6 @@ def log() -> Any:
     return get_logger("judge")
 
 
-# What `judge check` and the breaker's probe ask: one small, valid offer.
-SAMPLE_CONTEXT = Context("Data Scientist", "en", ("Python", "SQL", "Statistics"), "Technology")
-PROBE_CRITERION = "skill_relevance"
 VERDICT_FORGERY = "verdict_forgery"  # an injection flag (prompts.injection_flags)
 FORGERY_PENALISED = "forged_verdict_penalised"  # the flag of a verdict given the lowest score for it
 
@@ -104,34 +103,6 @@ def load_language_identifier_in_background() -> Future[None]:
     return loaded
 
 
-def example_offer(context: Context) -> str:
-    """A well-formed offer for `context` (five required skills, three nice-to-have)."""
-    extra = ["Communication", "Teamwork", "Problem solving", "Git", "Documentation", "Agile", "English", "Mentoring"]
-    required = [*context.skills, *[s for s in extra if s not in context.skills]][:5]
-    nice = [s for s in extra if s not in required][:3]
-    fr = context.language == "fr"
-    verbs = (["Concevoir", "Livrer", "Documenter", "Améliorer", "Collaborer avec"] if fr
-             else ["Design", "Deliver", "Document", "Improve", "Collaborate with"])
-    objects = (["les solutions", "les projets", "le travail", "les processus", "les équipes"] if fr
-               else ["solutions", "projects", "the work", "processes", "the teams"])
-    overview = (f"Nous recrutons un ou une {context.job_title} pour rejoindre notre équipe." if fr
-                else f"We are hiring a {context.job_title} to join our team.")
-    lines = ["<job_offer>", f"  <title>{context.job_title}</title>", f"  <overview>{overview}</overview>",
-             "  <responsibilities>"]
-    lines += [f"    <item>{v} {o}</item>" for v, o in zip(verbs, objects)]
-    lines += ["  </responsibilities>", "  <required_skills>"]
-    lines += [f"    <skill>{s}</skill>" for s in required]
-    lines += ["  </required_skills>", "  <nice_to_have>"]
-    lines += [f"    <skill>{s}</skill>" for s in nice]
-    lines += ["  </nice_to_have>", "</job_offer>"]
-    return "\n".join(lines)
-
-
-def sample_messages() -> list[dict[str, str]]:
-    """The probe's and `judge check`'s question: one criterion of a small valid offer."""
-    return build_messages(PROBE_CRITERION, SAMPLE_CONTEXT, example_offer(SAMPLE_CONTEXT))
-
-
 class Judge:
     """Scores offers; one per process, so every call shares its limiter and its breaker."""
 
@@ -148,12 +119,10 @@ class Judge:
         self._pool = self._new_pool() if self.mode != "stub" else None
         self._book: SkillBook | None = None
         self._rng = random.Random(cfg.training.seed)  # stub latency jitter, reproducible
-        self._closed = asyncio.Event()  # set while the breaker is closed (calls flow), or to release waiters
-        self._closed.set()
-        self._consecutive_failures = 0
-        self._paused_at = 0.0
-        self._probe: asyncio.Task | None = None
-        self._fatal: BaseException | None = None  # what stopped the probe; every later offer raises it
+        # offer-level: a probe that meets a permanent error stops it, and every later offer raises that error
+        self.breaker = Breaker(self._probe, cfg.judge.probe_interval_s, threshold=cfg.judge.breaker_failures,
+                               fatal=lambda e: not is_retryable(e), on_open=self._paused, on_close=self._resumed,
+                               on_probe_failed=self._probe_failed, name="judge-probe")
         # Every mode reads the offer's language (the stub and hybrid judge it, the LLM prompt quotes it).
         self._warm = load_language_identifier_in_background()
 
@@ -196,7 +165,7 @@ class Judge:
         except JudgeFailed as e:
             self._failed(e)
             raise
-        self._succeeded()
+        self.breaker.succeeded()  # the count starts again; open, an offer in flight got through: it closes
         flags = tuple(dict.fromkeys([*read.flags, *(f for v in criteria.values() for f in v.flags)]))
         if flags:
             log().warning("judge_flagged", flags=list(flags), job_title=context.job_title, index=context.index)
@@ -214,9 +183,7 @@ class Judge:
         """Wait for the language identifier, and while the breaker is open; raise what stopped the probe."""
         if not self._warm.done():
             await asyncio.wrap_future(self._warm)
-        await self._closed.wait()  # the breaker is open: intake waits for the probe
-        if self._fatal is not None:
-            raise self._fatal
+        await self.breaker.wait()  # the breaker is open: intake waits for the probe
 
     async def warm_up(self) -> None:
         """Return once the language identifier is loaded (started in a worker thread at construction)."""
@@ -336,53 +303,29 @@ class Judge:
         self.stats.failures += 1
         if failure.filtered or failure.paced:  # the offer's text, or the quota: nothing of the judge's health
             return
-        self._consecutive_failures += 1
-        if self._consecutive_failures >= self.cfg.breaker_failures and self._closed.is_set():
-            self._pause(failure.reason)
+        self.breaker.failed(failure.reason)
 
-    def _pause(self, reason: str) -> None:
-        self._closed.clear()
+    def _paused(self, reason: str) -> None:
         self.stats.paused = True
-        self._paused_at = time.monotonic()
-        log().warning("judge_paused", consecutive_failures=self._consecutive_failures, reason=reason,
+        log().warning("judge_paused", consecutive_failures=self.breaker.failures, reason=reason,
                       probe_interval_s=self.cfg.probe_interval_s)
-        self._probe = asyncio.create_task(self._probe_until_healthy(), name="judge-probe")
 
-    def _succeeded(self) -> None:
-        self._consecutive_failures = 0
-        if not self._closed.is_set():  # an offer in flight got through: the API answers again
-            self._resume()
-
-    def _resume(self) -> None:
-        if self._probe is not None and self._probe is not asyncio.current_task():
-            self._probe.cancel()
-        self._probe = None
-        self._consecutive_failures = 0
+    def _resumed(self, paused_s: float) -> None:
         self.stats.paused = False
-        self._closed.set()
-        log().info("judge_resumed", paused_s=round(time.monotonic() - self._paused_at, 3))
+        log().info("judge_resumed", paused_s=round(paused_s, 3))
 
-    async def _probe_until_healthy(self) -> None:
-        while True:
-            await asyncio.sleep(self.cfg.probe_interval_s)
-            try:
-                await self._sample_call(attempts=1)
-            except Exception as e:
-                if not is_retryable(e):  # a rotated key, a deleted deployment, a bug: probing cannot fix it
-                    self._stop(e)
-                    return
-                log().warning("judge_probe_failed", reason=self.pool.describe(e))
-            else:
-                self._resume()
-                return
+    async def _probe(self) -> bool:
+        await self._sample_call(attempts=1)
+        return True
 
-    def _stop(self, error: BaseException) -> None:
-        """Give up: the offers waiting on the breaker, and any later one, raise `error`."""
-        self._fatal = error
-        self._probe = None
+    def _probe_failed(self, error: Exception) -> None:
+        if is_retryable(error):
+            log().warning("judge_probe_failed", reason=self.pool.describe(error))
+            return
+        # a rotated key, a deleted deployment, a bug: probing cannot fix it, the breaker stops and
+        # the offers waiting on it, and any later one, raise `error`
         reason = str(error) if isinstance(error, JudgeError) else self.pool.describe(error)
         log().error("judge_probe_failed", reason=reason, permanent=True)
-        self._closed.set()  # release the waiters: each raises the error (see `_ready`)
 
     async def _sample_call(self, attempts: int | None = None,
                            retry_if: Callable[[BaseException], bool] = is_retryable) -> CriterionVerdict:
@@ -435,7 +378,7 @@ class Judge:
         except Exception as e:
             if not is_retryable(e):
                 raise
-            self._pause(self.pool.describe(e))
+            self.breaker.open(self.pool.describe(e))
             return None
         result = self._check_result(verdict, started, sent)
         log().info("judge_ready", endpoint=result["endpoint"], model=result["model"],
@@ -491,10 +434,7 @@ class Judge:
         return {e.name: e.stats for e in self._pool.endpoints}
 
     async def aclose(self) -> None:
-        if self._probe is not None:
-            self._probe.cancel()
-            await asyncio.gather(self._probe, return_exceptions=True)
-            self._probe = None
+        await self.breaker.aclose()
         if self._pool is not None:
             await self._pool.aclose()
 

@@ -32,7 +32,7 @@ from .adapters import Adapter, Adapters
 from .http import ERROR_BYTES, RemoteGeneratorError, Servers, Transient, message_of
 from .options import RemoteOptions, RemoteStats, log
 from .reply import Completion, MalformedReply, completion_request, model_ids, parse_completions, reply_limit
-from .rotation import Breaker, NoServer, Rotation
+from .rotation import NoServer, Rotation, RotationBreaker
 
 PROBE_TIMEOUT_S = 30.0  # the start-up check and the probe ask for little: they need not wait long
 
@@ -55,7 +55,8 @@ class RemoteGenerator:
         self.servers = Servers(options, self.stats, api_key)
         self.adapters = Adapters(self.servers, options, self.stats)
         self.rotation = Rotation(options.urls, max_failures=options.max_retries + 1)
-        self.breaker = Breaker(self.rotation, self._probe, options.backoff_max_s, self.stats, self.servers.scrub)
+        self.breaker = RotationBreaker(self.rotation, self._probe, options.backoff_max_s, self.stats,
+                                       self.servers.scrub)
         self._slots = asyncio.Semaphore(options.max_concurrency)
         self._prompts: dict[Context, tuple[int, ...]] = {}
 

@@ -4,7 +4,8 @@ A server leaves the rotation after `max_retries + 1` failed attempts in a row, o
 it refuses us (an adapter it will not load, a 401 mid-run), and its share goes to the others
 (`generator_server_down`). With none left, generation pauses (`generator_paused`): requests
 wait. Every `backoff_max_s` a probe tries each server out of rotation; one that answers rejoins
-(`generator_server_up`, or `generator_resumed` with `paused_s`).
+(`generator_server_up`, or `generator_resumed` with `paused_s`). The probe runs in one
+`breaker.Breaker`, open while a server is out of rotation.
 
 Invariant: requests flow (`wait_serving` returns) exactly while at least one server is in
 rotation, and a server out of rotation comes back only through a probe that succeeded on it.
@@ -18,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
+from ..breaker import Breaker
 from ..ops.log import host_of
 from .http import message_of
 from .options import RemoteStats, log
@@ -72,7 +74,7 @@ class Rotation:
         self._failures.pop(url, None)
 
 
-class Breaker:
+class RotationBreaker:
     """The rotation's events on the event loop: servers leave, generation pauses, the probe runs.
 
     `probe(url)` returns when `url` can serve again, and raises (anything) when it cannot yet.
@@ -86,7 +88,8 @@ class Breaker:
         self._serving.set()
         self._paused_at = 0.0
         self._out_since: dict[str, float] = {}
-        self._task: asyncio.Task | None = None
+        # open while a server is out of rotation; closes once the probe has brought every one back
+        self._breaker = Breaker(self._probe_out, interval_s, name="generator-probe")
 
     @property
     def paused(self) -> bool:
@@ -118,8 +121,7 @@ class Breaker:
         else:
             log().warning("generator_server_down", server=host_of(url), reason=reason,
                           serving=self.rotation.serving)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._probe_until_back(), name="generator-probe")
+        self._breaker.open(reason)  # already open: its probe takes this server in its next round
 
     def _bring_back(self, url: str) -> None:
         self.rotation.bring_back(url)
@@ -132,20 +134,16 @@ class Breaker:
         else:
             log().info("generator_server_up", server=host_of(url), down_s=round(down_s, 3))
 
-    async def _probe_until_back(self) -> None:
-        """Every `interval_s`, each server out of rotation is probed; one that answers rejoins."""
-        while self.rotation.out:
-            await asyncio.sleep(self._interval_s)
-            for url in list(self.rotation.out):
-                try:
-                    await self._probe(url)
-                except Exception as e:  # whatever it is (a restart, a rotated key), keep probing and say why
-                    log().warning("generator_probe_failed", server=host_of(url), reason=self._scrub(message_of(e)))
-                else:
-                    self._bring_back(url)
+    async def _probe_out(self) -> bool:
+        """Each server out of rotation is probed; one that answers rejoins. True when none is left out."""
+        for url in list(self.rotation.out):
+            try:
+                await self._probe(url)
+            except Exception as e:  # whatever it is (a restart, a rotated key), keep probing and say why
+                log().warning("generator_probe_failed", server=host_of(url), reason=self._scrub(message_of(e)))
+            else:
+                self._bring_back(url)
+        return not self.rotation.out
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._breaker.aclose()

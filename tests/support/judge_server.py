@@ -70,7 +70,8 @@ async def measure_judge(args: argparse.Namespace) -> dict[str, Any]:
     """`args.judge_only` distinct offers through the judge alone: the quota it uses when it never
     waits for the model (from the first admitted call to the last, what the servers charged)."""
     from jobrl_async.config import Secrets
-    from jobrl_async.judge.stage import Judge, JudgeFailed, example_offer
+    from jobrl_async.judge.probe import example_offer
+    from jobrl_async.judge.stage import Judge, JudgeFailed
 
     servers = start_servers(args)
     contexts = load_bundled()
