@@ -13,7 +13,7 @@ Invariant: one probe task runs exactly while the breaker is open, none otherwise
 
 The policy stays with the caller: what counts as a failure (it calls `failed`), what the probe
 asks, what is logged and counted (the hooks `on_open(reason)`, `on_close(paused_s)`,
-`on_probe_failed(error)`, called for every failed probe before a stop, and `on_stop(error)`).
+`on_probe_failed(error)`, called for every probe that raised, before a stop, and `on_stop(error)`).
 """
 
 from __future__ import annotations
@@ -108,6 +108,8 @@ class Breaker:
                     return
 
     def _close(self) -> None:
+        if self.state != "open":  # stopped stays stopped (a probe ending after a stop changes nothing)
+            return
         self._end_probe()
         self.state, self.failures = "closed", 0
         self._flowing.set()

@@ -12,8 +12,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from .flow.records import Group, ScoredTrajectory, Split
-from .producer import StepPlan
+from .flow.records import Group, ScoredTrajectory, Split, StepPlan
 
 
 @dataclass

@@ -7,24 +7,9 @@ resume at (epoch, position) continues with exactly the data an uninterrupted run
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import Iterator
 
-from .flow.records import Context
-
-
-@dataclass(frozen=True, slots=True)
-class StepPlan:
-    """One training step: which contexts, and where it sits in the run."""
-
-    step: int  # 1-based optimizer step
-    epoch: int  # 0-based
-    position: int  # batch index within the epoch
-    contexts: tuple[Context, ...]
-
-    def __post_init__(self) -> None:
-        if self.step < 1 or self.epoch < 0 or self.position < 0 or not self.contexts:
-            raise ValueError(f"bad step plan: step={self.step} epoch={self.epoch} position={self.position}")
+from .flow.records import Context, StepPlan
 
 
 def steps_per_epoch(n_train: int, batch_contexts: int) -> int:

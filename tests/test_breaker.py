@@ -7,6 +7,9 @@ import asyncio
 import pytest
 
 from jobrl_async.breaker import Breaker
+from jobrl_async.remote.options import RemoteStats
+from jobrl_async.remote.rotation import Rotation, RotationBreaker
+from tests.test_judge_stage import captured_logs, events  # noqa: F401 (a fixture)
 
 INTERVAL_S = 0.01
 
@@ -150,3 +153,87 @@ async def test_aclose_cancels_the_probe() -> None:
     await asyncio.sleep(5 * INTERVAL_S)
     assert probe.calls == 0 and probe.events == [("open", "down")]
     await aclose(breaker)  # twice is fine
+
+
+class HangingProbe(Probe):
+    """A probe that waits on a call the test releases: the breaker acts while it is in flight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.release = asyncio.Event(), asyncio.Event()
+
+    async def __call__(self) -> bool:
+        self.calls += 1
+        self.entered.set()
+        await self.release.wait()
+        return True
+
+
+@pytest.mark.parametrize("verdict", ["succeeded", "stop"])
+async def test_a_probe_in_flight_is_cancelled_by_a_success_or_a_stop(verdict: str) -> None:
+    probe = HangingProbe()
+    breaker = probe.breaker(threshold=1)
+    breaker.failed("down")
+    (task,) = probe_tasks()
+    await asyncio.wait_for(probe.entered.wait(), 1)  # the probe is awaiting its answer
+    if verdict == "succeeded":
+        breaker.succeeded()
+    else:
+        breaker.stop(PermissionError("refused"))
+    await asyncio.sleep(0)
+    assert task.cancelled() and probe.calls == 1
+    probe.release.set()  # its answer, had it come, changes nothing now
+    await asyncio.sleep(5 * INTERVAL_S)
+    expected = "closed" if verdict == "succeeded" else "stopped"
+    assert breaker.state == expected and probe.calls == 1 and probe_tasks() == []
+    assert [e[0] for e in probe.events] == ["open", "close" if verdict == "succeeded" else "stop"]
+
+
+async def test_a_stopped_breaker_stays_stopped_whatever_a_late_probe_answers() -> None:
+    class Stubborn(HangingProbe):
+        async def __call__(self) -> bool:  # swallows its cancellation and answers anyway
+            self.calls += 1
+            self.entered.set()
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:
+                pass
+            return True
+
+    probe = Stubborn()
+    breaker = probe.breaker(threshold=1)
+    breaker.failed("down")
+    await asyncio.wait_for(probe.entered.wait(), 1)
+    breaker.stop(PermissionError("refused"))
+    await asyncio.sleep(5 * INTERVAL_S)
+    assert breaker.state == "stopped" and [e[0] for e in probe.events] == ["open", "stop"]
+    with pytest.raises(PermissionError):
+        await asyncio.wait_for(breaker.wait(), 1)
+
+
+async def test_the_vllm_rotation_says_a_bug_in_its_probe_round_and_keeps_probing(captured_logs) -> None:
+    stream = captured_logs
+    scrubs = []
+
+    def scrub(text: str) -> str:  # the first round's scrub is the bug
+        scrubs.append(text)
+        if len(scrubs) == 2:
+            raise RuntimeError("a bug in the round")
+        return text
+
+    answers = [ConnectionError("still down")]
+
+    async def probe(url: str) -> None:
+        if answers:
+            raise answers.pop(0)
+
+    rotation = Rotation(["http://a:8000"], max_failures=1)
+    breaker = RotationBreaker(rotation, probe, INTERVAL_S, RemoteStats(), scrub)
+    breaker.take_out("http://a:8000", "refused")
+    await asyncio.wait_for(breaker.wait_serving(), 5)  # the round after the bug brought it back
+    await breaker.aclose()
+    seen = [(e["event"], e["level"]) for e in events(stream)]
+    assert seen == [("generator_paused", "warning"), ("generator_probe_failed", "error"),
+                    ("generator_resumed", "info")]
+    crashed = events(stream)[1]
+    assert crashed["reason"] == "RuntimeError: a bug in the round" and "exception" in crashed

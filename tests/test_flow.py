@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from jobrl_async.collector import Collector, StepBatch, ValidationResult
-from jobrl_async.flow.records import Context, CriterionVerdict, CRITERIA, ScoredTrajectory, Trajectory, Verdict
+from jobrl_async.flow.records import Context, CriterionVerdict, CRITERIA, ScoredTrajectory, StepPlan, Trajectory, Verdict
 from jobrl_async.learning.staleness import StalenessGate
-from jobrl_async.producer import StepPlan, plan_steps, steps_per_epoch, total_steps
+from jobrl_async.producer import plan_steps, steps_per_epoch, total_steps
 
 
 def ctxs(n: int) -> list[Context]:

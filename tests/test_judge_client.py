@@ -19,7 +19,6 @@ from jobrl_async.judge.client import (
     JudgeClient,
     JudgeStats,
     OfferRejected,
-    host_of,
     is_name_error,
     is_retryable,
     missing_credentials,
@@ -30,6 +29,7 @@ from jobrl_async.judge.pool import JudgePool
 from jobrl_async.judge.probe import SAMPLE_CONTEXT, example_offer
 from jobrl_async.judge.prompts import build_messages, estimate_tokens
 from jobrl_async.judge.schema import criterion_format
+from jobrl_async.ops.log import host_of
 from jobrl_async.retry import retry_after_s
 from jobrl_async.testing.fake_judge import FakeChatServer
 from tests.support.judge_fixtures import DEPLOYMENT, FAKE_KEY

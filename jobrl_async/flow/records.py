@@ -1,6 +1,7 @@
 """What flows between the stages: small typed records, validated where they are made.
 
-    Context ──generator──▶ Trajectory ──judge──▶ ScoredTrajectory ──collector──▶ Group ──▶ learner
+    producer ──▶ StepPlan (its contexts) ──generator──▶ Trajectory ──judge──▶ ScoredTrajectory
+             ──collector──▶ Group ──▶ learner
 """
 
 from __future__ import annotations
@@ -46,6 +47,20 @@ class Context:
         if self.industry:
             out["industry"] = self.industry
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class StepPlan:
+    """One training step: which contexts, and where it sits in the run."""
+
+    step: int  # 1-based optimizer step
+    epoch: int  # 0-based
+    position: int  # batch index within the epoch
+    contexts: tuple[Context, ...]
+
+    def __post_init__(self) -> None:
+        if self.step < 1 or self.epoch < 0 or self.position < 0 or not self.contexts:
+            raise ValueError(f"bad step plan: step={self.step} epoch={self.epoch} position={self.position}")
 
 
 @dataclass(frozen=True, slots=True)

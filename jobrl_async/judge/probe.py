@@ -1,4 +1,4 @@
-"""The sample question: what `judge check`, the preflight and every breaker's probe ask.
+"""The sample question: what `judge check`, the preflight and the judge's breaker probes ask.
 
 One criterion of a small, valid offer: the smallest call that proves the LLM judge answers.
 The stage (`check`, the offer-level probe) and the pool (each endpoint's probe) both ask it.

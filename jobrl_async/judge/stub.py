@@ -4,7 +4,7 @@ A stand-in for dry runs, tests and benchmarks, honest about what it measures:
 
 - language_consistency: a language identifier (py3langid) on each sentence of the offer;
   score = 10 x the share of the prose (by length) in the context's language;
-- xml_format: the schema checks of `offer.parse_offer`; score = 10 x the share that pass,
+- xml_format: the schema checks of `flow.offer.parse_offer`; score = 10 x the share that pass,
   YES only if all pass;
 - context_inclusion: provided skills found in <required_skills> by normalised matching;
   score = 10 x the share included;

@@ -11,10 +11,9 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
-from ..flow.records import Trajectory
+from ..flow.records import StepPlan, Trajectory
 from ..judge.stage import judge_workers
 from ..policy.device import device_user
-from ..producer import StepPlan
 from .publish import publish_weights
 from .reporting import GenerationTiming
 from .validation import score_all

@@ -22,7 +22,7 @@ from contextlib import aclosing
 
 from ..aio import finish_then_cancel, run_ahead
 from ..collector import Collector, StepBatch, ValidationResult
-from ..flow.records import ScoredTrajectory, Trajectory
+from ..flow.records import ScoredTrajectory, StepPlan, Trajectory
 from ..generation.generator import in_request_order
 from ..judge.stage import judge_workers
 from ..learning.learner import StepMetrics
@@ -31,7 +31,6 @@ from ..ops.log import get_logger
 from ..ops.meters import BusyMeter
 from ..policy.device import device_user
 from ..policy.model import adapter_state
-from ..producer import StepPlan
 from .assemble import Parts, Progress
 from .publish import publish_weights
 from .reporting import GenerationTiming, Observers, StepReporter, Summary

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..config import Config
-from ..flow.records import Context, Split
+from ..flow.records import Context, Split, StepPlan
 from ..generation.generator import SampleRequest
-from ..producer import StepPlan, plan_steps
+from ..producer import plan_steps
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from ..flow.records import Context
 from .tiny import DEFAULT_SPEC, END_OF_TURN, TINY_VERSION, TinySpec, tiny_config, tokenizer_corpus, train_tokenizer
 from .tiny import warm_start
 
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny"
+SHIPPED_DIR = Path(__file__).parent.parent / "assets" / "tiny"
 MANIFEST = "jobrl_tiny.json"
 CHECK_STEPS = 8  # warm-start steps the drift check replays (~5 s)
 LOSS_TOLERANCE = 1e-4  # relative: another CPU's kernels round differently; a code change moves far more

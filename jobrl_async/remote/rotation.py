@@ -89,7 +89,8 @@ class RotationBreaker:
         self._paused_at = 0.0
         self._out_since: dict[str, float] = {}
         # open while a server is out of rotation; closes once the probe has brought every one back
-        self._breaker = Breaker(self._probe_out, interval_s, name="generator-probe")
+        self._breaker = Breaker(self._probe_out, interval_s, on_probe_failed=self._probe_crashed,
+                                name="generator-probe")
 
     @property
     def paused(self) -> bool:
@@ -144,6 +145,11 @@ class RotationBreaker:
             else:
                 self._bring_back(url)
         return not self.rotation.out
+
+    def _probe_crashed(self, error: Exception) -> None:
+        """A bug in a probe round (each server's own failure is caught and logged in the round):
+        said with its traceback (the log redacts secrets); the next round runs at the next interval."""
+        log().error("generator_probe_failed", reason=f"{type(error).__name__}: {error}", exc_info=error)
 
     async def aclose(self) -> None:
         await self._breaker.aclose()
