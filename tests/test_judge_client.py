@@ -71,6 +71,12 @@ class OneEndpoint:
     async def aclose(self) -> None:
         await self.pool.aclose()
 
+    async def __aenter__(self) -> "OneEndpoint":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
 
 def make_client(server: FakeChatServer, shape: str = "openai", **overrides) -> OneEndpoint:
     return OneEndpoint(fast_config(**overrides), secrets_for(server, shape))

@@ -49,11 +49,8 @@ async def test_following_the_headers_at_1_5_s_latency_keeps_the_whole_quota():
     per_call = one_call_tokens()
     server_tpm = 60 * 6 * per_call  # 6 calls in any second
     with FakeChatServer(api_key=FAKE_KEY, latency_ms=1500, tpm=server_tpm, rate_headers=True) as server:
-        client = client_for(server, tpm=int(server_tpm * 0.95), max_concurrency=32)
-        try:
+        async with client_for(server, tpm=int(server_tpm * 0.95), max_concurrency=32) as client:
             await asyncio.gather(*(client.ask("skill_relevance", MESSAGES) for _ in range(40)))
-        finally:
-            await client.aclose()
     arrivals = sorted(r.arrived for r in server.requests)
     steady = [t for t in arrivals if t >= arrivals[0] + 1.0]  # past the first window's burst
     rate = (len(steady) - 1) / (steady[-1] - steady[0])
@@ -67,11 +64,8 @@ async def test_following_the_headers_at_1_5_s_latency_keeps_the_whole_quota():
 async def test_a_burst_of_429s_leaves_no_charge_in_the_limiter():
     with FakeChatServer(api_key=FAKE_KEY, answers={"skill_relevance": ANSWER}) as server:
         server.inject("429", times=3, retry_after_ms=10)
-        client = client_for(server)
-        try:
+        async with client_for(server) as client:
             verdict = await client.ask("skill_relevance", MESSAGES)
-        finally:
-            await client.aclose()
     lim = client.limiter
     assert verdict.score == 7 and server.http_429 == 3 and len(server.requests) == 4
     # only the admitted call is charged: the three refused ones left the windows and the pace
@@ -84,11 +78,8 @@ async def test_the_json_mode_fallback_refused_with_a_429_leaves_no_charge_either
     same lease, and that second request meets a 429: the one lease is settled to nothing."""
     with FakeChatServer(api_key=FAKE_KEY, answers={"skill_relevance": ANSWER}, reject_json_mode=True) as server:
         server.inject("429", times=1, retry_after_ms=10)
-        client = client_for(server)
-        try:
+        async with client_for(server) as client:
             verdict = await client.ask("skill_relevance", MESSAGES)
-        finally:
-            await client.aclose()
     assert verdict.score == 7 and [r.status for r in server.requests] == [400, 429, 200]
     assert sum(a.cost for a in client.limiter.tokens.log) == pytest.approx(server.charged_tokens)
 
@@ -191,14 +182,11 @@ async def test_a_key_no_http_header_can_carry_is_one_line_before_any_call():
 async def test_an_absurd_reset_header_holds_an_endpoint_a_few_windows_at_most(reset: str):
     with FakeChatServer(api_key=FAKE_KEY, header_overrides={"x-ratelimit-remaining-tokens": "0",
                                                             "x-ratelimit-reset-tokens": reset}) as server:
-        client = client_for(server)
-        try:
+        async with client_for(server) as client:
             started = time.monotonic()
             await asyncio.wait_for(client.ask("skill_relevance", MESSAGES), timeout=10)
             await asyncio.wait_for(client.ask("skill_relevance", MESSAGES), timeout=10)  # before: years
             took = time.monotonic() - started
-        finally:
-            await client.aclose()
     assert took <= VIEW_LIFE_WINDOWS * client.limiter.window_s + 2.0 and len(server.requests) == 2
 
 
@@ -208,11 +196,8 @@ async def test_an_absurd_reset_header_holds_an_endpoint_a_few_windows_at_most(re
 async def test_a_per_criterion_reply_giving_a_key_twice_is_refused_and_asked_again():
     with FakeChatServer(api_key=FAKE_KEY, answers={"skill_relevance": ANSWER}) as server:
         server.inject("duplicate_keys")  # {"answer": "NO", "score": 1, "answer": "YES", "score": 10}
-        client = client_for(server)
-        try:
+        async with client_for(server) as client:
             verdict = await client.ask("skill_relevance", MESSAGES)
-        finally:
-            await client.aclose()
     assert (verdict.answer, verdict.score) == ("YES", 7)  # never the duplicate's last 10
     assert len(server.requests) == 2 and client.stats.retries == 1
 
