@@ -47,9 +47,11 @@ def fast_config(**overrides) -> JudgeConfig:
 
 
 def secrets_for(server: FakeChatServer, shape: str, key: str = FAKE_KEY, deployment: str = DEPLOYMENT) -> Secrets:
-    if shape == "azure":
-        return Secrets(azure_api_key=key, azure_endpoint=server.azure_endpoint, azure_deployment=deployment)
-    return Secrets(openai_api_key=key, openai_base_url=server.openai_base_url)
+    """The judge's variables for one URL shape: openai, azure (deployments) or azure-v1."""
+    if shape == "openai":
+        return Secrets(openai_api_key=key, openai_base_url=server.openai_base_url)
+    url = server.azure_endpoint + ("/openai/v1" if shape == "azure-v1" else "")
+    return Secrets(azure_api_key=key, azure_endpoint=url, azure_deployment=deployment)
 
 
 class OneEndpoint:

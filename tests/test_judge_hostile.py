@@ -18,8 +18,9 @@ from jobrl_async.judge.stage import Judge, JudgeFailed
 from jobrl_async.ops.log import host_of
 from jobrl_async.testing.fake_judge import FakeChatServer, intake_tokens
 from tests.support.judge_fixtures import DEPLOYMENT, FAKE_KEY
-from tests.test_judge_client import OneEndpoint
-from tests.test_judge_pool import offers, pool_config, pool_env
+from tests.test_judge_client import OneEndpoint, secrets_for
+from tests.test_judge_pool import offers, pool_config, pool_env, two_servers  # noqa: F401 (a fixture)
+from tests.test_judge_reasoning import config
 from tests.test_judge_stage import captured_logs, events  # noqa: F401 (a fixture)
 
 MESSAGES = build_messages("skill_relevance", SAMPLE_CONTEXT, example_offer(SAMPLE_CONTEXT))
@@ -27,11 +28,7 @@ ANSWER = {"answer": "YES", "score": 7, "missing_skills": [], "irrelevant_skills"
 
 
 def client_for(server: FakeChatServer, **judge) -> OneEndpoint:
-    cfg = JudgeConfig(rpm=60_000, tpm=100_000_000, timeout_s=5.0, max_retries=3, backoff_max_s=0.02)
-    for key, value in judge.items():
-        setattr(cfg, key, value)
-    secrets = Secrets(openai_api_key=FAKE_KEY, openai_base_url=server.openai_base_url)
-    return OneEndpoint(cfg, secrets)
+    return OneEndpoint(config(**judge), secrets_for(server, "openai"))
 
 
 def one_call_tokens() -> float:
@@ -105,15 +102,6 @@ async def test_offers_failed_only_by_429s_never_pause_a_single_endpoint_judge(ca
 
 
 # ---------------------------------------------------------------- item 5: one endpoint refused
-
-
-@pytest.fixture
-def two_servers():
-    from tests.test_judge_pool import OTHER_KEY
-
-    with FakeChatServer(api_key=FAKE_KEY, deployments=(DEPLOYMENT,)) as a, \
-            FakeChatServer(api_key=OTHER_KEY, deployments=(DEPLOYMENT,)) as b:
-        yield a, b
 
 
 async def test_an_endpoint_whose_key_is_revoked_mid_run_leaves_the_pool(two_servers, captured_logs):

@@ -21,7 +21,7 @@ from jobrl_async.judge.stage import Judge
 from jobrl_async.ops import log
 from jobrl_async.testing.fake_judge import FakeChatServer
 from tests.support.judge_fixtures import DEPLOYMENT, FAKE_KEY
-from tests.test_judge_client import MESSAGES
+from tests.test_judge_client import MESSAGES, fast_config, secrets_for
 from tests.test_pipeline import events  # noqa: F401 (a fixture)
 
 SERVED = "gpt-5-mini-2025-08-07"
@@ -40,18 +40,9 @@ def logged(stream: io.BytesIO, name: str) -> list[dict]:
             if e["event"] == name]
 
 
-def secrets_for(server: FakeChatServer, shape: str) -> Secrets:
-    if shape == "openai":
-        return Secrets(openai_api_key=FAKE_KEY, openai_base_url=server.openai_base_url)
-    url = server.azure_endpoint + ("/openai/v1" if shape == "azure-v1" else "")
-    return Secrets(azure_api_key=FAKE_KEY, azure_endpoint=url, azure_deployment=DEPLOYMENT)
-
-
 def config(**overrides) -> JudgeConfig:
-    cfg = JudgeConfig(rpm=60_000, tpm=100_000_000, timeout_s=5.0, max_retries=3, backoff_max_s=0.02)
-    for key, value in overrides.items():
-        setattr(cfg, key, value)
-    return cfg
+    """`fast_config` with a 5 s deadline: the fake here answers at a real model's pace."""
+    return fast_config(**{"timeout_s": 5.0, **overrides})
 
 
 def pool(server: FakeChatServer, shape: str = "openai", **overrides) -> JudgePool:
